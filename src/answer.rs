@@ -1,0 +1,304 @@
+//! Deciding what an authoritative answer contains: pure, no sockets, no clock.
+//!
+//! Why this exists: the rules of authoritative answering (RFC 1034 §4.3.2, RFC 2308, RFC 4592,
+//! RFC 6604, RFC 8482) are the product's correctness, and they should be testable with nothing
+//! but a snapshot and a question. `resolve` returns a `Response` that borrows RRsets from the
+//! snapshot, so the per-query path copies no records; the wire encoding lives in `handler`.
+//!
+//! Documented rules:
+//! - A name under no served zone: REFUSED.
+//! - A name at or below a zone cut: a referral (NS in authority, glue in additional, AA=0),
+//!   except a DS query at the cut, which the parent side answers authoritatively.
+//! - A CNAME is followed inside the same zone, up to `MAX_CHAIN` links; the RCODE is that of
+//!   the last name in the chain (RFC 6604).
+//! - Wildcards synthesize only where the name does not exist at all (not over existing names
+//!   or empty non-terminals), with the query name as owner.
+//! - ANY gets one RRset (RFC 8482 §4.1): the name's lowest-numbered type.
+//! - A/AAAA RRsets are rotated by the caller-supplied `rotation`, so load spreads.
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, Record, RecordType};
+use smallvec::SmallVec;
+
+use crate::snapshot::{is_within, parent_key, Node, RrSet, Snapshot, Zone, MAX_NAME_LEN};
+
+/// How many CNAME links are followed inside a zone before the answer stops.
+pub const MAX_CHAIN: usize = 8;
+
+/// A run of records in a section: borrowed from the snapshot (optionally rotated) or
+/// synthesized for this query (wildcards).
+#[derive(Debug, Clone)]
+pub enum Part<'a> {
+    Shared {
+        records: &'a [Record],
+        rotate: usize,
+    },
+    Synthesized(Vec<Record>),
+}
+
+/// One section of a response.
+#[derive(Debug, Clone, Default)]
+pub struct Section<'a> {
+    parts: SmallVec<[Part<'a>; 3]>,
+}
+
+impl<'a> Section<'a> {
+    fn push_shared(&mut self, records: &'a [Record], rotate: usize) {
+        if !records.is_empty() {
+            self.parts.push(Part::Shared { records, rotate });
+        }
+    }
+
+    /// The records in order.
+    pub fn iter(&self) -> SectionIter<'_> {
+        SectionIter {
+            parts: &self.parts,
+            part: 0,
+            index: 0,
+        }
+    }
+
+    /// How many records the section holds.
+    pub fn len(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Shared { records, .. } => records.len(),
+                Part::Synthesized(records) => records.len(),
+            })
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+}
+
+/// Iterates a section's records, applying each part's rotation.
+#[derive(Debug, Clone)]
+pub struct SectionIter<'s> {
+    parts: &'s [Part<'s>],
+    part: usize,
+    index: usize,
+}
+
+impl SectionIter<'_> {
+    /// An iterator over no records.
+    pub fn empty() -> Self {
+        Self {
+            parts: &[],
+            part: 0,
+            index: 0,
+        }
+    }
+}
+
+impl<'s> Iterator for SectionIter<'s> {
+    type Item = &'s Record;
+
+    fn next(&mut self) -> Option<&'s Record> {
+        loop {
+            let part = self.parts.get(self.part)?;
+            let (records, rotate) = match part {
+                Part::Shared { records, rotate } => (*records, *rotate),
+                Part::Synthesized(records) => (records.as_slice(), 0),
+            };
+            if self.index < records.len() {
+                let record = &records[(self.index + rotate) % records.len()];
+                self.index += 1;
+                return Some(record);
+            }
+            self.part += 1;
+            self.index = 0;
+        }
+    }
+}
+
+/// What an authoritative server says to one question.
+#[derive(Debug, Clone)]
+pub struct Response<'a> {
+    pub rcode: ResponseCode,
+    pub authoritative: bool,
+    pub answer: Section<'a>,
+    pub authority: Section<'a>,
+    pub additional: Section<'a>,
+    /// True for referrals: glue that does not fit means the response must be truncated
+    /// (RFC 9471), rather than sent without it.
+    pub additional_required: bool,
+}
+
+impl Response<'_> {
+    fn new(rcode: ResponseCode, authoritative: bool) -> Self {
+        Self {
+            rcode,
+            authoritative,
+            answer: Section::default(),
+            authority: Section::default(),
+            additional: Section::default(),
+            additional_required: false,
+        }
+    }
+
+    /// REFUSED, for names under no served zone.
+    pub fn refused() -> Self {
+        Self::new(ResponseCode::Refused, false)
+    }
+}
+
+/// The question, as the resolver needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Question<'q> {
+    /// The query name as received (case kept), owner of synthesized records.
+    pub name: &'q Name,
+    pub record_type: RecordType,
+}
+
+/// Answers `question` from `snapshot`. `rotation` picks the first A/AAAA of each RRset.
+pub fn resolve<'a>(
+    snapshot: &'a Snapshot,
+    question: Question<'_>,
+    rotation: usize,
+) -> Response<'a> {
+    let mut key_buffer = [0u8; MAX_NAME_LEN + 2];
+    let length = crate::snapshot::write_key(question.name, &mut key_buffer);
+    let key = &key_buffer[..length];
+    let Some(mut zone) = snapshot.find_zone(key) else {
+        return Response::refused();
+    };
+    // RFC 4035 §3.1.4.1: DS at a child apex belongs to the parent zone, when we serve it.
+    if question.record_type == RecordType::DS && key == zone.key() {
+        if let Some(parent) = parent_key(key).and_then(|parent| snapshot.find_zone(parent)) {
+            zone = parent;
+        }
+    }
+    let mut response = Response::new(ResponseCode::NoError, true);
+    let mut resolver = Resolver {
+        zone,
+        record_type: question.record_type,
+        rotation,
+        response: &mut response,
+    };
+    resolver.lookup(key, question.name, 0);
+    response
+}
+
+struct Resolver<'a, 'r> {
+    zone: &'a Zone,
+    record_type: RecordType,
+    rotation: usize,
+    response: &'r mut Response<'a>,
+}
+
+impl<'a> Resolver<'a, '_> {
+    /// Answers for `key` (owner name `name`), `depth` links into a CNAME chain.
+    fn lookup(&mut self, key: &[u8], name: &Name, depth: usize) {
+        let zone = self.zone;
+        if let Some(node) = zone.node(key) {
+            if let Some(cut_len) = node.cut_len() {
+                let at_cut = cut_len == key.len();
+                if !(at_cut && self.record_type == RecordType::DS) {
+                    if depth == 0 {
+                        self.referral(&key[key.len() - cut_len..]);
+                    }
+                    return;
+                }
+                // DS at the cut: answered from the parent side, authoritatively.
+                match node.rrset(RecordType::DS) {
+                    Some(set) => self.response.answer.push_shared(&set.records, 0),
+                    None => self.negative(ResponseCode::NoError),
+                }
+                return;
+            }
+            self.answer_node(node, None, depth);
+            return;
+        }
+
+        // The name does not exist: find the closest encloser (it exists, the apex at worst).
+        let mut encloser = parent_key(key);
+        while let Some(candidate) = encloser {
+            if candidate.len() < zone.key().len() {
+                break;
+            }
+            if let Some(node) = zone.node(candidate) {
+                if let Some(cut_len) = node.cut_len() {
+                    if depth == 0 {
+                        self.referral(&candidate[candidate.len() - cut_len..]);
+                    }
+                    return;
+                }
+                let mut wildcard = [0u8; MAX_NAME_LEN + 4];
+                wildcard[0] = 1;
+                wildcard[1] = b'*';
+                wildcard[2..2 + candidate.len()].copy_from_slice(candidate);
+                if let Some(source) = zone.node(&wildcard[..2 + candidate.len()]) {
+                    self.answer_node(source, Some(name), depth);
+                    return;
+                }
+                break;
+            }
+            encloser = parent_key(candidate);
+        }
+        self.negative(ResponseCode::NXDomain);
+    }
+
+    /// Answers from an existing node; `synthesize` names the owner for wildcard answers.
+    fn answer_node(&mut self, node: &'a Node, synthesize: Option<&Name>, depth: usize) {
+        let wanted = if self.record_type == RecordType::ANY {
+            node.rrsets().first()
+        } else {
+            node.rrset(self.record_type)
+        };
+        if let Some(set) = wanted {
+            self.add_answer(set, synthesize);
+            self.response.additional.push_shared(&set.additional, 0);
+            return;
+        }
+        if let Some(cname) = node.rrset(RecordType::CNAME) {
+            self.add_answer(cname, synthesize);
+            let Some((target, target_key)) = &cname.cname_target else {
+                return;
+            };
+            if depth + 1 < MAX_CHAIN && is_within(target_key, self.zone.key()) {
+                self.lookup(target_key, target, depth + 1);
+            }
+            return;
+        }
+        self.negative(ResponseCode::NoError);
+    }
+
+    fn add_answer(&mut self, set: &'a RrSet, synthesize: Option<&Name>) {
+        let rotate = match set.record_type {
+            RecordType::A | RecordType::AAAA => self.rotation % set.records.len(),
+            _ => 0,
+        };
+        match synthesize {
+            None => self.response.answer.push_shared(&set.records, rotate),
+            Some(owner) => {
+                let records = (0..set.records.len())
+                    .map(|index| {
+                        let mut record = set.records[(index + rotate) % set.records.len()].clone();
+                        record.name = owner.clone();
+                        record
+                    })
+                    .collect();
+                self.response.answer.parts.push(Part::Synthesized(records));
+            }
+        }
+    }
+
+    fn negative(&mut self, rcode: ResponseCode) {
+        self.response.rcode = rcode;
+        self.response
+            .authority
+            .push_shared(self.zone.negative_soa(), 0);
+    }
+
+    fn referral(&mut self, cut_key: &[u8]) {
+        let node = self.zone.node(cut_key).expect("cut nodes exist");
+        let ns = node.rrset(RecordType::NS).expect("cuts have NS");
+        self.response.authoritative = false;
+        self.response.authority.push_shared(&ns.records, 0);
+        self.response.additional.push_shared(&ns.additional, 0);
+        self.response.additional_required = true;
+    }
+}

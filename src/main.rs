@@ -1,0 +1,135 @@
+//! The `healthdns` command: parse arguments, set up logging, run a subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use healthdns::config::Config;
+use healthdns::handler::DnsHandler;
+use healthdns::server::{serve, Listeners};
+use healthdns::snapshot::Snapshot;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Authoritative DNS that answers only with healthy addresses"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve DNS in the foreground until SIGTERM or SIGINT.
+    Serve {
+        /// The config file; zone paths in it are relative to its folder.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Check the config and every zone file; print every error and exit 1 if there is one.
+    Check {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => run_serve(&config),
+        Command::Check { config } => return run_check(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("healthdns: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints every problem in the config and its zones; exit 0 only if there is none.
+fn run_check(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match healthdns::load_zones(&config) {
+        Ok(zones) => {
+            for zone in &zones {
+                println!(
+                    "{}: zone {} serial {}, {} records",
+                    config.path.display(),
+                    zone.origin,
+                    zone.soa_serial(),
+                    zone.records.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for error in errors {
+                eprintln!("{error}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let zones = healthdns::load_zones(&config).map_err(|errors| {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("zone errors:\n{}", text.join("\n"))
+    })?;
+    for zone in &zones {
+        tracing::info!(zone = %zone.origin, serial = zone.soa_serial(), records = zone.records.len(), "loaded zone");
+    }
+    let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones)));
+    let listeners = Listeners::bind(&config.server.listen, config.server.udp_sockets)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        let handler = DnsHandler::new(snapshots, config.server.udp_payload);
+        serve(listeners, handler, config.server.tcp_idle_timeout, shutdown).await
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,204 @@
+//! Sockets: binding the listen addresses and serving queries on them until shutdown.
+//!
+//! Why this exists: I/O stays at the edge. The caller binds (`Listeners::bind`), so tests
+//! can serve on port 0 and read the port back, and the daemon can fail before it starts
+//! probing. UDP is served by our own loop, one task per SO_REUSEPORT socket, several sockets
+//! per address, because hickory-server serves each UDP socket from a single task and spawns
+//! a task per query; the kernel spreads datagrams across our sockets. TCP goes through
+//! hickory-server's listener (idle timeout, pipelined queries on one connection).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::DnsHandler;
+
+/// How many times binding a port-0 address is retried when the UDP port is taken on TCP.
+const PORT_ZERO_ATTEMPTS: usize = 20;
+/// Receive buffer asked for each UDP socket, so bursts are queued, not dropped.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+/// Largest UDP datagram we read.
+const MAX_DATAGRAM: usize = 65_535;
+/// Responses buffered per TCP connection.
+const TCP_RESPONSE_BUFFER: usize = 32;
+
+/// Why the listen addresses could not be bound; the operator fixes the address or frees it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address} ({transport}): {source}")]
+pub struct BindError {
+    pub address: SocketAddr,
+    pub transport: &'static str,
+    pub source: io::Error,
+}
+
+/// Bound sockets, ready to serve.
+pub struct Listeners {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address on UDP (`udp_sockets` SO_REUSEPORT sockets each) and TCP. For port
+    /// 0, one free port is chosen per address and shared by UDP and TCP.
+    pub fn bind(addresses: &[SocketAddr], udp_sockets: usize) -> Result<Self, BindError> {
+        let mut listeners = Self {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+        };
+        for &address in addresses {
+            let attempts = if address.port() == 0 {
+                PORT_ZERO_ATTEMPTS
+            } else {
+                1
+            };
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match bind_address(address, udp_sockets.max(1)) {
+                    Ok((udp, tcp)) => {
+                        listeners.udp.extend(udp);
+                        listeners.tcp.push(tcp);
+                        break;
+                    }
+                    Err(error) if attempt < attempts => {
+                        tracing::debug!(%error, "retrying a port-0 bind");
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(listeners)
+    }
+
+    /// The bound addresses, one per listen address (UDP and TCP share them).
+    pub fn local_addresses(&self) -> Vec<SocketAddr> {
+        self.tcp
+            .iter()
+            .filter_map(|listener| listener.local_addr().ok())
+            .collect()
+    }
+}
+
+fn bind_address(
+    address: SocketAddr,
+    count: usize,
+) -> Result<(Vec<std::net::UdpSocket>, std::net::TcpListener), BindError> {
+    let error = |transport, source| BindError {
+        address,
+        transport,
+        source,
+    };
+    let mut bound = address;
+    let mut udp = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = udp_socket(bound).map_err(|source| error("udp", source))?;
+        bound = socket.local_addr().map_err(|source| error("udp", source))?;
+        udp.push(socket);
+    }
+    let tcp = tcp_listener(bound).map_err(|source| error("tcp", source))?;
+    Ok((udp, tcp))
+}
+
+fn new_socket(address: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(address), kind, Some(protocol))?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn udp_socket(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = new_socket(address, Type::DGRAM, Protocol::UDP)?;
+    socket.set_reuse_port(true)?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+    socket.bind(&address.into())?;
+    Ok(socket.into())
+}
+
+fn tcp_listener(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = new_socket(address, Type::STREAM, Protocol::TCP)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Serves DNS on `listeners` until `shutdown` is cancelled, then stops gracefully.
+pub async fn serve(
+    listeners: Listeners,
+    handler: DnsHandler,
+    tcp_idle_timeout: Duration,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for socket in listeners.udp {
+        let socket = tokio::net::UdpSocket::from_std(socket)?;
+        tasks.spawn(serve_udp(socket, handler.clone(), shutdown.clone()));
+    }
+    let mut tcp = hickory_server::Server::new(handler);
+    for listener in listeners.tcp {
+        tracing::info!(address = %listener.local_addr()?, "serving DNS on UDP and TCP");
+        tcp.register_listener(
+            tokio::net::TcpListener::from_std(listener)?,
+            tcp_idle_timeout,
+            TCP_RESPONSE_BUFFER,
+        );
+    }
+    shutdown.cancelled().await;
+    if let Err(error) = tcp.shutdown_gracefully().await {
+        tracing::warn!(%error, "TCP listener stopped with an error");
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// One UDP socket's loop: drain every queued datagram per wake-up, answer each in place.
+async fn serve_udp(
+    socket: tokio::net::UdpSocket,
+    handler: DnsHandler,
+    shutdown: CancellationToken,
+) {
+    let mut packet = vec![0u8; MAX_DATAGRAM];
+    let mut response = Vec::with_capacity(4096);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            ready = socket.readable() => if let Err(error) = ready {
+                tracing::warn!(%error, "UDP socket failed");
+                return;
+            },
+        }
+        loop {
+            let (length, source) = match socket.try_recv_from(&mut packet) {
+                Ok(received) => received,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    tracing::debug!(%error, "UDP receive error");
+                    continue;
+                }
+            };
+            // Port 0 cannot be answered; anything else is answered where it came from.
+            if source.port() == 0 {
+                continue;
+            }
+            if !handler.answer_udp(&packet[..length], source, &mut response) {
+                continue;
+            }
+            match socket.try_send_to(&response, source) {
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(error) = socket.send_to(&response, source).await {
+                        tracing::debug!(%error, %source, "UDP send error");
+                    }
+                }
+                Err(error) => tracing::debug!(%error, %source, "UDP send error"),
+            }
+        }
+    }
+}

@@ -1,0 +1,646 @@
+//! Loading BIND master files (RFC 1035 §5) into records, with file and line on every error.
+//!
+//! Why this exists: hickory-proto's `Parser` reads a whole file into a map and its errors carry
+//! no line numbers, so an operator cannot tell which line is wrong. This module does the
+//! line-oriented part itself (entries, parentheses, quotes, comments, `$ORIGIN`, `$TTL`,
+//! `$INCLUDE`, owner and TTL inheritance) and hands each record's RDATA to hickory's parser,
+//! which knows every record type's presentation format. It then checks what a served zone needs
+//! (one SOA at the apex, NS at the apex, nothing outside the origin, no CNAME beside other data)
+//! and reports every problem it finds, not just the first.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::txt::{parse_ttl, Parser};
+
+/// How deep `$INCLUDE` may nest before the file is rejected (a loop guard).
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// One problem in a zone file, located as precisely as the problem allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneError {
+    /// The file the problem is in (an `$INCLUDE`d file names itself, not its parent).
+    pub path: PathBuf,
+    /// 1-based line, or `None` when the problem belongs to the zone as a whole.
+    pub line: Option<u32>,
+    /// What is wrong, in words an operator can act on.
+    pub message: String,
+}
+
+impl fmt::Display for ZoneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ZoneError {}
+
+/// Every problem found in one zone file; never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneErrors(pub Vec<ZoneError>);
+
+impl fmt::Display for ZoneErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ZoneErrors {}
+
+/// A record as loaded, with where it came from.
+#[derive(Debug, Clone)]
+pub struct SourcedRecord {
+    pub record: Record,
+    pub line: u32,
+}
+
+/// A zone file that parsed and passed the checks a served zone needs.
+#[derive(Debug, Clone)]
+pub struct ZoneData {
+    pub origin: Name,
+    /// Records in file order, duplicates removed.
+    pub records: Vec<SourcedRecord>,
+}
+
+impl ZoneData {
+    /// The apex SOA (its presence is checked at load).
+    pub fn soa(&self) -> &Record {
+        self.records
+            .iter()
+            .map(|sourced| &sourced.record)
+            .find(|record| record.record_type() == RecordType::SOA)
+            .expect("a loaded zone always has an SOA")
+    }
+
+    /// The serial of the apex SOA.
+    pub fn soa_serial(&self) -> u32 {
+        match &self.soa().data {
+            RData::SOA(soa) => soa.serial,
+            _ => unreachable!("soa() returns an SOA"),
+        }
+    }
+}
+
+/// Reads and checks the master file at `path` for the zone `origin`.
+pub fn load_zone_file(path: &Path, origin: &Name) -> Result<ZoneData, ZoneErrors> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ZoneErrors(vec![ZoneError {
+            path: path.to_path_buf(),
+            line: None,
+            message: format!("cannot read zone file: {error}"),
+        }])
+    })?;
+    parse_zone(&text, path, origin)
+}
+
+/// Parses and checks zone text; `path` names the source in errors and anchors `$INCLUDE`.
+pub fn parse_zone(text: &str, path: &Path, origin: &Name) -> Result<ZoneData, ZoneErrors> {
+    let mut origin = origin.clone();
+    origin.set_fqdn(true);
+    let mut reader = Reader {
+        errors: Vec::new(),
+        records: Vec::new(),
+    };
+    let mut state = FileState {
+        origin: origin.clone(),
+        default_ttl: None,
+        last_ttl: None,
+        last_owner: None,
+    };
+    reader.read_text(text, path, &mut state, 0);
+    let Reader {
+        mut errors,
+        records,
+    } = reader;
+    let records = check_zone(&origin, records, path, &mut errors);
+    if errors.is_empty() {
+        Ok(ZoneData { origin, records })
+    } else {
+        Err(ZoneErrors(errors))
+    }
+}
+
+/// The parsing context that `$ORIGIN`, `$TTL` and owner inheritance change as a file is read.
+struct FileState {
+    origin: Name,
+    default_ttl: Option<u32>,
+    last_ttl: Option<u32>,
+    last_owner: Option<Name>,
+}
+
+struct Reader {
+    errors: Vec<ZoneError>,
+    records: Vec<SourcedRecord>,
+}
+
+impl Reader {
+    fn error(&mut self, path: &Path, line: u32, message: impl Into<String>) {
+        self.errors.push(ZoneError {
+            path: path.to_path_buf(),
+            line: Some(line),
+            message: message.into(),
+        });
+    }
+
+    fn read_text(&mut self, text: &str, path: &Path, state: &mut FileState, depth: usize) {
+        let entries = match split_entries(text) {
+            Ok(entries) => entries,
+            Err((line, message)) => {
+                self.error(path, line, message);
+                return;
+            }
+        };
+        for entry in &entries {
+            let first = &entry.tokens[0];
+            if !entry.blank_owner && !first.quoted && first.text.starts_with('$') {
+                self.directive(entry, text, path, state, depth);
+            } else if let Err(message) = self.record(entry, text, state) {
+                self.error(path, entry.line, message);
+            }
+        }
+    }
+
+    fn directive(
+        &mut self,
+        entry: &Entry,
+        text: &str,
+        path: &Path,
+        state: &mut FileState,
+        depth: usize,
+    ) {
+        let name = entry.tokens[0].text.to_ascii_uppercase();
+        let argument = entry.tokens.get(1).map(|token| token.text.as_str());
+        match (name.as_str(), argument) {
+            ("$ORIGIN", Some(value)) => match Name::parse(value, Some(&state.origin)) {
+                Ok(mut name) => {
+                    name.set_fqdn(true);
+                    state.origin = name;
+                }
+                Err(error) => {
+                    self.error(path, entry.line, format!("bad $ORIGIN {value:?}: {error}"))
+                }
+            },
+            ("$TTL", Some(value)) => match parse_ttl_token(value) {
+                Some(ttl) => state.default_ttl = Some(ttl),
+                None => self.error(path, entry.line, format!("bad $TTL {value:?}")),
+            },
+            ("$INCLUDE", Some(value)) => {
+                if depth >= MAX_INCLUDE_DEPTH {
+                    self.error(path, entry.line, "$INCLUDE nested too deeply (a loop?)");
+                    return;
+                }
+                let included = path.parent().unwrap_or(Path::new(".")).join(value);
+                let included_text = match std::fs::read_to_string(&included) {
+                    Ok(included_text) => included_text,
+                    Err(error) => {
+                        self.error(
+                            path,
+                            entry.line,
+                            format!("cannot read $INCLUDE file {}: {error}", included.display()),
+                        );
+                        return;
+                    }
+                };
+                // RFC 1035 §5.1: an $INCLUDE may set its own origin, and neither it nor the
+                // included file changes the including file's origin.
+                let mut inner = FileState {
+                    origin: state.origin.clone(),
+                    default_ttl: state.default_ttl,
+                    last_ttl: state.last_ttl,
+                    last_owner: state.last_owner.clone(),
+                };
+                if let Some(origin_token) = entry.tokens.get(2) {
+                    match Name::parse(&origin_token.text, Some(&state.origin)) {
+                        Ok(origin) => inner.origin = origin,
+                        Err(error) => {
+                            self.error(path, entry.line, format!("bad $INCLUDE origin: {error}"));
+                            return;
+                        }
+                    }
+                }
+                self.read_text(&included_text, &included, &mut inner, depth + 1);
+            }
+            ("$ORIGIN" | "$TTL" | "$INCLUDE", None) => {
+                self.error(path, entry.line, format!("{name} needs an argument"))
+            }
+            _ => {
+                let _ = text;
+                self.error(path, entry.line, format!("unsupported directive {name}"))
+            }
+        }
+    }
+
+    fn record(&mut self, entry: &Entry, text: &str, state: &mut FileState) -> Result<(), String> {
+        let mut tokens = entry.tokens.iter().peekable();
+        let owner = if entry.blank_owner {
+            state
+                .last_owner
+                .clone()
+                .ok_or("record has no owner name and no previous record to inherit one from")?
+        } else {
+            let token = tokens.next().expect("entries have at least one token");
+            let owner = if token.text == "@" && !token.quoted {
+                state.origin.clone()
+            } else {
+                Name::parse(&token.text, Some(&state.origin))
+                    .map_err(|error| format!("bad owner name {:?}: {error}", token.text))?
+            };
+            state.last_owner = Some(owner.clone());
+            owner
+        };
+
+        let mut ttl = None;
+        let mut class = None;
+        let record_type = loop {
+            let token = tokens
+                .next()
+                .ok_or_else(|| format!("record for {owner} has no type"))?;
+            if ttl.is_none() && token.text.starts_with(|c: char| c.is_ascii_digit()) {
+                ttl = Some(
+                    parse_ttl_token(&token.text)
+                        .ok_or_else(|| format!("bad TTL {:?}", token.text))?,
+                );
+                continue;
+            }
+            let upper = token.text.to_ascii_uppercase();
+            if class.is_none() {
+                if let Ok(parsed) = DNSClass::from_str(&upper) {
+                    class = Some(parsed);
+                    continue;
+                }
+            }
+            let record_type = RecordType::from_str(&upper)
+                .map_err(|_| format!("unknown record type or bad field {:?}", token.text))?;
+            break (record_type, token.end);
+        };
+        let (record_type, rdata_start) = record_type;
+        if let Some(class) = class {
+            if class != DNSClass::IN {
+                return Err(format!("class {class} is not served; only IN"));
+            }
+        }
+        let ttl = match ttl {
+            Some(ttl) => {
+                state.last_ttl = Some(ttl);
+                ttl
+            }
+            None => state
+                .default_ttl
+                .or(state.last_ttl)
+                .ok_or("record has no TTL and there is no $TTL before it")?,
+        };
+        let rdata_text = &text[rdata_start..entry.end];
+        let record = parse_record(&owner, ttl, record_type, rdata_text, &state.origin)?;
+        self.records.push(SourcedRecord {
+            record,
+            line: entry.line,
+        });
+        Ok(())
+    }
+}
+
+/// Parses one record's RDATA with hickory's presentation-format parsers.
+fn parse_record(
+    owner: &Name,
+    ttl: u32,
+    record_type: RecordType,
+    rdata_text: &str,
+    origin: &Name,
+) -> Result<Record, String> {
+    let single = format!("$ORIGIN {origin}\n{owner} {ttl} IN {record_type} {rdata_text}\n");
+    let (_, sets) = Parser::new(single, None, Some(origin.clone()))
+        .parse()
+        .map_err(|error| format!("bad {record_type} record: {error}"))?;
+    let record = sets
+        .into_values()
+        .next()
+        .and_then(|set| set.records_without_rrsigs().next().cloned())
+        .ok_or_else(|| format!("bad {record_type} record: no data"))?;
+    if matches!(record.data, RData::Update0(_)) {
+        return Err(format!("{record_type} record has no data"));
+    }
+    Ok(record)
+}
+
+fn parse_ttl_token(text: &str) -> Option<u32> {
+    if !text.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    parse_ttl(text).ok()
+}
+
+/// A token of an entry, with its byte range in the file text.
+struct Token {
+    text: String,
+    quoted: bool,
+    end: usize,
+}
+
+/// One logical line: a record or a directive, possibly spread over lines by parentheses.
+struct Entry {
+    line: u32,
+    blank_owner: bool,
+    tokens: Vec<Token>,
+    /// Byte offset where the entry ends (exclusive), before its newline.
+    end: usize,
+}
+
+/// Splits master-file text into entries, honouring quotes, escapes, comments and parentheses.
+fn split_entries(text: &str) -> Result<Vec<Entry>, (u32, String)> {
+    let bytes = text.as_bytes();
+    let mut entries = Vec::new();
+    let mut index = 0;
+    let mut line: u32 = 1;
+    while index < bytes.len() {
+        let entry_line = line;
+        let blank_owner = matches!(bytes[index], b' ' | b'\t');
+        let mut tokens = Vec::new();
+        let mut depth = 0usize;
+        let mut open_line = 0;
+        let mut end = bytes.len();
+        while index < bytes.len() {
+            match bytes[index] {
+                b'\n' => {
+                    line += 1;
+                    if depth == 0 {
+                        end = index;
+                        index += 1;
+                        break;
+                    }
+                    index += 1;
+                }
+                b';' => {
+                    while index < bytes.len() && bytes[index] != b'\n' {
+                        index += 1;
+                    }
+                }
+                b' ' | b'\t' | b'\r' => index += 1,
+                b'(' => {
+                    if depth == 0 {
+                        open_line = line;
+                    }
+                    depth += 1;
+                    index += 1;
+                }
+                b')' => {
+                    if depth == 0 {
+                        return Err((line, "')' without a matching '('".to_string()));
+                    }
+                    depth -= 1;
+                    index += 1;
+                }
+                b'"' => {
+                    let start_line = line;
+                    let start = index + 1;
+                    index += 1;
+                    loop {
+                        match bytes.get(index) {
+                            None => {
+                                return Err((start_line, "unterminated quoted string".to_string()))
+                            }
+                            Some(b'\\') => index += 2,
+                            Some(b'"') => break,
+                            Some(b'\n') => {
+                                line += 1;
+                                index += 1;
+                            }
+                            Some(_) => index += 1,
+                        }
+                    }
+                    tokens.push(Token {
+                        text: text[start..index.min(bytes.len())].to_string(),
+                        quoted: true,
+                        end: index + 1,
+                    });
+                    index += 1;
+                }
+                _ => {
+                    let start = index;
+                    while index < bytes.len() {
+                        match bytes[index] {
+                            b'\\' => index += 2,
+                            b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b';' | b'"' => break,
+                            _ => index += 1,
+                        }
+                    }
+                    let stop = index.min(bytes.len());
+                    tokens.push(Token {
+                        text: text[start..stop].to_string(),
+                        quoted: false,
+                        end: stop,
+                    });
+                }
+            }
+        }
+        if depth > 0 {
+            return Err((open_line, "'(' is never closed".to_string()));
+        }
+        if !tokens.is_empty() {
+            entries.push(Entry {
+                line: entry_line,
+                blank_owner,
+                tokens,
+                end: end.min(bytes.len()),
+            });
+        }
+    }
+    Ok(entries)
+}
+
+/// Checks what a served zone needs and removes exact duplicates (as BIND and NSD do).
+fn check_zone(
+    origin: &Name,
+    records: Vec<SourcedRecord>,
+    path: &Path,
+    errors: &mut Vec<ZoneError>,
+) -> Vec<SourcedRecord> {
+    let mut at_line = |line: u32, message: String| {
+        errors.push(ZoneError {
+            path: path.to_path_buf(),
+            line: Some(line),
+            message,
+        })
+    };
+    let mut kept: Vec<SourcedRecord> = Vec::with_capacity(records.len());
+    // Per owner: the first line of each record type, to explain conflicts.
+    let mut by_owner: BTreeMap<LowerName, BTreeMap<RecordType, u32>> = BTreeMap::new();
+    let mut seen = rustc_hash::FxHashSet::default();
+    let mut soa_count = 0;
+    for sourced in records {
+        let record = &sourced.record;
+        if !origin.zone_of(&record.name) {
+            at_line(
+                sourced.line,
+                format!("{} is outside the zone {origin}", record.name),
+            );
+            continue;
+        }
+        let record_type = record.record_type();
+        if record_type == RecordType::SOA {
+            if record.name != *origin {
+                at_line(
+                    sourced.line,
+                    format!("SOA at {} is not at the zone apex {origin}", record.name),
+                );
+                continue;
+            }
+            soa_count += 1;
+            if soa_count > 1 {
+                at_line(sourced.line, "a second SOA record at the apex".to_string());
+                continue;
+            }
+        }
+        if !seen.insert((
+            LowerName::new(&record.name),
+            record_type,
+            record.data.clone(),
+        )) {
+            continue;
+        }
+        let types = by_owner.entry(LowerName::new(&record.name)).or_default();
+        if record_type == RecordType::CNAME {
+            if let Some(previous) = types.get(&RecordType::CNAME) {
+                at_line(
+                    sourced.line,
+                    format!(
+                        "a second CNAME at {} (the first is at line {previous})",
+                        record.name
+                    ),
+                );
+                continue;
+            }
+            if let Some((other, line)) = types.iter().next() {
+                at_line(
+                    sourced.line,
+                    format!(
+                        "CNAME and other data at {}: {other} at line {line} (RFC 1034 §3.6.2)",
+                        record.name
+                    ),
+                );
+                continue;
+            }
+        } else if let Some(line) = types.get(&RecordType::CNAME) {
+            at_line(
+                sourced.line,
+                format!(
+                    "CNAME and other data at {}: CNAME at line {line} (RFC 1034 §3.6.2)",
+                    record.name
+                ),
+            );
+            continue;
+        }
+        types.entry(record_type).or_insert(sourced.line);
+        kept.push(sourced);
+    }
+    let apex = LowerName::new(origin);
+    let apex_types = by_owner.get(&apex);
+    if soa_count == 0 {
+        errors.push(ZoneError {
+            path: path.to_path_buf(),
+            line: None,
+            message: format!("no SOA record at the zone apex {origin}"),
+        });
+    }
+    if !apex_types.is_some_and(|types| types.contains_key(&RecordType::NS)) {
+        errors.push(ZoneError {
+            path: path.to_path_buf(),
+            line: None,
+            message: format!("no NS records at the zone apex {origin}"),
+        });
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ZoneData, ZoneErrors> {
+        parse_zone(
+            text,
+            Path::new("test.zone"),
+            &Name::from_ascii("example.test.").unwrap(),
+        )
+    }
+
+    const HEAD: &str = "$TTL 300\n@ IN SOA ns1 hostmaster ( 1 3600 600\n 86400 ; expire\n 60 )\n  NS ns1\nns1 A 192.0.2.1\n";
+
+    #[test]
+    fn parses_multiline_soa_and_inherited_owner() {
+        let zone = parse(HEAD).unwrap();
+        assert_eq!(zone.records.len(), 3);
+        assert_eq!(zone.records[1].record.record_type(), RecordType::NS);
+        assert_eq!(zone.records[1].record.name.to_string(), "example.test.");
+        assert_eq!(zone.records[2].line, 6);
+    }
+
+    #[test]
+    fn quoted_strings_keep_semicolons_and_spaces() {
+        let zone = parse(&format!("{HEAD}txt TXT \"a; b\" \"c\\\"d\"\n")).unwrap();
+        let txt = &zone.records[3].record;
+        assert_eq!(txt.record_type(), RecordType::TXT);
+        let RData::TXT(txt) = &txt.data else { panic!() };
+        let strings: Vec<_> = txt.txt_data.iter().map(|s| s.to_vec()).collect();
+        assert_eq!(strings, vec![b"a; b".to_vec(), b"c\"d".to_vec()]);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let error = parse(&format!("{HEAD}www A 999.1.1.1\n")).unwrap_err();
+        assert_eq!(error.0.len(), 1);
+        assert_eq!(error.0[0].line, Some(7), "{error}");
+        assert!(error.to_string().starts_with("test.zone:7: bad A record"));
+    }
+
+    #[test]
+    fn reports_every_error() {
+        let text = format!(
+            "{HEAD}www A 1.2.3.4\nwww CNAME other\nout.example.org. A 1.1.1.1\nbad BOGUS x\n"
+        );
+        let error = parse(&text).unwrap_err();
+        let lines: Vec<_> = error.0.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![Some(10), Some(8), Some(9)], "{error}");
+        assert!(error.0[1].message.contains("CNAME and other data"));
+        assert!(error.0[2].message.contains("outside the zone"));
+    }
+
+    #[test]
+    fn missing_soa_and_ns_are_zone_errors() {
+        let error = parse("$TTL 60\nwww A 192.0.2.1\n").unwrap_err();
+        let messages: Vec<_> = error.0.iter().map(|e| e.message.as_str()).collect();
+        assert!(messages[0].contains("no SOA"), "{error}");
+        assert!(messages[1].contains("no NS"), "{error}");
+    }
+
+    #[test]
+    fn unclosed_parenthesis_names_where_it_opened() {
+        let error = parse("$TTL 60\n@ SOA ns1 h ( 1 2 3 4 5\n").unwrap_err();
+        assert_eq!(error.0[0].line, Some(2));
+        assert!(error.0[0].message.contains("never closed"));
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_ttl_is_inherited() {
+        let zone = parse(&format!(
+            "{HEAD}a 10 A 192.0.2.9\na A 192.0.2.9\nb A 192.0.2.8\n"
+        ))
+        .unwrap();
+        assert_eq!(zone.records.len(), 5);
+        assert_eq!(
+            zone.records[4].record.ttl, 300,
+            "$TTL wins over the last TTL"
+        );
+    }
+}
