@@ -143,8 +143,13 @@ impl Config {
 
     /// Validates config text; `path` names it in errors and anchors relative zone paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let line_of =
-            |span: Range<usize>| text[..span.start.min(text.len())].lines().count().max(1);
+        let line_of = |span: Range<usize>| {
+            1 + text.as_bytes()[..span.start.min(text.len())]
+                .iter()
+                .filter(|byte| **byte == b'
+')
+                .count()
+        };
         let raw: file::ConfigFile = toml::from_str(text).map_err(|error| ConfigError::Syntax {
             path: path.to_path_buf(),
             line: error.span().map_or(1, line_of),
@@ -293,7 +298,7 @@ mod tests {
         let text = "[[zone]]\norigin = \"a.test\"\nfile = \"x\"\n[[zone]]\norigin = \"A.test.\"\nfile = \"y\"\n";
         let error = parse(text).unwrap_err().to_string();
         assert!(
-            error.contains(":5: zone.origin: zone a.test. is configured twice"),
+            error.contains(":5: zone.origin: zone A.test. is configured twice"),
             "{error}"
         );
     }
