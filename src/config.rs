@@ -146,8 +146,7 @@ impl Config {
         let line_of = |span: Range<usize>| {
             1 + text.as_bytes()[..span.start.min(text.len())]
                 .iter()
-                .filter(|byte| **byte == b'
-')
+                .filter(|byte| **byte == b'\n')
                 .count()
         };
         let raw: file::ConfigFile = toml::from_str(text).map_err(|error| ConfigError::Syntax {
