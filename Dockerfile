@@ -1,0 +1,20 @@
+# Build stage: compile the release binary.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked
+
+# Run stage: slim Debian, non-root user, allowed to bind port 53.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates libcap2-bin \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --no-create-home --shell /usr/sbin/nologin healthdns
+COPY --from=build /src/target/release/healthdns /usr/local/bin/healthdns
+RUN setcap cap_net_bind_service=+ep /usr/local/bin/healthdns
+COPY config.toml /etc/healthdns/config.toml
+COPY zones /etc/healthdns/zones
+USER healthdns
+EXPOSE 53/udp 53/tcp
+ENTRYPOINT ["healthdns"]
+CMD ["serve", "--config", "/etc/healthdns/config.toml"]

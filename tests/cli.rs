@@ -1,0 +1,142 @@
+//! The built binary as a user runs it: `check`, and `serve` queried with the real `dig`.
+
+use std::time::Duration;
+
+use crate::support::{binary, dig, free_port, wait_until, Fixture, Process, TEST_ZONE};
+
+/// Runs the binary with `arguments` and `--config config` to completion.
+fn run(arguments: &[&str], config: impl AsRef<std::ffi::OsStr>) -> std::process::Output {
+    binary()
+        .args(arguments)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run healthdns")
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let output = binary()
+        .args(["check", "--config"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("zone example.test. serial"), "{stdout}");
+}
+
+#[test]
+fn check_reports_every_zone_error_with_file_and_line() {
+    let broken = "$TTL 60\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\nwww A 300.1.1.1\nwww CNAME ns\nother.example.org. A 192.0.2.2\n";
+    let fixture = Fixture::new("127.0.0.1:0", &[("example.test", broken)]);
+    let output = run(&["check"], &fixture.config_path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("zone0.zone:5: bad A record"), "{stderr}");
+    assert!(
+        stderr.contains("zone0.zone:7: other.example.org. is outside the zone"),
+        "{stderr}"
+    );
+    // The CNAME at line 6 conflicts with nothing once line 5 failed; a valid A would.
+    let with_conflict = broken.replace("300.1.1.1", "192.0.2.3");
+    std::fs::write(fixture.path("zone0.zone"), with_conflict).unwrap();
+    let output = run(&["check"], &fixture.config_path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("zone0.zone:6: CNAME and other data at www.example.test."),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_names_the_line_and_key_of_a_config_typo() {
+    let fixture = Fixture::new("127.0.0.1:0", &[("example.test", TEST_ZONE)]);
+    let text = std::fs::read_to_string(&fixture.config_path).unwrap();
+    std::fs::write(
+        &fixture.config_path,
+        text.replace("udp_sockets", "udp_sokets"),
+    )
+    .unwrap();
+    let output = run(&["check"], &fixture.config_path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("config.toml:3: unknown field `udp_sokets`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_fails_on_a_zone_without_soa() {
+    let fixture = Fixture::new(
+        "127.0.0.1:0",
+        &[("example.test", "$TTL 60\n@ NS ns\nns A 192.0.2.1\n")],
+    );
+    let output = run(&["serve"], &fixture.config_path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("zone0.zone: no SOA record at the zone apex example.test."),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn served_binary_answers_dig_and_stops_on_sigterm() {
+    let port = free_port();
+    let fixture = Fixture::new(&format!("127.0.0.1:{port}"), &[("example.test", TEST_ZONE)]);
+    let mut process = Process::spawn(
+        binary()
+            .args(["serve", "--config"])
+            .arg(&fixture.config_path),
+    );
+    let address = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || dig(
+            address,
+            &["example.test", "SOA", "+short"]
+        )
+        .contains("hostmaster")),
+        "server did not answer within 20 s"
+    );
+
+    let answer = dig(address, &["www.example.test", "A", "+norec"]);
+    assert!(answer.contains("flags: qr aa;"), "{answer}");
+    assert!(answer.contains("status: NOERROR"), "{answer}");
+    assert!(answer.contains("192.0.2.10"), "{answer}");
+
+    let answer = dig(address, &["nothing.example.test", "A"]);
+    assert!(answer.contains("status: NXDOMAIN"), "{answer}");
+    assert!(answer.contains("example.test.\t\t60\tIN\tSOA"), "{answer}");
+
+    let answer = dig(address, &["example.org", "A"]);
+    assert!(answer.contains("status: REFUSED"), "{answer}");
+
+    // dig follows TC=1 to TCP by itself and gets the whole answer.
+    let answer = dig(address, &["big.example.test", "TXT", "+noedns"]);
+    assert!(
+        answer.contains("Truncated, retrying in TCP mode"),
+        "{answer}"
+    );
+    assert!(answer.contains("ANSWER: 6"), "{answer}");
+    let answer = dig(address, &["big.example.test", "TXT", "+tcp", "+short"]);
+    assert_eq!(answer.lines().count(), 6, "{answer}");
+
+    let answer = dig(address, &["sub.example.test", "A", "+norec"]);
+    assert!(
+        answer.contains("flags: qr;"),
+        "referral without AA: {answer}"
+    );
+    assert!(answer.contains("AUTHORITY: 2, ADDITIONAL: 2"), "{answer}");
+
+    process.signal("TERM");
+    let status = process
+        .wait_exit(Duration::from_secs(10))
+        .expect("stops on SIGTERM");
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+}

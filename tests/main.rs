@@ -1,0 +1,7 @@
+//! The integration tests: one binary, real sockets, servers on 127.0.0.1 port 0.
+
+mod support;
+
+mod authoritative;
+mod cli;
+mod transport;

@@ -1,0 +1,397 @@
+//! Shared test harness: an in-process server on 127.0.0.1 port 0, real UDP/TCP clients, and
+//! helpers to run the built binary and `dig`.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use tokio_util::sync::CancellationToken;
+
+use healthdns::config::Config;
+use healthdns::handler::DnsHandler;
+use healthdns::server::{serve, Listeners};
+use healthdns::snapshot::Snapshot;
+
+/// How long a test waits for any single answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The zone every protocol test is served: each record exists to exercise one rule.
+pub const TEST_ZONE: &str = r#"$ORIGIN example.test.
+$TTL 300
+@           SOA   ns1 hostmaster 42 3600 600 1209600 60
+            NS    ns1
+            NS    ns2
+            MX    10 mail
+            A     192.0.2.1
+ns1         A     192.0.2.53
+ns2         AAAA  2001:db8::53
+mail        A     192.0.2.25
+www         A     192.0.2.10
+            A     192.0.2.11
+            A     192.0.2.12
+            AAAA  2001:db8::10
+alias       CNAME alias2
+alias2      CNAME www
+dangling    CNAME missing
+outside     CNAME www.example.org.
+loop1       CNAME loop2
+loop2       CNAME loop1
+*.apps      A     192.0.2.80
+*.apps      TXT   "wild"
+exists.apps AAAA  2001:db8::80
+x.ent.apps  A     192.0.2.81
+x.a.deep    TXT   "deep"
+_sip._udp   SRV   10 20 5060 mail
+sub         NS    ns.sub
+sub         NS    ns.elsewhere.example.org.
+sub         DS    12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+ns.sub      A     192.0.2.60
+deep.sub    A     192.0.2.61
+nods        NS    ns1
+big         TXT   "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+big         TXT   "1123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+big         TXT   "2123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+big         TXT   "3123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+big         TXT   "4123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+big         TXT   "5123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789"
+manymx      MX    10 m1
+manymx      MX    20 m2
+manymx      MX    30 m3
+manymx      MX    40 m4
+m1          AAAA  2001:db8::1:1
+m1          AAAA  2001:db8::1:2
+m1          AAAA  2001:db8::1:3
+m1          AAAA  2001:db8::1:4
+m1          AAAA  2001:db8::1:5
+m2          AAAA  2001:db8::2:1
+m2          AAAA  2001:db8::2:2
+m2          AAAA  2001:db8::2:3
+m2          AAAA  2001:db8::2:4
+m2          AAAA  2001:db8::2:5
+m3          AAAA  2001:db8::3:1
+m3          AAAA  2001:db8::3:2
+m3          AAAA  2001:db8::3:3
+m3          AAAA  2001:db8::3:4
+m3          AAAA  2001:db8::3:5
+m4          AAAA  2001:db8::4:1
+m4          AAAA  2001:db8::4:2
+m4          AAAA  2001:db8::4:3
+m4          AAAA  2001:db8::4:4
+m4          AAAA  2001:db8::4:5
+"#;
+
+/// A config file and zone files in a temporary folder.
+pub struct Fixture {
+    pub folder: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Fixture {
+    /// Writes `zones` (origin, text) and a config listening on `listen`.
+    pub fn new(listen: &str, zones: &[(&str, &str)]) -> Self {
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let mut config = format!("[server]\nlisten = [\"{listen}\"]\nudp_sockets = 2\n");
+        for (index, (origin, text)) in zones.iter().enumerate() {
+            let file = format!("zone{index}.zone");
+            std::fs::write(folder.path().join(&file), text).expect("write zone");
+            config.push_str(&format!(
+                "\n[[zone]]\norigin = \"{origin}\"\nfile = \"{file}\"\n"
+            ));
+        }
+        let config_path = folder.path().join("config.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        Self {
+            folder,
+            config_path,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.folder.path().join(name)
+    }
+}
+
+/// A server running in this process on its own runtime thread; stopped when dropped.
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _fixture: Fixture,
+}
+
+impl TestServer {
+    /// Serves `example.test` from [`TEST_ZONE`].
+    pub fn start() -> Self {
+        Self::with_zones(&[("example.test", TEST_ZONE)])
+    }
+
+    pub fn with_zones(zones: &[(&str, &str)]) -> Self {
+        let fixture = Fixture::new("127.0.0.1:0", zones);
+        let config = Config::load(&fixture.config_path).expect("valid test config");
+        let zones = healthdns::load_zones(&config).expect("valid test zones");
+        let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones)));
+        let listeners =
+            Listeners::bind(&config.server.listen, config.server.udp_sockets).expect("bind port 0");
+        let address = listeners.local_addresses()[0];
+        let shutdown = CancellationToken::new();
+        let handler = DnsHandler::new(snapshots.clone(), config.server.udp_payload);
+        let token = shutdown.clone();
+        let idle = config.server.tcp_idle_timeout;
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime
+                .block_on(serve(listeners, handler, idle, token))
+                .expect("serve");
+        });
+        Self {
+            address,
+            snapshots,
+            shutdown,
+            thread: Some(thread),
+            _fixture: fixture,
+        }
+    }
+
+    /// Asks over UDP with EDNS (payload 1232).
+    pub fn udp(&self, name: &str, record_type: RecordType) -> Message {
+        self.exchange_udp(&query(name, record_type, Some(1232)))
+    }
+
+    /// Asks over UDP without EDNS.
+    pub fn udp_plain(&self, name: &str, record_type: RecordType) -> Message {
+        self.exchange_udp(&query(name, record_type, None))
+    }
+
+    /// Asks over TCP with EDNS.
+    pub fn tcp(&self, name: &str, record_type: RecordType) -> Message {
+        let mut stream = self.tcp_connect();
+        tcp_exchange(&mut stream, &query(name, record_type, Some(1232)))
+    }
+
+    pub fn tcp_connect(&self) -> TcpStream {
+        let stream = TcpStream::connect_timeout(&self.address, ANSWER_TIMEOUT).expect("connect");
+        stream.set_read_timeout(Some(ANSWER_TIMEOUT)).unwrap();
+        stream
+    }
+
+    pub fn exchange_udp(&self, message: &Message) -> Message {
+        let bytes = self
+            .raw_udp(&message.to_vec().expect("encode query"))
+            .expect("an answer");
+        let response = Message::from_vec(&bytes).expect("a parseable answer");
+        assert_eq!(
+            response.metadata.id, message.metadata.id,
+            "answer ID matches"
+        );
+        response
+    }
+
+    /// Sends raw bytes over UDP and returns the raw answer, or `None` after a short wait.
+    pub fn raw_udp(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        self.raw_udp_wait(bytes, ANSWER_TIMEOUT)
+    }
+
+    pub fn raw_udp_wait(&self, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(wait)).unwrap();
+        socket.send_to(bytes, self.address).unwrap();
+        let mut buffer = vec![0u8; 65_535];
+        match socket.recv(&mut buffer) {
+            Ok(length) => Some(buffer[..length].to_vec()),
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Builds a query with a fresh ID and, if `payload` is given, an OPT record.
+pub fn query(name: &str, record_type: RecordType, payload: Option<u16>) -> Message {
+    let mut message = Message::new(next_id(), MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    let mut query = Query::query(Name::from_ascii(name).expect("test name"), record_type);
+    query.query_class = DNSClass::IN;
+    message.add_query(query);
+    if let Some(payload) = payload {
+        let mut edns = Edns::new();
+        edns.set_max_payload(payload);
+        message.set_edns(edns);
+    }
+    message
+}
+
+fn next_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(4242);
+    NEXT.fetch_add(7919, Ordering::Relaxed)
+}
+
+/// One length-prefixed exchange on an open TCP stream.
+pub fn tcp_exchange(stream: &mut TcpStream, message: &Message) -> Message {
+    tcp_send(stream, message);
+    tcp_receive(stream)
+}
+
+pub fn tcp_send(stream: &mut TcpStream, message: &Message) {
+    let bytes = message.to_vec().unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    stream.write_all(&framed).unwrap();
+}
+
+pub fn tcp_receive(stream: &mut TcpStream) -> Message {
+    let mut length = [0u8; 2];
+    stream.read_exact(&mut length).expect("TCP answer length");
+    let mut bytes = vec![0u8; u16::from_be_bytes(length) as usize];
+    stream.read_exact(&mut bytes).expect("TCP answer");
+    Message::from_vec(&bytes).expect("parseable TCP answer")
+}
+
+/// Records as "owner TYPE data" text, for compact assertions.
+pub fn texts(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|record| format!("{} {} {}", record.name, record.record_type(), record.data))
+        .collect()
+}
+
+pub fn rcode(message: &Message) -> ResponseCode {
+    message.metadata.response_code
+}
+
+/// The A/AAAA addresses in the answer section, sorted.
+pub fn addresses(message: &Message) -> Vec<String> {
+    let mut found: Vec<String> = message
+        .answers
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::A(a) => Some(a.to_string()),
+            RData::AAAA(aaaa) => Some(aaaa.to_string()),
+            _ => None,
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The path of a tool the test needs; fails the test, saying what to install, if absent.
+pub fn require_tool(tool: &str, package: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"])
+        .map(|folder| Path::new(folder).join(tool))
+        .find(|candidate| candidate.is_file());
+    found.unwrap_or_else(|| {
+        panic!("this test needs `{tool}`: install the Debian package {package} (.ci/run does)")
+    })
+}
+
+/// Runs `dig` against `address` with extra arguments; returns its standard output.
+pub fn dig(address: SocketAddr, arguments: &[&str]) -> String {
+    let dig = require_tool("dig", "bind9-dnsutils");
+    let output = Command::new(dig)
+        .arg(format!("@{}", address.ip()))
+        .arg("-p")
+        .arg(address.port().to_string())
+        .args(["+time=2", "+tries=1"])
+        .args(arguments)
+        .output()
+        .expect("run dig");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The built `healthdns` binary.
+pub fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_healthdns"))
+}
+
+/// The binary started as a process; killed (if still running) when dropped.
+pub struct Process {
+    pub child: Child,
+}
+
+impl Process {
+    pub fn spawn(command: &mut Command) -> Self {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start healthdns");
+        Self { child }
+    }
+
+    /// Sends a signal to our own child, by PID.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        wait_until(limit, || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        status
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port free on 127.0.0.1 for both TCP and UDP, for a server started as a process.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

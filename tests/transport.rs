@@ -1,0 +1,218 @@
+//! Message-level rules over real sockets: EDNS, truncation, TCP, opcodes, classes, and
+//! malformed packets.
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+
+use crate::support::{query, rcode, tcp_exchange, tcp_receive, tcp_send, TestServer};
+
+#[test]
+fn edns_is_echoed_with_our_payload_size() {
+    let server = TestServer::start();
+    let response = server.udp("www.example.test.", RecordType::A);
+    let edns = response.edns.as_ref().expect("OPT in the answer");
+    assert_eq!(edns.max_payload(), 1232);
+    assert_eq!(edns.version(), 0);
+    assert!(!edns.flags().dnssec_ok);
+
+    let response = server.udp_plain("www.example.test.", RecordType::A);
+    assert!(response.edns.is_none(), "no OPT when the query had none");
+}
+
+#[test]
+fn unknown_edns_version_gets_badvers() {
+    let server = TestServer::start();
+    let mut message = query("www.example.test.", RecordType::A, Some(1232));
+    let mut edns = Edns::new();
+    edns.set_version(1);
+    message.set_edns(edns);
+    let response = server.exchange_udp(&message);
+    // RCODE 16 is BADVERS in an OPT answer (hickory decodes the number as BADSIG).
+    assert_eq!(u16::from(rcode(&response)), 16);
+    assert!(response.answers.is_empty());
+    assert_eq!(response.edns.as_ref().unwrap().version(), 0);
+}
+
+#[test]
+fn large_answer_truncates_over_plain_udp_and_is_complete_over_tcp() {
+    let server = TestServer::start();
+    // About 630 bytes: more than 512, less than 1232.
+    let plain = server.udp_plain("big.example.test.", RecordType::TXT);
+    assert!(plain.metadata.truncation, "TC over 512-byte UDP");
+    assert!(
+        plain.answers.is_empty(),
+        "a truncated answer carries no partial RRset"
+    );
+    let edns = server.udp("big.example.test.", RecordType::TXT);
+    assert!(!edns.metadata.truncation);
+    assert_eq!(edns.answers.len(), 6);
+    let tcp = server.tcp("big.example.test.", RecordType::TXT);
+    assert!(!tcp.metadata.truncation);
+    assert_eq!(tcp.answers.len(), 6);
+}
+
+#[test]
+fn client_payload_smaller_than_ours_is_respected() {
+    let server = TestServer::start();
+    let response = server.exchange_udp(&query("big.example.test.", RecordType::TXT, Some(600)));
+    assert!(response.metadata.truncation, "client said 600 bytes");
+    let bytes = server
+        .raw_udp(
+            &query("big.example.test.", RecordType::TXT, Some(600))
+                .to_vec()
+                .unwrap(),
+        )
+        .unwrap();
+    assert!(bytes.len() <= 600);
+}
+
+#[test]
+fn optional_additional_records_are_dropped_without_tc() {
+    let server = TestServer::start();
+    // 4 MX + 20 AAAA in additional do not fit 512 bytes; the MX answer does.
+    let response = server.udp_plain("manymx.example.test.", RecordType::MX);
+    assert!(
+        !response.metadata.truncation,
+        "RFC 2181 §9: no TC for optional data"
+    );
+    assert_eq!(response.answers.len(), 4);
+    assert!(response.additionals.len() < 20);
+    let full = server.udp("manymx.example.test.", RecordType::MX);
+    assert_eq!(full.additionals.len(), 20);
+}
+
+#[test]
+fn tcp_connection_carries_pipelined_queries() {
+    let server = TestServer::start();
+    let mut stream = server.tcp_connect();
+    let names = [
+        "www.example.test.",
+        "mail.example.test.",
+        "nothing.example.test.",
+    ];
+    let queries: Vec<Message> = names
+        .iter()
+        .map(|name| query(name, RecordType::A, None))
+        .collect();
+    for message in &queries {
+        tcp_send(&mut stream, message);
+    }
+    let mut ids: Vec<u16> = (0..names.len())
+        .map(|_| tcp_receive(&mut stream).metadata.id)
+        .collect();
+    let mut expected: Vec<u16> = queries.iter().map(|m| m.metadata.id).collect();
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids, expected, "every pipelined query answered");
+    // The same connection keeps working.
+    let response = tcp_exchange(
+        &mut stream,
+        &query("www.example.test.", RecordType::A, None),
+    );
+    assert_eq!(response.answers.len(), 3);
+}
+
+#[test]
+fn other_opcodes_get_notimp() {
+    let server = TestServer::start();
+    for op_code in [OpCode::Notify, OpCode::Update, OpCode::Status] {
+        let mut message = query("example.test.", RecordType::SOA, None);
+        message.metadata.op_code = op_code;
+        let response = server.exchange_udp(&message);
+        assert_eq!(rcode(&response), ResponseCode::NotImp, "{op_code:?}");
+    }
+}
+
+#[test]
+fn non_in_classes_are_refused() {
+    let server = TestServer::start();
+    for class in [DNSClass::CH, DNSClass::ANY, DNSClass::NONE, DNSClass::HS] {
+        let mut message = Message::new(77, MessageType::Query, OpCode::Query);
+        let mut question =
+            Query::query(Name::from_ascii("version.bind.").unwrap(), RecordType::TXT);
+        question.query_class = class;
+        message.add_query(question);
+        let response = server.exchange_udp(&message);
+        assert_eq!(rcode(&response), ResponseCode::Refused, "{class:?}");
+        assert!(response.answers.is_empty());
+    }
+}
+
+#[test]
+fn zone_transfers_are_refused_for_now() {
+    let server = TestServer::start();
+    for record_type in [RecordType::AXFR, RecordType::IXFR] {
+        let response = server.tcp("example.test.", record_type);
+        assert_eq!(rcode(&response), ResponseCode::Refused, "{record_type}");
+    }
+}
+
+#[test]
+fn question_count_other_than_one_is_formerr() {
+    let server = TestServer::start();
+    let empty = Message::new(9, MessageType::Query, OpCode::Query);
+    assert_eq!(rcode(&server.exchange_udp(&empty)), ResponseCode::FormErr);
+
+    let mut two = query("www.example.test.", RecordType::A, None);
+    two.add_query(Query::query(
+        Name::from_ascii("mail.example.test.").unwrap(),
+        RecordType::A,
+    ));
+    assert_eq!(rcode(&server.exchange_udp(&two)), ResponseCode::FormErr);
+}
+
+#[test]
+fn malformed_packets_never_stop_the_server() {
+    let server = TestServer::start();
+    let valid = query("www.example.test.", RecordType::A, None)
+        .to_vec()
+        .unwrap();
+    let short = std::time::Duration::from_millis(200);
+
+    // Shorter than a header: dropped.
+    assert!(server.raw_udp_wait(&valid[..5], short).is_none());
+    // A response (QR=1): dropped, never answered (no reflection).
+    let mut response_bit = valid.clone();
+    response_bit[2] |= 0x80;
+    assert!(server.raw_udp_wait(&response_bit, short).is_none());
+    // Header fine, question cut off: FORMERR with the same ID.
+    let answer = server.raw_udp(&valid[..valid.len() - 3]).expect("FORMERR");
+    assert_eq!(&answer[..2], &valid[..2]);
+    assert_eq!(answer[3] & 0x0f, 1, "RCODE FORMERR");
+    // A compression pointer loop in the question.
+    let mut looping = valid[..12].to_vec();
+    looping.extend_from_slice(&[0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01]);
+    let answer = server
+        .raw_udp(&looping)
+        .expect("FORMERR for a pointer loop");
+    assert_eq!(answer[3] & 0x0f, 1);
+    // Counts that claim far more records than the packet has.
+    let mut lying = valid.clone();
+    lying[6] = 0xff;
+    lying[7] = 0xff;
+    let answer = server.raw_udp(&lying).expect("FORMERR for lying counts");
+    assert_eq!(answer[3] & 0x0f, 1);
+    // Random garbage of many lengths (deterministic), over UDP and TCP.
+    let mut state: u32 = 0x1234_5678;
+    for length in 0..300usize {
+        let packet: Vec<u8> = (0..length)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect();
+        let _ = server.raw_udp_wait(&packet, std::time::Duration::from_millis(5));
+    }
+    let mut stream = server.tcp_connect();
+    use std::io::Write;
+    let _ = stream.write_all(&[0x00, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    drop(stream);
+
+    // Still answering, on both transports.
+    let response = server.udp("www.example.test.", RecordType::A);
+    assert_eq!(response.answers.len(), 3);
+    let response = server.tcp("www.example.test.", RecordType::A);
+    assert_eq!(response.answers.len(), 3);
+}
