@@ -2,10 +2,12 @@
 //!
 //! Why this exists: I/O stays at the edge. The caller binds (`Listeners::bind`), so tests
 //! can serve on port 0 and read the port back, and the daemon can fail before it starts
-//! probing. UDP is served by our own loop, one task per SO_REUSEPORT socket, several sockets
-//! per address, because hickory-server serves each UDP socket from a single task and spawns
-//! a task per query; the kernel spreads datagrams across our sockets. TCP goes through
-//! hickory-server's listener (idle timeout, pipelined queries on one connection).
+//! probing. UDP is served by our own loop, one OS thread per SO_REUSEPORT socket, several
+//! sockets per address, because hickory-server serves each UDP socket from a single task and
+//! spawns a task per query. A blocking thread costs one `recvfrom` and one `sendto` per query;
+//! an async task adds an epoll wake-up and a failed `recvfrom` to each, which measured as
+//! about 30% more CPU per query (bench/qps.sh). The kernel spreads datagrams across the
+//! sockets. TCP goes through hickory-server's listener (idle timeout, pipelined queries).
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,6 +24,8 @@ const PORT_ZERO_ATTEMPTS: usize = 20;
 const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 /// Largest UDP datagram we read.
 const MAX_DATAGRAM: usize = 65_535;
+/// How often an idle UDP thread looks at the shutdown token.
+const UDP_SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 /// Responses buffered per TCP connection.
 const TCP_RESPONSE_BUFFER: usize = 32;
 
@@ -107,12 +111,13 @@ fn new_socket(address: SocketAddr, kind: Type, protocol: Protocol) -> io::Result
     if address.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.set_nonblocking(true)?;
     Ok(socket)
 }
 
+/// A blocking UDP socket whose reads time out, so its thread can notice shutdown.
 fn udp_socket(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = new_socket(address, Type::DGRAM, Protocol::UDP)?;
+    socket.set_read_timeout(Some(UDP_SHUTDOWN_POLL))?;
     socket.set_reuse_port(true)?;
     // Best effort: the kernel caps it at net.core.rmem_max.
     let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
@@ -122,6 +127,7 @@ fn udp_socket(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
 
 fn tcp_listener(address: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = new_socket(address, Type::STREAM, Protocol::TCP)?;
+    socket.set_nonblocking(true)?;
     socket.set_reuse_address(true)?;
     socket.bind(&address.into())?;
     socket.listen(1024)?;
@@ -135,10 +141,15 @@ pub async fn serve(
     tcp_idle_timeout: Duration,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for socket in listeners.udp {
-        let socket = tokio::net::UdpSocket::from_std(socket)?;
-        tasks.spawn(serve_udp(socket, handler.clone(), shutdown.clone()));
+    let mut udp_threads = Vec::with_capacity(listeners.udp.len());
+    for (index, socket) in listeners.udp.into_iter().enumerate() {
+        let handler = handler.clone();
+        let shutdown = shutdown.clone();
+        udp_threads.push(
+            std::thread::Builder::new()
+                .name(format!("udp-{index}"))
+                .spawn(move || serve_udp(socket, handler, shutdown))?,
+        );
     }
     let mut tcp = hickory_server::Server::new(handler);
     for listener in listeners.tcp {
@@ -153,52 +164,44 @@ pub async fn serve(
     if let Err(error) = tcp.shutdown_gracefully().await {
         tracing::warn!(%error, "TCP listener stopped with an error");
     }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+    tokio::task::spawn_blocking(move || {
+        for thread in udp_threads {
+            let _ = thread.join();
+        }
+    })
+    .await
+    .map_err(io::Error::other)
 }
 
-/// One UDP socket's loop: drain every queued datagram per wake-up, answer each in place.
-async fn serve_udp(
-    socket: tokio::net::UdpSocket,
-    handler: DnsHandler,
-    shutdown: CancellationToken,
-) {
+/// One UDP socket's thread: receive, answer in place, send, until shutdown.
+fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: CancellationToken) {
     let mut packet = vec![0u8; MAX_DATAGRAM];
     let mut response = Vec::with_capacity(4096);
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            ready = socket.readable() => if let Err(error) = ready {
-                tracing::warn!(%error, "UDP socket failed");
-                return;
-            },
+    while !shutdown.is_cancelled() {
+        let (length, source) = match socket.recv_from(&mut packet) {
+            Ok(received) => received,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(error) => {
+                // ICMP errors from earlier sends surface here once; they are not fatal.
+                tracing::debug!(%error, "UDP receive error");
+                continue;
+            }
+        };
+        // Port 0 cannot be answered; anything else is answered where it came from.
+        if source.port() == 0 || !handler.answer_udp(&packet[..length], source, &mut response) {
+            continue;
         }
-        loop {
-            let (length, source) = match socket.try_recv_from(&mut packet) {
-                Ok(received) => received,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) => {
-                    tracing::debug!(%error, "UDP receive error");
-                    continue;
-                }
-            };
-            // Port 0 cannot be answered; anything else is answered where it came from.
-            if source.port() == 0 {
-                continue;
-            }
-            if !handler.answer_udp(&packet[..length], source, &mut response) {
-                continue;
-            }
-            match socket.try_send_to(&response, source) {
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(error) = socket.send_to(&response, source).await {
-                        tracing::debug!(%error, %source, "UDP send error");
-                    }
-                }
-                Err(error) => tracing::debug!(%error, %source, "UDP send error"),
-            }
+        if let Err(error) = socket.send_to(&response, source) {
+            tracing::debug!(%error, %source, "UDP send error");
         }
     }
 }

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# CPU per answered query, healthdns against NSD, at the same fixed offered load.
+#
+# Serves one generated zone (10,000 names, 1,000 delegations) from both servers on loopback,
+# drives each with dnsperf at RATE queries/s for SECONDS per query kind (positive, NXDOMAIN,
+# NODATA, referral), and reads each server's CPU time (all its processes and threads) from
+# /proc before and after. Prints microseconds of CPU per answered query and the ratio.
+# Needs: nsd, dnsperf (Debian packages nsd, dnsperf), a release build of healthdns.
+# Usage: bench/qps.sh [RATE] [SECONDS]
+set -euo pipefail
+RATE=${1:-20000}
+SECONDS_PER_RUN=${2:-8}
+NAMES=10000
+cd "$(dirname "$0")/.."
+for tool in nsd dnsperf; do
+  command -v "$tool" >/dev/null || { echo "bench/qps.sh needs $tool (apt-get install -y nsd dnsperf)" >&2; exit 1; }
+done
+cargo build --release --quiet
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+NSD_PORT=$(free_port); HDNS_PORT=$(free_port)
+
+# The zone.
+{
+  echo '$ORIGIN bench.test.'; echo '$TTL 300'
+  echo '@ SOA ns1 hostmaster 1 3600 600 1209600 60'
+  echo '@ NS ns1'; echo 'ns1 A 127.0.0.1'
+  for i in $(seq 1 $NAMES); do echo "www$i A 192.0.2.$((i % 250 + 1))"; done
+  for i in $(seq 1 1000); do echo "d$i NS ns.d$i"; echo "ns.d$i A 198.51.100.$((i % 250 + 1))"; done
+} > "$work/bench.test.zone"
+
+# Query files, one per kind; names spread over the zone.
+for i in $(seq 1 $NAMES); do echo "www$i.bench.test A"; done > "$work/positive"
+for i in $(seq 1 $NAMES); do echo "nx$i.bench.test A"; done > "$work/nxdomain"
+for i in $(seq 1 $NAMES); do echo "www$i.bench.test MX"; done > "$work/nodata"
+for i in $(seq 1 1000); do echo "host.d$i.bench.test A"; done > "$work/referral"
+
+# NSD, one server process.
+cat > "$work/nsd.conf" <<CONF
+server:
+  ip-address: 127.0.0.1@$NSD_PORT
+  port: $NSD_PORT
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "$work"
+  pidfile: "$work/nsd.pid"
+  database: ""
+  xfrdfile: "$work/xfrd.state"
+  zonelistfile: "$work/zone.list"
+  logfile: "$work/nsd.log"
+  verbosity: 0
+  hide-version: yes
+  # Debian builds NSD with response-rate limiting on; off, so every query is answered.
+  rrl-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: bench.test
+  zonefile: bench.test.zone
+CONF
+nsd -d -c "$work/nsd.conf" & pids+=($!); NSD_PID=$!
+
+cat > "$work/config.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$HDNS_PORT"]
+[[zone]]
+origin = "bench.test"
+file = "bench.test.zone"
+CONF
+RUST_LOG=warn target/release/healthdns serve --config "$work/config.toml" & pids+=($!); HDNS_PID=$!
+
+wait_ready() { # port
+  for _ in $(seq 1 100); do
+    dig @127.0.0.1 -p "$1" +time=1 +tries=1 +short bench.test SOA | grep -q hostmaster && return 0
+    sleep 0.1
+  done
+  echo "server on port $1 did not start" >&2; exit 1
+}
+wait_ready "$NSD_PORT"; wait_ready "$HDNS_PORT"
+
+# CPU clock ticks of a process and all its descendants.
+descendants() { local child; for child in $(pgrep -P "$1" || true); do echo "$child"; descendants "$child"; done; }
+cpu_ticks() {
+  local total=0 pid
+  for pid in $1 $(descendants "$1"); do
+    [ -r "/proc/$pid/stat" ] || continue
+    # utime and stime are fields 14 and 15; the name (field 2) may hold spaces, so count after ')'.
+    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+run() { # pid port kind -> "us_per_query completed"
+  local before after completed
+  before=$(cpu_ticks "$1")
+  completed=$(dnsperf -s 127.0.0.1 -p "$2" -d "$work/$3" -l "$SECONDS_PER_RUN" -Q "$RATE" -c 4 -t 2 2>/dev/null \
+    | awk '/Queries completed/ {print $3}')
+  after=$(cpu_ticks "$1")
+  awk -v t=$((after - before)) -v hz="$HZ" -v n="$completed" 'BEGIN { printf "%.2f %d", (t / hz) * 1e6 / n, n }'
+}
+
+printf '%-9s %12s %12s %12s %12s %7s\n' kind "nsd_us/q" "nsd_answered" "hdns_us/q" "hdns_answered" ratio
+for kind in positive nxdomain nodata referral; do
+  read -r nsd_us nsd_n <<<"$(run "$NSD_PID" "$NSD_PORT" "$kind")"
+  read -r hd_us hd_n <<<"$(run "$HDNS_PID" "$HDNS_PORT" "$kind")"
+  ratio=$(awk -v a="$hd_us" -v b="$nsd_us" 'BEGIN { printf "%.2f", a / b }')
+  printf '%-9s %12s %12s %12s %12s %7s\n' "$kind" "$nsd_us" "$nsd_n" "$hd_us" "$hd_n" "$ratio"
+done
+echo "offered load: $RATE q/s for ${SECONDS_PER_RUN}s per run; CPU from /proc (HZ=$HZ); ratio = healthdns / nsd"
