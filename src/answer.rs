@@ -302,3 +302,140 @@ impl<'a> Resolver<'a, '_> {
         self.response.additional_required = true;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::zonefile::parse_zone;
+
+    const ZONE: &str = "$TTL 300\n@ SOA ns h 1 2 3 4 30\n@ NS ns\nns A 192.0.2.1\n\
+        www A 192.0.2.10\nwww A 192.0.2.11\nwww A 192.0.2.12\nalias CNAME www\n\
+        *.wild TXT \"w\"\nx.ent A 192.0.2.2\nsub NS ns.sub\nns.sub A 192.0.2.3\n";
+
+    fn snapshot() -> Snapshot {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        Snapshot::build(&[parse_zone(ZONE, Path::new("t.zone"), &origin).unwrap()])
+    }
+
+    fn ask<'a>(snapshot: &'a Snapshot, name: &str, record_type: RecordType) -> Response<'a> {
+        let name = Name::from_ascii(name).unwrap();
+        resolve(
+            snapshot,
+            Question {
+                name: &name,
+                record_type,
+            },
+            0,
+        )
+    }
+
+    fn answer_texts(section: &Section<'_>) -> Vec<String> {
+        section
+            .iter()
+            .map(|record| format!("{} {}", record.name, record.data))
+            .collect()
+    }
+
+    #[test]
+    fn exact_match_is_authoritative() {
+        let snapshot = snapshot();
+        let response = ask(&snapshot, "WWW.example.test.", RecordType::A);
+        assert_eq!(response.rcode, ResponseCode::NoError);
+        assert!(response.authoritative);
+        assert_eq!(response.answer.len(), 3);
+        assert!(response.authority.is_empty());
+    }
+
+    #[test]
+    fn negative_answers_carry_the_minimum_ttl_soa() {
+        let snapshot = snapshot();
+        let nxdomain = ask(&snapshot, "nope.example.test.", RecordType::A);
+        assert_eq!(nxdomain.rcode, ResponseCode::NXDomain);
+        let soa: Vec<_> = nxdomain.authority.iter().collect();
+        assert_eq!(soa.len(), 1);
+        assert_eq!(soa[0].ttl, 30);
+        let nodata = ask(&snapshot, "www.example.test.", RecordType::MX);
+        assert_eq!(nodata.rcode, ResponseCode::NoError);
+        assert!(nodata.answer.is_empty());
+        assert_eq!(nodata.authority.len(), 1);
+        let ent = ask(&snapshot, "ent.example.test.", RecordType::A);
+        assert_eq!(ent.rcode, ResponseCode::NoError, "empty non-terminal");
+    }
+
+    #[test]
+    fn wildcard_synthesis_and_its_limits() {
+        let snapshot = snapshot();
+        let response = ask(&snapshot, "a.b.wild.example.test.", RecordType::TXT);
+        assert_eq!(
+            answer_texts(&response.answer),
+            vec!["a.b.wild.example.test. w"]
+        );
+        let response = ask(&snapshot, "wild.example.test.", RecordType::TXT);
+        assert!(
+            response.answer.is_empty(),
+            "the wildcard's parent is an ENT: NODATA"
+        );
+        assert_eq!(response.rcode, ResponseCode::NoError);
+    }
+
+    #[test]
+    fn referral_below_a_cut() {
+        let snapshot = snapshot();
+        let response = ask(&snapshot, "a.b.sub.example.test.", RecordType::A);
+        assert!(!response.authoritative);
+        assert!(response.additional_required);
+        assert_eq!(
+            answer_texts(&response.authority),
+            vec!["sub.example.test. ns.sub.example.test."]
+        );
+        assert_eq!(
+            answer_texts(&response.additional),
+            vec!["ns.sub.example.test. 192.0.2.3"]
+        );
+        let glue = ask(&snapshot, "ns.sub.example.test.", RecordType::A);
+        assert!(!glue.authoritative, "glue is not answered authoritatively");
+        assert!(glue.answer.is_empty());
+    }
+
+    #[test]
+    fn cname_is_followed() {
+        let snapshot = snapshot();
+        let response = ask(&snapshot, "alias.example.test.", RecordType::A);
+        assert_eq!(response.answer.len(), 4);
+    }
+
+    #[test]
+    fn rotation_changes_the_first_address_only() {
+        let snapshot = snapshot();
+        let name = Name::from_ascii("www.example.test.").unwrap();
+        let question = Question {
+            name: &name,
+            record_type: RecordType::A,
+        };
+        let orders: Vec<Vec<String>> = (0..3)
+            .map(|rotation| answer_texts(&resolve(&snapshot, question, rotation).answer))
+            .collect();
+        assert_ne!(orders[0][0], orders[1][0]);
+        assert_ne!(orders[1][0], orders[2][0]);
+        for order in &orders {
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted.len(), 3);
+        }
+    }
+
+    #[test]
+    fn outside_every_zone_is_refused() {
+        let snapshot = snapshot();
+        assert_eq!(
+            ask(&snapshot, "example.org.", RecordType::A).rcode,
+            ResponseCode::Refused
+        );
+        assert_eq!(
+            ask(&snapshot, "test.", RecordType::A).rcode,
+            ResponseCode::Refused
+        );
+    }
+}

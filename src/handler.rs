@@ -282,3 +282,62 @@ impl RequestHandler for DnsHandler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::Name;
+
+    use super::*;
+    use crate::zonefile::parse_zone;
+
+    fn handler() -> DnsHandler {
+        let mut zone = String::from("$TTL 300\n@ SOA ns h 1 2 3 4 30\n@ NS ns\nns A 192.0.2.1\n");
+        for index in 0..60 {
+            zone.push_str(&format!("big A 192.0.2.{index}\n"));
+        }
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let data = parse_zone(&zone, Path::new("t.zone"), &origin).unwrap();
+        DnsHandler::new(
+            Arc::new(ArcSwap::from_pointee(Snapshot::build(&[data]))),
+            1232,
+        )
+    }
+
+    fn ask(handler: &DnsHandler, payload: Option<u16>) -> Message {
+        let mut message = Message::new(1, MessageType::Query, OpCode::Query);
+        message.add_query(Query::query(
+            Name::from_ascii("big.example.test.").unwrap(),
+            RecordType::A,
+        ));
+        if let Some(payload) = payload {
+            let mut edns = Edns::new();
+            edns.set_max_payload(payload);
+            message.set_edns(edns);
+        }
+        let mut out = Vec::new();
+        assert!(handler.answer_udp(
+            &message.to_vec().unwrap(),
+            "127.0.0.1:9".parse().unwrap(),
+            &mut out
+        ));
+        Message::from_vec(&out).unwrap()
+    }
+
+    #[test]
+    fn answers_over_the_limit_are_truncated_empty() {
+        let handler = handler();
+        // 60 A records: about 1 KiB.
+        let plain = ask(&handler, None);
+        assert!(plain.metadata.truncation);
+        assert!(plain.answers.is_empty());
+        let small = ask(&handler, Some(700));
+        assert!(small.metadata.truncation);
+        assert!(small.edns.is_some(), "OPT survives truncation");
+        let large = ask(&handler, Some(4096));
+        assert!(!large.metadata.truncation, "1232 is enough");
+        assert_eq!(large.answers.len(), 60);
+    }
+}

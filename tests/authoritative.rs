@@ -309,3 +309,71 @@ fn the_most_specific_served_zone_answers() {
         other => panic!("expected the child's SOA, got {other}"),
     }
 }
+
+#[test]
+fn ipv6_listen_address_is_served() {
+    let server = TestServer::with_listen("[::1]:0", &[("example.test", crate::support::TEST_ZONE)]);
+    assert!(server.address.is_ipv6());
+    let response = server.udp("www.example.test.", RecordType::AAAA);
+    assert_eq!(addresses(&response), vec!["2001:db8::10"]);
+    let response = server.tcp("www.example.test.", RecordType::AAAA);
+    assert_eq!(addresses(&response), vec!["2001:db8::10"]);
+    let answer = crate::support::dig(server.address, &["www.example.test", "AAAA", "+short"]);
+    assert_eq!(answer.trim(), "2001:db8::10");
+}
+
+#[test]
+fn a_swapped_snapshot_is_answered_from_the_next_query_on() {
+    let server = TestServer::start();
+    assert_eq!(
+        addresses(&server.udp("www.example.test.", RecordType::A)).len(),
+        3
+    );
+    let replacement = crate::support::TEST_ZONE
+        .replace("www         A     192.0.2.10\n            A     192.0.2.11\n            A     192.0.2.12\n", "www         A     192.0.2.99\n");
+    assert_ne!(replacement, crate::support::TEST_ZONE);
+    let origin = hickory_proto::rr::Name::from_ascii("example.test.").unwrap();
+    let zone =
+        healthdns::zonefile::parse_zone(&replacement, std::path::Path::new("new.zone"), &origin)
+            .unwrap();
+    // Queries keep flowing on other threads while the writer swaps.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            let address = server.address;
+            std::thread::spawn(move || {
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket
+                    .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                    .unwrap();
+                let query = crate::support::query("www.example.test.", RecordType::A, None)
+                    .to_vec()
+                    .unwrap();
+                let mut buffer = [0u8; 1500];
+                let mut answered = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && answered < 5000 {
+                    socket.send_to(&query, address).unwrap();
+                    socket
+                        .recv(&mut buffer)
+                        .expect("every query is answered during swaps");
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    server
+        .snapshots
+        .store(std::sync::Arc::new(healthdns::snapshot::Snapshot::build(
+            &[zone],
+        )));
+    assert_eq!(
+        addresses(&server.udp("www.example.test.", RecordType::A)),
+        vec!["192.0.2.99"]
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0);
+    }
+}

@@ -135,7 +135,11 @@ impl TestServer {
     }
 
     pub fn with_zones(zones: &[(&str, &str)]) -> Self {
-        let fixture = Fixture::new("127.0.0.1:0", zones);
+        Self::with_listen("127.0.0.1:0", zones)
+    }
+
+    pub fn with_listen(listen: &str, zones: &[(&str, &str)]) -> Self {
+        let fixture = Fixture::new(listen, zones);
         let config = Config::load(&fixture.config_path).expect("valid test config");
         let zones = healthdns::load_zones(&config).expect("valid test zones");
         let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones)));
@@ -205,7 +209,12 @@ impl TestServer {
     }
 
     pub fn raw_udp_wait(&self, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = if self.address.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
+        let socket = UdpSocket::bind(local).unwrap();
         socket.set_read_timeout(Some(wait)).unwrap();
         socket.send_to(bytes, self.address).unwrap();
         let mut buffer = vec![0u8; 65_535];
