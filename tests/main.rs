@@ -4,4 +4,5 @@ mod support;
 
 mod authoritative;
 mod cli;
+mod compare_nsd;
 mod transport;

@@ -1,0 +1,150 @@
+//! The same zone served by NSD and by healthdns, asked the same questions: the answers
+//! must agree in RCODE, AA, TC, the answer and authority sections, and the additional section
+//! of referrals and NS answers.
+//!
+//! Known, deliberate differences (NSD runs with `minimal-responses: yes`, like Knot):
+//! - healthdns adds in-zone addresses of MX and SRV targets; minimal NSD does not.
+//! - NSD writes answer owners as a pointer to the question, so they take the query's case;
+//!   healthdns echoes the question exactly and writes owners as in the zone. Names are
+//!   compared without case.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
+
+use crate::support::{
+    free_port, query, require_tool, texts, wait_until, Process, TestServer, TEST_ZONE,
+};
+
+/// NSD serving `TEST_ZONE` on a free loopback port, in its own folder.
+struct Nsd {
+    address: SocketAddr,
+    _process: Process,
+    _folder: tempfile::TempDir,
+}
+
+impl Nsd {
+    fn start() -> Self {
+        let nsd = require_tool("nsd", "nsd");
+        let folder = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let dir = folder.path().display().to_string();
+        std::fs::write(folder.path().join("example.test.zone"), TEST_ZONE).unwrap();
+        std::fs::write(
+            folder.path().join("nsd.conf"),
+            format!(
+                "server:\n  ip-address: 127.0.0.1@{port}\n  server-count: 1\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{dir}\"\n  pidfile: \"{dir}/nsd.pid\"\n  database: \"\"\n  xfrdfile: \"{dir}/xfrd.state\"\n  zonelistfile: \"{dir}/zone.list\"\n  logfile: \"{dir}/nsd.log\"\n  rrl-ratelimit: 0\n  minimal-responses: yes\nremote-control:\n  control-enable: no\nzone:\n  name: example.test\n  zonefile: example.test.zone\n"
+            ),
+        )
+        .unwrap();
+        let process = Process::spawn(
+            std::process::Command::new(nsd)
+                .arg("-d")
+                .arg("-c")
+                .arg(folder.path().join("nsd.conf")),
+        );
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let ready = wait_until(Duration::from_secs(20), || {
+            exchange(address, &query("example.test.", RecordType::SOA, None)).is_some()
+        });
+        let log = std::fs::read_to_string(folder.path().join("nsd.log")).unwrap_or_default();
+        assert!(ready, "NSD did not start: {log}");
+        Self {
+            address,
+            _process: process,
+            _folder: folder,
+        }
+    }
+}
+
+fn exchange(address: SocketAddr, message: &Message) -> Option<Message> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    socket.send_to(&message.to_vec().unwrap(), address).unwrap();
+    let mut buffer = vec![0u8; 65_535];
+    let length = socket.recv(&mut buffer).ok()?;
+    Message::from_vec(&buffer[..length]).ok()
+}
+
+/// What must agree: header bits and sections, order- and case-insensitive.
+fn summary(message: &Message, record_type: RecordType) -> String {
+    let sorted = |records: &[hickory_proto::rr::Record]| {
+        let mut lines: Vec<String> = texts(records)
+            .iter()
+            .map(|line| line.to_lowercase())
+            .collect();
+        lines.sort();
+        lines.join(" | ")
+    };
+    let referral = !message.metadata.authoritative && !message.authorities.is_empty();
+    let additional = if referral || record_type == RecordType::NS {
+        sorted(&message.additionals)
+    } else {
+        "(not compared)".to_string()
+    };
+    format!(
+        "rcode={} aa={} tc={}\n  answer: {}\n  authority: {}\n  additional: {}",
+        message.metadata.response_code,
+        message.metadata.authoritative,
+        message.metadata.truncation,
+        sorted(&message.answers),
+        sorted(&message.authorities),
+        additional,
+    )
+}
+
+#[test]
+fn answers_match_nsd_on_the_same_zone() {
+    let nsd = Nsd::start();
+    let server = TestServer::start();
+    let questions: &[(&str, RecordType)] = &[
+        ("www.example.test.", RecordType::A),
+        ("www.example.test.", RecordType::AAAA),
+        ("www.example.test.", RecordType::MX),
+        ("WwW.ExAmple.TEST.", RecordType::A),
+        ("nothing.example.test.", RecordType::A),
+        ("a.deep.example.test.", RecordType::TXT),
+        ("x.a.deep.example.test.", RecordType::TXT),
+        ("example.test.", RecordType::SOA),
+        ("example.test.", RecordType::NS),
+        ("example.test.", RecordType::MX),
+        ("mail.example.test.", RecordType::AAAA),
+        ("alias.example.test.", RecordType::A),
+        ("alias.example.test.", RecordType::CNAME),
+        ("dangling.example.test.", RecordType::A),
+        ("outside.example.test.", RecordType::A),
+        ("anything.apps.example.test.", RecordType::A),
+        ("a.b.apps.example.test.", RecordType::TXT),
+        ("anything.apps.example.test.", RecordType::MX),
+        ("exists.apps.example.test.", RecordType::A),
+        ("ent.apps.example.test.", RecordType::A),
+        ("y.ent.apps.example.test.", RecordType::A),
+        ("_sip._udp.example.test.", RecordType::SRV),
+        ("sub.example.test.", RecordType::A),
+        ("www.sub.example.test.", RecordType::A),
+        ("ns.sub.example.test.", RecordType::A),
+        ("sub.example.test.", RecordType::NS),
+        ("sub.example.test.", RecordType::DS),
+        ("nods.example.test.", RecordType::DS),
+        ("big.example.test.", RecordType::TXT),
+    ];
+    let mut differences = Vec::new();
+    for &(name, record_type) in questions {
+        for payload in [None, Some(1232)] {
+            let message = query(name, record_type, payload);
+            let ours = server.exchange_udp(&message);
+            let theirs = exchange(nsd.address, &message).expect("NSD answers");
+            let (ours, theirs) = (summary(&ours, record_type), summary(&theirs, record_type));
+            if ours != theirs {
+                differences.push(format!(
+                    "{name} {record_type} edns={payload:?}\n healthdns {ours}\n nsd       {theirs}"
+                ));
+            }
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n\n"));
+}
