@@ -165,21 +165,14 @@ impl Reader {
         for entry in &entries {
             let first = &entry.tokens[0];
             if !entry.blank_owner && !first.quoted && first.text.starts_with('$') {
-                self.directive(entry, text, path, state, depth);
+                self.directive(entry, path, state, depth);
             } else if let Err(message) = self.record(entry, text, state) {
                 self.error(path, entry.line, message);
             }
         }
     }
 
-    fn directive(
-        &mut self,
-        entry: &Entry,
-        text: &str,
-        path: &Path,
-        state: &mut FileState,
-        depth: usize,
-    ) {
+    fn directive(&mut self, entry: &Entry, path: &Path, state: &mut FileState, depth: usize) {
         let name = entry.tokens[0].text.to_ascii_uppercase();
         let argument = entry.tokens.get(1).map(|token| token.text.as_str());
         match (name.as_str(), argument) {
@@ -235,10 +228,7 @@ impl Reader {
             ("$ORIGIN" | "$TTL" | "$INCLUDE", None) => {
                 self.error(path, entry.line, format!("{name} needs an argument"))
             }
-            _ => {
-                let _ = text;
-                self.error(path, entry.line, format!("unsupported directive {name}"))
-            }
+            _ => self.error(path, entry.line, format!("unsupported directive {name}")),
         }
     }
 
