@@ -216,3 +216,36 @@ fn malformed_packets_never_stop_the_server() {
     let response = server.tcp("www.example.test.", RecordType::A);
     assert_eq!(response.answers.len(), 3);
 }
+
+#[test]
+fn idle_tcp_connections_are_closed() {
+    let fixture = crate::support::Fixture::new(
+        "127.0.0.1:0",
+        &[("example.test", crate::support::TEST_ZONE)],
+    );
+    let text = std::fs::read_to_string(&fixture.config_path).unwrap();
+    let text = text.replace("[server]\n", "[server]\ntcp_idle_timeout = \"300ms\"\n");
+    std::fs::write(&fixture.config_path, text).unwrap();
+    let server = TestServer::from_fixture(fixture);
+    let mut stream = server.tcp_connect();
+    // A query first: an active connection is served.
+    let response = tcp_exchange(
+        &mut stream,
+        &query("www.example.test.", RecordType::A, None),
+    );
+    assert_eq!(response.answers.len(), 3);
+    // Then silence: the server closes it (read returns 0 bytes) well before our 3 s timeout.
+    let start = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    use std::io::Read;
+    let read = stream.read(&mut byte);
+    assert!(
+        matches!(read, Ok(0)),
+        "server closed the idle connection: {read:?}"
+    );
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(2),
+        "closed after {:?}",
+        start.elapsed()
+    );
+}

@@ -139,7 +139,11 @@ impl TestServer {
     }
 
     pub fn with_listen(listen: &str, zones: &[(&str, &str)]) -> Self {
-        let fixture = Fixture::new(listen, zones);
+        Self::from_fixture(Fixture::new(listen, zones))
+    }
+
+    /// Serves whatever `fixture`'s config says (its listen address must use port 0).
+    pub fn from_fixture(fixture: Fixture) -> Self {
         let config = Config::load(&fixture.config_path).expect("valid test config");
         let zones = healthdns::load_zones(&config).expect("valid test zones");
         let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones)));
