@@ -196,12 +196,11 @@ impl Config {
         let folder = path.parent().unwrap_or(Path::new("."));
         let mut zones: Vec<ZoneConfig> = Vec::new();
         if raw.zone.is_empty() {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                line: 1,
-                key: "zone".into(),
-                message: "no [[zone]] is configured; there is nothing to serve".into(),
-            });
+            return Err(invalid(
+                0..0,
+                "zone",
+                "no [[zone]] is configured; there is nothing to serve".into(),
+            ));
         }
         for zone in raw.zone {
             let zone = zone.into_inner();

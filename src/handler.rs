@@ -90,20 +90,19 @@ impl DnsHandler {
     /// Decides the response to a parsed request.
     fn plan<'a>(&self, snapshot: &'a Snapshot, request: &MessageRequest) -> (Metadata, Plan<'a>) {
         let mut metadata = Metadata::response_from_request(&request.metadata);
-        let error = |code| Plan::Error(code);
         let plan = if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
-            error(ResponseCode::BADVERS)
+            Plan::Error(ResponseCode::BADVERS)
         } else if request.metadata.op_code != OpCode::Query {
-            error(ResponseCode::NotImp)
+            Plan::Error(ResponseCode::NotImp)
         } else if request.queries.len() != 1 {
-            error(ResponseCode::FormErr)
+            Plan::Error(ResponseCode::FormErr)
         } else {
             let query = &request.queries.queries()[0];
             let original = query.original();
             match (original.query_class, original.query_type) {
-                (class, _) if class != DNSClass::IN => error(ResponseCode::Refused),
-                (_, RecordType::AXFR | RecordType::IXFR) => error(ResponseCode::Refused),
-                (_, RecordType::OPT) => error(ResponseCode::FormErr),
+                (class, _) if class != DNSClass::IN => Plan::Error(ResponseCode::Refused),
+                (_, RecordType::AXFR | RecordType::IXFR) => Plan::Error(ResponseCode::Refused),
+                (_, RecordType::OPT) => Plan::Error(ResponseCode::FormErr),
                 (_, record_type) => Plan::Answer(resolve(
                     snapshot,
                     Question {

@@ -97,16 +97,6 @@ impl Snapshot {
         }
         None
     }
-
-    /// The served zone whose apex is exactly `key`.
-    pub fn zone(&self, key: &[u8]) -> Option<&Zone> {
-        self.zones.get(key)
-    }
-
-    /// Every served zone, in no particular order.
-    pub fn zones(&self) -> impl Iterator<Item = &Zone> {
-        self.zones.values()
-    }
 }
 
 /// One zone's names and answers.
@@ -117,7 +107,6 @@ pub struct Zone {
     nodes: FxHashMap<NameKey, Node>,
     /// The SOA for negative answers: TTL = min(SOA TTL, SOA MINIMUM) (RFC 2308 §5).
     negative_soa: [Record; 1],
-    serial: u32,
 }
 
 impl Zone {
@@ -221,8 +210,8 @@ impl Zone {
         }
 
         let soa = data.soa().clone();
-        let (serial, minimum) = match &soa.data {
-            RData::SOA(soa) => (soa.serial, soa.minimum),
+        let minimum = match &soa.data {
+            RData::SOA(soa) => soa.minimum,
             _ => unreachable!("soa() returns an SOA"),
         };
         let mut negative_soa = soa;
@@ -232,7 +221,6 @@ impl Zone {
             key,
             nodes,
             negative_soa: [negative_soa],
-            serial,
         }
     }
 
@@ -249,16 +237,6 @@ impl Zone {
     /// The SOA to put in the authority section of negative answers.
     pub fn negative_soa(&self) -> &[Record] {
         &self.negative_soa
-    }
-
-    /// The SOA serial currently served.
-    pub fn serial(&self) -> u32 {
-        self.serial
-    }
-
-    /// How many names (owners and empty non-terminals) the zone holds.
-    pub fn name_count(&self) -> usize {
-        self.nodes.len()
     }
 }
 
