@@ -15,6 +15,8 @@
 //!   or empty non-terminals), with the query name as owner.
 //! - ANY gets one RRset (RFC 8482 §4.1): the name's lowest-numbered type.
 //! - A/AAAA RRsets are rotated by the caller-supplied `rotation`, so load spreads.
+//! - A/AAAA at a pool name whose pool answers SERVFAIL (all down, `all_down = "servfail"`):
+//!   SERVFAIL without AA.
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, Record, RecordType};
@@ -243,6 +245,13 @@ impl<'a> Resolver<'a, '_> {
 
     /// Answers from an existing node; `synthesize` names the owner for wildcard answers.
     fn answer_node(&mut self, node: &'a Node, synthesize: Option<&Name>, depth: usize) {
+        if node.servfail_addresses() && matches!(self.record_type, RecordType::A | RecordType::AAAA)
+        {
+            // A pool with every address down and `all_down = "servfail"`.
+            self.response.rcode = ResponseCode::ServFail;
+            self.response.authoritative = false;
+            return;
+        }
         let wanted = if self.record_type == RecordType::ANY {
             node.rrsets().first()
         } else {
@@ -316,7 +325,10 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let origin = Name::from_ascii("example.test.").unwrap();
-        Snapshot::build(&[parse_zone(ZONE, Path::new("t.zone"), &origin).unwrap()])
+        Snapshot::build(
+            &[parse_zone(ZONE, Path::new("t.zone"), &origin).unwrap()],
+            &Default::default(),
+        )
     }
 
     fn ask<'a>(snapshot: &'a Snapshot, name: &str, record_type: RecordType) -> Response<'a> {

@@ -7,7 +7,7 @@
 //! applied. The shipped `config.toml` documents every option and its default, and a test
 //! parses it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use hickory_proto::rr::Name;
 
 /// The config file, exactly as written. Unknown keys are errors.
 mod file {
-    use std::net::SocketAddr;
+    use std::net::{IpAddr, SocketAddr};
     use std::time::Duration;
 
     use serde::Deserialize;
@@ -29,6 +29,8 @@ mod file {
         pub server: Server,
         #[serde(default)]
         pub zone: Vec<Spanned<Zone>>,
+        #[serde(default)]
+        pub pool: Vec<Spanned<Pool>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -42,6 +44,8 @@ mod file {
         pub udp_sockets: usize,
         #[serde(default = "default_udp_payload")]
         pub udp_payload: Spanned<u16>,
+        #[serde(default)]
+        pub dry_run: bool,
     }
 
     impl Default for Server {
@@ -51,6 +55,7 @@ mod file {
                 tcp_idle_timeout: default_tcp_idle_timeout(),
                 udp_sockets: 0,
                 udp_payload: default_udp_payload(),
+                dry_run: false,
             }
         }
     }
@@ -72,6 +77,66 @@ mod file {
     pub struct Zone {
         pub origin: Spanned<String>,
         pub file: Spanned<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Pool {
+        pub name: Spanned<String>,
+        pub names: Spanned<Vec<Spanned<String>>>,
+        pub addresses: Spanned<Vec<IpAddr>>,
+        #[serde(default = "default_pool_ttl")]
+        pub ttl: u32,
+        #[serde(default)]
+        pub max_answers: usize,
+        #[serde(default)]
+        pub select: super::Select,
+        #[serde(default)]
+        pub all_down: super::AllDown,
+        pub canary: Option<Spanned<Canary>>,
+        #[serde(default)]
+        pub check: Vec<Spanned<Check>>,
+    }
+
+    fn default_pool_ttl() -> u32 {
+        30
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Canary {
+        pub name: Spanned<String>,
+        pub address: Spanned<IpAddr>,
+    }
+
+    #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+    #[serde(rename_all = "snake_case")]
+    pub enum CheckKind {
+        Http,
+        Icmp,
+        Tcp,
+    }
+
+    /// A duration written as "500ms" or "2s".
+    #[derive(Debug, Clone, Copy, Deserialize)]
+    #[serde(transparent)]
+    pub struct HumanDuration(#[serde(with = "humantime_serde")] pub Duration);
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Check {
+        pub kind: CheckKind,
+        pub url: Option<Spanned<String>>,
+        pub host: Option<Spanned<String>>,
+        pub expect_status: Option<Spanned<Vec<u16>>>,
+        pub max_latency: Option<Spanned<HumanDuration>>,
+        pub body_sha256: Option<Spanned<String>>,
+        pub follow_redirects: Option<Spanned<bool>>,
+        pub port: Option<Spanned<u16>>,
+        pub interval: Option<Spanned<HumanDuration>>,
+        pub timeout: Option<Spanned<HumanDuration>>,
+        pub fall: Option<Spanned<u32>>,
+        pub rise: Option<Spanned<u32>>,
     }
 }
 
@@ -108,6 +173,7 @@ pub struct Config {
     pub path: PathBuf,
     pub server: ServerConfig,
     pub zones: Vec<ZoneConfig>,
+    pub pools: Vec<PoolConfig>,
 }
 
 /// `[server]`: where and how DNS is served.
@@ -121,6 +187,8 @@ pub struct ServerConfig {
     pub udp_sockets: usize,
     /// The EDNS UDP payload size we advertise and the most we send over UDP.
     pub udp_payload: u16,
+    /// Probe and log, but answer every configured address.
+    pub dry_run: bool,
 }
 
 /// `[[zone]]`: one zone served from a master file.
@@ -129,6 +197,123 @@ pub struct ZoneConfig {
     pub origin: Name,
     /// Resolved against the config file's folder.
     pub file: PathBuf,
+}
+
+/// `[[pool]]`: health-checked addresses that answer A/AAAA for some names.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    /// The config line of the `[[pool]]`, for errors found later (against zone data).
+    pub line: usize,
+    /// Owner names, each inside a served zone; their A/AAAA come only from this pool.
+    pub names: Vec<Name>,
+    /// In config order; IPv4 answer A queries, IPv6 answer AAAA.
+    pub addresses: Vec<IpAddr>,
+    pub ttl: u32,
+    /// At most this many addresses per family in an answer; 0 means every healthy one.
+    pub max_answers: usize,
+    pub select: Select,
+    pub all_down: AllDown,
+    pub canary: Option<Canary>,
+    /// An address is up only while every check says up.
+    pub checks: Vec<CheckConfig>,
+}
+
+/// How healthy addresses are chosen when `max_answers` caps them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Select {
+    /// Config order.
+    #[default]
+    All,
+    /// Lowest recent latency first; the live set is kept while all of it passes.
+    Fastest,
+}
+
+/// What a pool answers when none of its addresses is up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllDown {
+    /// Every configured address (fail open): the default, because "everything is down" is more
+    /// often the checker's own network failing than every backend at once.
+    #[default]
+    ServeAll,
+    /// The last set that had a healthy address.
+    KeepLast,
+    /// NOERROR with no address (NODATA, SOA in authority).
+    Empty,
+    /// SERVFAIL for A and AAAA at the pool's names.
+    Servfail,
+}
+
+/// One address that is probed like the others but answers for one name only, in place of one
+/// of that name's addresses, while it is healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canary {
+    pub name: Name,
+    pub address: IpAddr,
+}
+
+/// `[[pool.check]]`: how to probe an address and when to believe the result. Two pools with
+/// an identical check on the same address share one probe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CheckConfig {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    /// A probe with no result after this long has failed.
+    pub timeout: Duration,
+    /// Consecutive failures before an up address goes down.
+    pub fall: u32,
+    /// Consecutive successes before a down address comes back.
+    pub rise: u32,
+}
+
+/// The probe itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// ICMP echo to the address.
+    Icmp,
+    /// A TCP connection to the address and port.
+    Tcp { port: u16 },
+    /// An HTTP(S) request.
+    Http(HttpCheck),
+}
+
+impl std::fmt::Display for CheckKind {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Icmp => formatter.write_str("icmp"),
+            Self::Tcp { port } => write!(formatter, "tcp port {port}"),
+            Self::Http(http) => write!(formatter, "http {}", http.url),
+        }
+    }
+}
+
+/// An HTTP(S) probe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpCheck {
+    /// The URL with `{address}` where the address goes (IPv6 in brackets).
+    pub url: String,
+    /// Host header and TLS server name; the connection still goes to the literal address.
+    pub host: Option<String>,
+    pub expect_status: Vec<u16>,
+    /// A slower answer is a failure.
+    pub max_latency: Option<Duration>,
+    /// The body must hash to this.
+    pub body_sha256: Option<[u8; 32]>,
+    pub follow_redirects: bool,
+}
+
+impl HttpCheck {
+    /// The URL to fetch for `address` (with `host` in place of the address when it is set).
+    pub fn url_for(&self, address: IpAddr) -> String {
+        let host = match (&self.host, address) {
+            (Some(host), _) => host.clone(),
+            (None, IpAddr::V4(v4)) => v4.to_string(),
+            (None, IpAddr::V6(v6)) => format!("[{v6}]"),
+        };
+        self.url.replace("{address}", &host)
+    }
 }
 
 impl Config {
@@ -224,6 +409,35 @@ impl Config {
             zones.push(ZoneConfig { origin, file });
         }
 
+        let mut pools: Vec<PoolConfig> = Vec::new();
+        for pool in raw.pool {
+            let line = line_of(pool.span());
+            let pool = parse_pool(pool.into_inner(), line, &zones, &invalid)?;
+            if pools.iter().any(|other| other.name == pool.name) {
+                return Err(at_line(
+                    invalid(
+                        0..0,
+                        "pool.name",
+                        format!("pool {:?} is configured twice", pool.name),
+                    ),
+                    line,
+                ));
+            }
+            for name in &pool.names {
+                if let Some(other) = pools.iter().find(|other| other.names.contains(name)) {
+                    return Err(at_line(
+                        invalid(
+                            0..0,
+                            "pool.names",
+                            format!("{name} is already answered by pool {:?}", other.name),
+                        ),
+                        line,
+                    ));
+                }
+            }
+            pools.push(pool);
+        }
+
         Ok(Self {
             path: path.to_path_buf(),
             server: ServerConfig {
@@ -231,10 +445,388 @@ impl Config {
                 tcp_idle_timeout: raw.server.tcp_idle_timeout,
                 udp_sockets,
                 udp_payload,
+                dry_run: raw.server.dry_run,
             },
             zones,
+            pools,
         })
     }
+}
+
+type Invalid<'a> = dyn Fn(Range<usize>, &str, String) -> ConfigError + 'a;
+
+/// Moves an `Invalid` error to `line` (for errors about a whole table).
+fn at_line(error: ConfigError, new_line: usize) -> ConfigError {
+    match error {
+        ConfigError::Invalid {
+            path, key, message, ..
+        } => ConfigError::Invalid {
+            path,
+            line: new_line,
+            key,
+            message,
+        },
+        other => other,
+    }
+}
+
+fn parse_name(
+    text: &toml::Spanned<String>,
+    key: &str,
+    invalid: &Invalid,
+) -> Result<Name, ConfigError> {
+    let mut name = Name::from_ascii(text.get_ref()).map_err(|error| {
+        invalid(
+            text.span(),
+            key,
+            format!("{:?} is not a domain name: {error}", text.get_ref()),
+        )
+    })?;
+    name.set_fqdn(true);
+    Ok(name)
+}
+
+fn parse_pool(
+    raw: file::Pool,
+    line: usize,
+    zones: &[ZoneConfig],
+    invalid: &Invalid,
+) -> Result<PoolConfig, ConfigError> {
+    let name = raw.name.get_ref().trim().to_string();
+    if name.is_empty() {
+        return Err(invalid(
+            raw.name.span(),
+            "pool.name",
+            "must not be empty".into(),
+        ));
+    }
+    let names_span = raw.names.span();
+    let mut names: Vec<Name> = Vec::new();
+    for text in raw.names.get_ref() {
+        let owner = parse_name(text, "pool.names", invalid)?;
+        if !zones.iter().any(|zone| zone.origin.zone_of(&owner)) {
+            return Err(invalid(
+                text.span(),
+                "pool.names",
+                format!("{owner} is not inside any configured [[zone]]"),
+            ));
+        }
+        if names.contains(&owner) {
+            return Err(invalid(
+                text.span(),
+                "pool.names",
+                format!("{owner} is listed twice"),
+            ));
+        }
+        names.push(owner);
+    }
+    if names.is_empty() {
+        return Err(invalid(
+            names_span,
+            "pool.names",
+            "needs at least one name".into(),
+        ));
+    }
+    let addresses_span = raw.addresses.span();
+    let addresses = raw.addresses.into_inner();
+    if addresses.is_empty() {
+        return Err(invalid(
+            addresses_span,
+            "pool.addresses",
+            "needs at least one address".into(),
+        ));
+    }
+    for (index, address) in addresses.iter().enumerate() {
+        if addresses[..index].contains(address) {
+            return Err(invalid(
+                addresses_span,
+                "pool.addresses",
+                format!("{address} is listed twice"),
+            ));
+        }
+    }
+    let canary = match raw.canary {
+        None => None,
+        Some(canary) => {
+            let canary = canary.into_inner();
+            let canary_name = parse_name(&canary.name, "pool.canary.name", invalid)?;
+            if !names.contains(&canary_name) {
+                return Err(invalid(
+                    canary.name.span(),
+                    "pool.canary.name",
+                    format!("{canary_name} is not one of this pool's names"),
+                ));
+            }
+            let address = *canary.address.get_ref();
+            if addresses.contains(&address) {
+                return Err(invalid(
+                    canary.address.span(),
+                    "pool.canary.address",
+                    format!("{address} is already one of the pool's addresses"),
+                ));
+            }
+            Some(Canary {
+                name: canary_name,
+                address,
+            })
+        }
+    };
+    if raw.check.is_empty() {
+        return Err(at_line(
+            invalid(
+                0..0,
+                "pool.check",
+                format!("pool {name:?} has no [[pool.check]]; every pool needs at least one"),
+            ),
+            line,
+        ));
+    }
+    let checks = raw
+        .check
+        .into_iter()
+        .map(|check| {
+            let check_line = check.span();
+            parse_check(check.into_inner(), check_line, invalid)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PoolConfig {
+        name,
+        line,
+        names,
+        addresses,
+        ttl: raw.ttl,
+        max_answers: raw.max_answers,
+        select: raw.select,
+        all_down: raw.all_down,
+        canary,
+        checks,
+    })
+}
+
+fn parse_check(
+    raw: file::Check,
+    span: Range<usize>,
+    invalid: &Invalid,
+) -> Result<CheckConfig, ConfigError> {
+    let duration =
+        |value: &Option<toml::Spanned<file::HumanDuration>>, key: &str, default: Duration| {
+            let Some(value) = value else {
+                return Ok(default);
+            };
+            if value.get_ref().0.is_zero() {
+                return Err(invalid(value.span(), key, "must be above zero".into()));
+            }
+            Ok(value.get_ref().0)
+        };
+    let interval = duration(&raw.interval, "pool.check.interval", Duration::from_secs(1))?;
+    let timeout = duration(
+        &raw.timeout,
+        "pool.check.timeout",
+        Duration::from_millis(500),
+    )?;
+    if timeout > interval {
+        let span = raw
+            .timeout
+            .as_ref()
+            .map_or(span.clone(), |value| value.span());
+        return Err(invalid(
+            span,
+            "pool.check.timeout",
+            format!(
+                "{} is longer than the interval {}; a probe must end before the next is due",
+                humantime_serde::re::humantime::format_duration(timeout),
+                humantime_serde::re::humantime::format_duration(interval)
+            ),
+        ));
+    }
+    let count = |value: &Option<toml::Spanned<u32>>, key: &str, default: u32| match value {
+        None => Ok(default),
+        Some(value) if *value.get_ref() == 0 => {
+            Err(invalid(value.span(), key, "must be at least 1".into()))
+        }
+        Some(value) => Ok(*value.get_ref()),
+    };
+    let fall = count(&raw.fall, "pool.check.fall", 3)?;
+    let rise = count(&raw.rise, "pool.check.rise", 2)?;
+
+    // Keys that belong to another kind of check are mistakes, not options to ignore.
+    let http_only = [
+        ("url", raw.url.as_ref().map(|value| value.span())),
+        ("host", raw.host.as_ref().map(|value| value.span())),
+        (
+            "expect_status",
+            raw.expect_status.as_ref().map(|value| value.span()),
+        ),
+        (
+            "max_latency",
+            raw.max_latency.as_ref().map(|value| value.span()),
+        ),
+        (
+            "body_sha256",
+            raw.body_sha256.as_ref().map(|value| value.span()),
+        ),
+        (
+            "follow_redirects",
+            raw.follow_redirects.as_ref().map(|value| value.span()),
+        ),
+    ];
+    let reject = |keys: &[(&str, Option<Range<usize>>)], kind: &str| {
+        for (key, key_span) in keys {
+            if let Some(key_span) = key_span {
+                return Err(invalid(
+                    key_span.clone(),
+                    &format!("pool.check.{key}"),
+                    format!("does not apply to kind = \"{kind}\""),
+                ));
+            }
+        }
+        Ok(())
+    };
+    let port_key = [("port", raw.port.as_ref().map(|value| value.span()))];
+    let kind = match raw.kind {
+        file::CheckKind::Icmp => {
+            reject(&http_only, "icmp")?;
+            reject(&port_key, "icmp")?;
+            CheckKind::Icmp
+        }
+        file::CheckKind::Tcp => {
+            reject(&http_only, "tcp")?;
+            let Some(port) = raw.port else {
+                return Err(invalid(
+                    span,
+                    "pool.check.port",
+                    "kind = \"tcp\" needs a port".into(),
+                ));
+            };
+            CheckKind::Tcp {
+                port: *port.get_ref(),
+            }
+        }
+        file::CheckKind::Http => {
+            reject(&port_key, "http")?;
+            CheckKind::Http(parse_http_check(&raw, span, timeout, invalid)?)
+        }
+    };
+    Ok(CheckConfig {
+        kind,
+        interval,
+        timeout,
+        fall,
+        rise,
+    })
+}
+
+fn parse_http_check(
+    raw: &file::Check,
+    span: Range<usize>,
+    timeout: Duration,
+    invalid: &Invalid,
+) -> Result<HttpCheck, ConfigError> {
+    let Some(url) = &raw.url else {
+        return Err(invalid(
+            span,
+            "pool.check.url",
+            "kind = \"http\" needs a url".into(),
+        ));
+    };
+    let host = match &raw.host {
+        None => None,
+        Some(host) => {
+            let text = host.get_ref().trim();
+            if text.is_empty() || text.contains(['/', ':', ' ', '{', '}']) {
+                return Err(invalid(
+                    host.span(),
+                    "pool.check.host",
+                    format!("{text:?} is not a host name"),
+                ));
+            }
+            Some(text.to_string())
+        }
+    };
+    let check = HttpCheck {
+        url: url.get_ref().clone(),
+        host,
+        expect_status: raw
+            .expect_status
+            .as_ref()
+            .map_or_else(|| vec![200], |value| value.get_ref().clone()),
+        max_latency: raw.max_latency.as_ref().map(|value| value.get_ref().0),
+        body_sha256: None,
+        follow_redirects: raw
+            .follow_redirects
+            .as_ref()
+            .is_some_and(|value| *value.get_ref()),
+    };
+    if !check.url.contains("{address}") {
+        return Err(invalid(
+            url.span(),
+            "pool.check.url",
+            "must contain {address}, where the probed address goes".into(),
+        ));
+    }
+    for sample in [
+        IpAddr::from([192, 0, 2, 1]),
+        IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]),
+    ] {
+        match reqwest::Url::parse(&check.url_for(sample)) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+            Ok(parsed) => {
+                return Err(invalid(
+                    url.span(),
+                    "pool.check.url",
+                    format!("scheme {:?} is not http or https", parsed.scheme()),
+                ))
+            }
+            Err(error) => {
+                return Err(invalid(
+                    url.span(),
+                    "pool.check.url",
+                    format!("{:?} is not a URL: {error}", check.url),
+                ))
+            }
+        }
+    }
+    if let Some(status) = &raw.expect_status {
+        if status.get_ref().is_empty()
+            || status
+                .get_ref()
+                .iter()
+                .any(|code| !(100..=599).contains(code))
+        {
+            return Err(invalid(
+                status.span(),
+                "pool.check.expect_status",
+                "needs one or more HTTP status codes (100-599)".into(),
+            ));
+        }
+    }
+    if let (Some(max_latency), Some(value)) = (check.max_latency, &raw.max_latency) {
+        if max_latency > timeout {
+            return Err(invalid(
+                value.span(),
+                "pool.check.max_latency",
+                "is longer than the timeout, so it could never fail a probe".into(),
+            ));
+        }
+    }
+    let body_sha256 = match &raw.body_sha256 {
+        None => None,
+        Some(text) => {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(text.get_ref().trim(), &mut digest).map_err(|_| {
+                invalid(
+                    text.span(),
+                    "pool.check.body_sha256",
+                    "must be 64 hexadecimal digits (a SHA-256 digest)".into(),
+                )
+            })?;
+            Some(digest)
+        }
+    };
+    Ok(HttpCheck {
+        body_sha256,
+        ..check
+    })
 }
 
 #[cfg(test)]
@@ -260,6 +852,89 @@ mod tests {
             config.zones[0].file,
             Path::new("/etc/healthdns/zones/example.test.zone")
         );
+        assert!(!config.server.dry_run);
+        let pool = &config.pools[0];
+        assert_eq!(pool.names[0].to_string(), "www.example.test.");
+        assert_eq!((pool.ttl, pool.max_answers), (30, 0));
+        assert_eq!(
+            (pool.select, pool.all_down),
+            (Select::All, AllDown::ServeAll)
+        );
+        let check = &pool.checks[0];
+        assert_eq!((check.fall, check.rise), (3, 2));
+        assert_eq!(check.interval, Duration::from_secs(1));
+        assert_eq!(check.timeout, Duration::from_millis(500));
+        let CheckKind::Http(http) = &check.kind else {
+            panic!("the shipped check is http");
+        };
+        assert_eq!(http.expect_status, [200]);
+        assert_eq!(
+            http.url_for("127.0.5.1".parse().unwrap()),
+            "http://127.0.5.1:8080/"
+        );
+        assert_eq!(http.url_for("::1".parse().unwrap()), "http://[::1]:8080/");
+    }
+
+    fn pool_error(pool: &str) -> String {
+        let text = format!(
+            "[[zone]]\norigin = \"example.test\"\nfile = \"x\"\n\n[[pool]]\nname = \"web\"\n{pool}"
+        );
+        parse(&text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn pool_errors_name_line_and_key() {
+        let cases = [
+            (
+                "names = [\"www.example.org\"]\naddresses = [\"10.0.0.1\"]\n[[pool.check]]\nkind = \"icmp\"\n",
+                ":7: pool.names: www.example.org. is not inside any configured [[zone]]",
+            ),
+            (
+                "names = [\"www.example.test\"]\naddresses = [\"10.0.0.1\", \"10.0.0.1\"]\n[[pool.check]]\nkind = \"icmp\"\n",
+                ":8: pool.addresses: 10.0.0.1 is listed twice",
+            ),
+            (
+                "names = [\"www.example.test\"]\naddresses = [\"10.0.0.1\"]\n",
+                ":5: pool.check: pool \"web\" has no [[pool.check]]",
+            ),
+            (
+                "names = [\"www.example.test\"]\naddresses = [\"10.0.0.1\"]\n[[pool.check]]\nkind = \"icmp\"\nurl = \"http://{address}/\"\n",
+                ":11: pool.check.url: does not apply to kind = \"icmp\"",
+            ),
+            (
+                "names = [\"www.example.test\"]\naddresses = [\"10.0.0.1\"]\n[[pool.check]]\nkind = \"http\"\nurl = \"http://10.0.0.1/\"\n",
+                ":11: pool.check.url: must contain {address}",
+            ),
+            (
+                "names = [\"www.example.test\"]\naddresses = [\"10.0.0.1\"]\n[[pool.check]]\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"2s\"\n",
+                ":12: pool.check.timeout: 2s is longer than the interval 1s",
+            ),
+            (
+                "names = [\"www.example.test\"]\naddresses = [\"10.0.0.1\"]\n[[pool.check]]\nkind = \"tcp\"\n",
+                "pool.check.port: kind = \"tcp\" needs a port",
+            ),
+            (
+                "names = [\"www.example.test\"]\naddresses = [\"10.0.0.1\"]\n[[pool.check]]\nkind = \"http\"\nurl = \"http://{address}/\"\nbody_sha256 = \"abc\"\n",
+                ":12: pool.check.body_sha256: must be 64 hexadecimal digits",
+            ),
+            (
+                "names = [\"www.example.test\"]\naddresses = [\"10.0.0.1\"]\ncanary = { name = \"other.example.test\", address = \"10.0.0.9\" }\n[[pool.check]]\nkind = \"icmp\"\n",
+                ":9: pool.canary.name: other.example.test. is not one of this pool's names",
+            ),
+            (
+                "names = [\"www.example.test\"]\naddresses = [\"10.0.0.1\"]\nall_down = \"fail_open\"\n[[pool.check]]\nkind = \"icmp\"\n",
+                ":9: unknown variant `fail_open`",
+            ),
+            (
+                "names = [\"www.example.test\"]\naddresses = [\"10.0.0.1\"]\n[[pool.check]]\nkind = \"icmp\"\nfal = 2\n",
+                ":11: unknown field `fal`",
+            ),
+        ];
+        for (pool, expected) in cases {
+            let error = pool_error(pool);
+            assert!(error.contains(expected), "{error}\nexpected: {expected}");
+            assert!(error.starts_with("/etc/healthdns/config.toml:"), "{error}");
+        }
     }
 
     #[test]

@@ -300,7 +300,10 @@ mod tests {
         let origin = Name::from_ascii("example.test.").unwrap();
         let data = parse_zone(&zone, Path::new("t.zone"), &origin).unwrap();
         DnsHandler::new(
-            Arc::new(ArcSwap::from_pointee(Snapshot::build(&[data]))),
+            Arc::new(ArcSwap::from_pointee(Snapshot::build(
+                &[data],
+                &Default::default(),
+            ))),
             1232,
         )
     }

@@ -1,9 +1,16 @@
 //! healthdns: an authoritative DNS server that answers only with healthy addresses.
 //!
-//! Data flows one way: config -> zone files -> snapshot (swapped atomically with `ArcSwap`)
-//! -> DNS answers. Each module owns one step:
+//! Data flows one way: config -> probers -> verdicts -> pool answers -> snapshot (swapped
+//! atomically with `ArcSwap`) -> DNS answers. Each module owns one step:
 //! - [`config`]: the strict TOML file format and the validated runtime `Config`.
 //! - [`zonefile`]: BIND master files into checked records, with file:line errors.
+//! - [`probe`]: how to check an address (ICMP, TCP, HTTP); stateless checkers.
+//! - [`schedule`]: when to check: one task per target, random phase, no pile-up.
+//! - [`verdict`]: the pure `fall`/`rise` machine.
+//! - [`selection`]: the pure choice of a pool's answer (select, max_answers, all-down, canary).
+//! - [`health`]: the table of targets and verdicts joined to the pools.
+//! - [`publish`]: the one writer that rebuilds and swaps the snapshot when an answer changes.
+//! - [`service`]: cold start, then probes + publisher + listeners until shutdown.
 //! - [`snapshot`]: the immutable, precomputed view that queries are answered from.
 //! - [`answer`]: pure authoritative answering rules over a snapshot.
 //! - [`handler`]: request parsing rules, EDNS, truncation and encoding.
@@ -12,8 +19,15 @@
 pub mod answer;
 pub mod config;
 pub mod handler;
+pub mod health;
+pub mod probe;
+pub mod publish;
+pub mod schedule;
+pub mod selection;
 pub mod server;
+pub mod service;
 pub mod snapshot;
+pub mod verdict;
 pub mod zonefile;
 
 use config::Config;
@@ -29,9 +43,48 @@ pub fn load_zones(config: &Config) -> Result<Vec<ZoneData>, Vec<ZoneErrors>> {
             Err(zone_errors) => errors.push(zone_errors),
         }
     }
-    if errors.is_empty() {
-        Ok(zones)
-    } else {
-        Err(errors)
+    if !errors.is_empty() {
+        return Err(errors);
     }
+    let pool_errors = check_pool_names(config, &zones);
+    if !pool_errors.is_empty() {
+        return Err(vec![ZoneErrors(pool_errors)]);
+    }
+    Ok(zones)
+}
+
+/// A pool name must be a name the zone can answer A/AAAA for: not a CNAME owner and not at or
+/// below a delegation. (That it lies inside a served zone is checked with the config.)
+fn check_pool_names(config: &Config, zones: &[ZoneData]) -> Vec<zonefile::ZoneError> {
+    use hickory_proto::rr::RecordType;
+    let origins: Vec<&hickory_proto::rr::Name> = zones.iter().map(|zone| &zone.origin).collect();
+    let mut errors = Vec::new();
+    for pool in &config.pools {
+        for name in &pool.names {
+            let Some(index) = snapshot::zone_index_of(name, &origins) else {
+                continue;
+            };
+            let zone = &zones[index];
+            let file = config.zones[index].file.display();
+            let conflict = zone.records.iter().find_map(|sourced| {
+                let record = &sourced.record;
+                let owner = &record.name;
+                if record.record_type() == RecordType::CNAME && owner == name {
+                    Some(format!("{name} is a CNAME at {file}:{}; a pool name cannot be an alias", sourced.line))
+                } else if record.record_type() == RecordType::NS && owner != &zone.origin && owner.zone_of(name) {
+                    Some(format!("{name} is at or below the delegation {owner} ({file}:{}); its addresses belong to the child zone", sourced.line))
+                } else {
+                    None
+                }
+            });
+            if let Some(message) = conflict {
+                errors.push(zonefile::ZoneError {
+                    path: config.path.clone(),
+                    line: Some(pool.line as u32),
+                    message: format!("pool {:?}: {message}", pool.name),
+                });
+            }
+        }
+    }
+    errors
 }

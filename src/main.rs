@@ -2,17 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use healthdns::config::Config;
-use healthdns::handler::DnsHandler;
-use healthdns::server::{serve, Listeners};
-use healthdns::snapshot::Snapshot;
+use healthdns::server::Listeners;
+use healthdns::service::Service;
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +28,10 @@ enum Command {
         /// The config file; zone paths in it are relative to its folder.
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
+        /// Probe and log what would be answered, but answer every configured address
+        /// (the same as `[server] dry_run = true`).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Check the config and every zone file; print every error and exit 1 if there is one.
     Check {
@@ -40,8 +41,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,hickory_server=warn".into()),
@@ -49,7 +52,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => run_serve(&config),
+        Command::Serve { config, dry_run } => run_serve(&config, dry_run),
         Command::Check { config } => return run_check(&config),
     };
     match result {
@@ -92,8 +95,9 @@ fn run_check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run_serve(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+fn run_serve(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
+    let mut config = Config::load(path)?;
+    config.server.dry_run |= dry_run;
     let zones = healthdns::load_zones(&config).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("zone errors:\n{}", text.join("\n"))
@@ -101,8 +105,6 @@ fn run_serve(path: &std::path::Path) -> anyhow::Result<()> {
     for zone in &zones {
         tracing::info!(zone = %zone.origin, serial = zone.soa_serial(), records = zone.records.len(), "loaded zone");
     }
-    let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones)));
-    let listeners = Listeners::bind(&config.server.listen, config.server.udp_sockets)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,8 +112,11 @@ fn run_serve(path: &std::path::Path) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        let handler = DnsHandler::new(snapshots, config.server.udp_payload);
-        serve(listeners, handler, config.server.tcp_idle_timeout, shutdown).await
+        // Probe once before the DNS sockets open, so the first answer is health-checked.
+        let service = Service::start(config.clone(), zones).await?;
+        let listeners = Listeners::bind(&config.server.listen, config.server.udp_sockets)?;
+        service.run(listeners, shutdown).await?;
+        anyhow::Ok(())
     })?;
     tracing::info!("stopped");
     Ok(())

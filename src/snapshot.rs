@@ -11,9 +11,14 @@
 //! Everything an answer needs is precomputed here: empty non-terminals, zone cuts, referral
 //! glue, additional-section addresses and the negative-answer SOA.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rustc_hash::FxHashMap;
 
+use crate::health::{Answers, NameAnswer};
 use crate::zonefile::ZoneData;
 
 /// The longest wire-format name (RFC 1035 §3.1).
@@ -68,22 +73,37 @@ pub fn is_within(key: &[u8], ancestor: &[u8]) -> bool {
 }
 
 /// Every served zone, ready to answer.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    zones: FxHashMap<NameKey, Zone>,
+    zones: FxHashMap<NameKey, Arc<Zone>>,
 }
 
 impl Snapshot {
-    /// Builds the snapshot from loaded zones; later zones with the same origin replace earlier.
-    pub fn build(zones: &[ZoneData]) -> Self {
+    /// Builds the snapshot from loaded zones and the pools' answers; later zones with the same
+    /// origin replace earlier.
+    pub fn build(zones: &[ZoneData], answers: &Answers) -> Self {
+        let origins: Vec<&Name> = zones.iter().map(|zone| &zone.origin).collect();
         let zones = zones
             .iter()
             .map(|zone| {
-                let built = Zone::build(zone);
-                (built.key.clone(), built)
+                let built = Zone::build(zone, &answers_in_zone(&zone.origin, &origins, answers));
+                (built.key.clone(), Arc::new(built))
             })
             .collect();
         Self { zones }
+    }
+
+    /// This snapshot with `zones` rebuilt from their data and `answers`; the other zones are
+    /// shared, not copied.
+    pub fn rebuild(&self, all_zones: &[ZoneData], rebuilt: &[usize], answers: &Answers) -> Self {
+        let origins: Vec<&Name> = all_zones.iter().map(|zone| &zone.origin).collect();
+        let mut next = self.clone();
+        for index in rebuilt {
+            let data = &all_zones[*index];
+            let built = Zone::build(data, &answers_in_zone(&data.origin, &origins, answers));
+            next.zones.insert(built.key.clone(), Arc::new(built));
+        }
+        next
     }
 
     /// The most specific served zone that contains `key`.
@@ -99,6 +119,30 @@ impl Snapshot {
     }
 }
 
+/// The index of the most specific zone (of `origins`) that holds `name`.
+pub fn zone_index_of(name: &Name, origins: &[&Name]) -> Option<usize> {
+    origins
+        .iter()
+        .enumerate()
+        .filter(|(_, origin)| origin.zone_of(name))
+        .max_by_key(|(_, origin)| origin.num_labels())
+        .map(|(index, _)| index)
+}
+
+/// The answers whose names belong to the zone at `origin`.
+fn answers_in_zone<'a>(
+    origin: &Name,
+    origins: &[&Name],
+    answers: &'a Answers,
+) -> Vec<(&'a Name, &'a NameAnswer)> {
+    answers
+        .iter()
+        .filter(|(name, _)| {
+            zone_index_of(name, origins).is_some_and(|index| origins[index] == origin)
+        })
+        .collect()
+}
+
 /// One zone's names and answers.
 #[derive(Debug)]
 pub struct Zone {
@@ -110,11 +154,37 @@ pub struct Zone {
 }
 
 impl Zone {
-    fn build(data: &ZoneData) -> Self {
+    /// Builds a zone from its file's records, with the A/AAAA at pool names replaced by the
+    /// pools' `answers`.
+    pub fn build(data: &ZoneData, answers: &[(&Name, &NameAnswer)]) -> Self {
         let key = name_key(&data.origin);
+        let pool_names: FxHashMap<NameKey, &NameAnswer> = answers
+            .iter()
+            .map(|(name, answer)| (name_key(name), *answer))
+            .collect();
+        let pool_records = answers.iter().flat_map(|(name, answer)| {
+            answer.addresses.iter().map(|address| {
+                let data = match address {
+                    IpAddr::V4(v4) => RData::A(A::from(*v4)),
+                    IpAddr::V6(v6) => RData::AAAA(AAAA::from(*v6)),
+                };
+                Record::from_rdata((*name).clone(), answer.ttl, data)
+            })
+        });
+        let static_records = data
+            .records
+            .iter()
+            .map(|sourced| &sourced.record)
+            .filter(|record| {
+                !(matches!(record.record_type(), RecordType::A | RecordType::AAAA)
+                    && pool_names.contains_key(&name_key(&record.name)))
+            });
+        let pool_records: Vec<Record> = pool_records.collect();
         let mut nodes: FxHashMap<NameKey, Node> = FxHashMap::default();
-        for sourced in &data.records {
-            let record = &sourced.record;
+        for (owner, answer) in &pool_names {
+            nodes.entry(owner.clone()).or_default().servfail_addresses = answer.servfail;
+        }
+        for record in static_records.chain(&pool_records) {
             let node = nodes.entry(name_key(&record.name)).or_default();
             match node
                 .rrsets
@@ -258,6 +328,8 @@ pub struct Node {
     /// When the name is at or below a zone cut: the key length of the topmost cut above it
     /// (the cut's key is the last `cut_len` bytes of this node's key).
     cut_len: Option<u16>,
+    /// A pool name whose pool answers SERVFAIL (all down, `all_down = "servfail"`).
+    servfail_addresses: bool,
 }
 
 impl Node {
@@ -271,6 +343,11 @@ impl Node {
     /// Every RRset at the name, by type code.
     pub fn rrsets(&self) -> &[RrSet] {
         &self.rrsets
+    }
+
+    /// True when A and AAAA queries here must get SERVFAIL.
+    pub fn servfail_addresses(&self) -> bool {
+        self.servfail_addresses
     }
 
     /// Key length of the zone cut this name is at or below.

@@ -367,6 +367,7 @@ fn a_swapped_snapshot_is_answered_from_the_next_query_on() {
         .snapshots
         .store(std::sync::Arc::new(healthdns::snapshot::Snapshot::build(
             &[zone],
+            &Default::default(),
         )));
     assert_eq!(
         addresses(&server.udp("www.example.test.", RecordType::A)),

@@ -146,7 +146,10 @@ impl TestServer {
     pub fn from_fixture(fixture: Fixture) -> Self {
         let config = Config::load(&fixture.config_path).expect("valid test config");
         let zones = healthdns::load_zones(&config).expect("valid test zones");
-        let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones)));
+        let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+            &zones,
+            &Default::default(),
+        )));
         let listeners =
             Listeners::bind(&config.server.listen, config.server.udp_sockets).expect("bind port 0");
         let address = listeners.local_addresses()[0];

@@ -1,0 +1,393 @@
+//! What the server believes about every probed address, and what each pool name answers.
+//!
+//! Why this exists: it joins the probers' raw outcomes to the pools' answers. It owns the
+//! table of probe targets (each distinct (address, check) once, however many pools share it),
+//! one verdict machine and smoothed latency per target, and the selection memory of each pool.
+//! It is pure: the publisher feeds it outcomes and asks for answers; tests do the same
+//! without sockets or clocks.
+//!
+//! Documented rules:
+//! - An address is up only while every check of its pool says up (the worst wins); before a
+//!   check's first result it is not up.
+//! - Latency is an exponentially weighted average (weight 0.3 for the newest) of passing
+//!   probes; an address's latency is the largest of its checks'.
+//! - Answers are recomputed only for pools that use a target whose verdict changed, so a
+//!   latency wiggle costs nothing and never changes an answer.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+use rustc_hash::FxHashMap;
+
+use crate::config::{CheckConfig, PoolConfig};
+use crate::probe::Outcome;
+use crate::selection::{self, Candidate, Policy, PoolAnswer, SelectionMemory};
+use crate::verdict::{State, Verdict};
+
+/// Index of a probe target in `Health::targets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetId(pub usize);
+
+/// One distinct (address, check) to probe.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub address: IpAddr,
+    pub check: CheckConfig,
+    /// Names of the pools that use it (for logs).
+    pub pools: Vec<String>,
+}
+
+/// What one name answers for A/AAAA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAnswer {
+    pub ttl: u32,
+    /// IPv4 answer A, IPv6 answer AAAA; in config order.
+    pub addresses: Vec<IpAddr>,
+    /// SERVFAIL for A and AAAA (the `servfail` all-down policy).
+    pub servfail: bool,
+}
+
+/// Every pool name's answer.
+pub type Answers = BTreeMap<Name, NameAnswer>;
+
+#[derive(Debug, Clone, Default)]
+struct TargetStatus {
+    verdict: Verdict,
+    latency: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct PoolState {
+    config: PoolConfig,
+    /// Per configured address (config order): its targets, one per check.
+    address_targets: Vec<Vec<TargetId>>,
+    /// The canary's targets, one per check.
+    canary_targets: Vec<TargetId>,
+    memory: SelectionMemory,
+}
+
+/// The health table of every pool.
+#[derive(Debug)]
+pub struct Health {
+    targets: Vec<Target>,
+    status: Vec<TargetStatus>,
+    /// For each target, the pools (indexes) that use it.
+    users: Vec<Vec<usize>>,
+    pools: Vec<PoolState>,
+}
+
+impl Health {
+    pub fn new(pools: &[PoolConfig]) -> Self {
+        let mut targets: Vec<Target> = Vec::new();
+        let mut users: Vec<Vec<usize>> = Vec::new();
+        let mut index: FxHashMap<(IpAddr, CheckConfig), TargetId> = FxHashMap::default();
+        let mut states = Vec::with_capacity(pools.len());
+        for (pool_index, pool) in pools.iter().enumerate() {
+            let mut target_of = |address: IpAddr| -> Vec<TargetId> {
+                pool.checks
+                    .iter()
+                    .map(|check| {
+                        let id = *index.entry((address, check.clone())).or_insert_with(|| {
+                            targets.push(Target {
+                                address,
+                                check: check.clone(),
+                                pools: Vec::new(),
+                            });
+                            users.push(Vec::new());
+                            TargetId(targets.len() - 1)
+                        });
+                        if !users[id.0].contains(&pool_index) {
+                            users[id.0].push(pool_index);
+                            targets[id.0].pools.push(pool.name.clone());
+                        }
+                        id
+                    })
+                    .collect()
+            };
+            let address_targets = pool.addresses.iter().map(|a| target_of(*a)).collect();
+            let canary_targets = pool
+                .canary
+                .as_ref()
+                .map_or_else(Vec::new, |canary| target_of(canary.address));
+            states.push(PoolState {
+                config: pool.clone(),
+                address_targets,
+                canary_targets,
+                memory: SelectionMemory::default(),
+            });
+        }
+        Self {
+            status: vec![TargetStatus::default(); targets.len()],
+            targets,
+            users,
+            pools: states,
+        }
+    }
+
+    /// Every distinct probe target.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// The current state of a target.
+    pub fn state(&self, target: TargetId) -> State {
+        self.status[target.0].verdict.state()
+    }
+
+    /// Records one outcome; returns the target's new state when its verdict changed.
+    pub fn observe(&mut self, target: TargetId, outcome: &Outcome) -> Option<State> {
+        let check = &self.targets[target.0].check;
+        let (fall, rise) = (check.fall, check.rise);
+        let status = &mut self.status[target.0];
+        if outcome.passed {
+            status.latency = Some(match status.latency {
+                None => outcome.latency,
+                Some(previous) => previous.mul_f64(0.7) + outcome.latency.mul_f64(0.3),
+            });
+        }
+        status.verdict.observe(outcome.passed, fall, rise)
+    }
+
+    /// The pools (indexes) whose answers depend on `target`.
+    pub fn pools_using(&self, target: TargetId) -> &[usize] {
+        &self.users[target.0]
+    }
+
+    /// How many pools there are.
+    pub fn pool_count(&self) -> usize {
+        self.pools.len()
+    }
+
+    /// Recomputes one pool's answers (and its selection memory) from the current verdicts.
+    pub fn pool_answers(&mut self, pool: usize) -> Vec<(Name, NameAnswer)> {
+        let up = |ids: &[TargetId], status: &[TargetStatus]| {
+            ids.iter().all(|id| status[id.0].verdict.is_up())
+        };
+        let state = &mut self.pools[pool];
+        let candidates: Vec<Candidate> = state
+            .config
+            .addresses
+            .iter()
+            .zip(&state.address_targets)
+            .map(|(address, ids)| Candidate {
+                address: *address,
+                up: up(ids, &self.status),
+                latency: ids.iter().filter_map(|id| self.status[id.0].latency).max(),
+            })
+            .collect();
+        let policy = Policy {
+            select: state.config.select,
+            max_answers: state.config.max_answers,
+            all_down: state.config.all_down,
+        };
+        let answer = selection::choose(policy, &candidates, &mut state.memory);
+        let canary = state
+            .config
+            .canary
+            .as_ref()
+            .filter(|_| up(&state.canary_targets, &self.status));
+        name_answers(
+            &state.config,
+            &answer,
+            canary.map(|canary| (&canary.name, canary.address)),
+        )
+    }
+
+    /// Every pool's answers from the current verdicts.
+    pub fn answers(&mut self) -> Answers {
+        (0..self.pools.len())
+            .flat_map(|pool| self.pool_answers(pool))
+            .collect()
+    }
+}
+
+/// Every pool answering every configured address (canaries left out): what a dry run serves,
+/// and what is served with no health information.
+pub fn configured_answers(pools: &[PoolConfig]) -> Answers {
+    pools
+        .iter()
+        .flat_map(|pool| {
+            let answer = PoolAnswer {
+                addresses: pool.addresses.clone(),
+                servfail: false,
+            };
+            name_answers(pool, &answer, None)
+        })
+        .collect()
+}
+
+fn name_answers(
+    pool: &PoolConfig,
+    answer: &PoolAnswer,
+    canary: Option<(&Name, IpAddr)>,
+) -> Vec<(Name, NameAnswer)> {
+    pool.names
+        .iter()
+        .map(|name| {
+            let name_canary = canary.filter(|(canary_name, _)| *canary_name == name);
+            let answer = selection::with_canary(answer, name_canary.map(|(_, address)| address));
+            (
+                name.clone(),
+                NameAnswer {
+                    ttl: pool.ttl,
+                    addresses: answer.addresses,
+                    servfail: answer.servfail,
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+[[zone]]
+origin = "example.test"
+file = "x"
+
+[[pool]]
+name = "web"
+names = ["www.example.test", "example.test"]
+addresses = ["10.0.0.1", "10.0.0.2", "2001:db8::1"]
+canary = { name = "www.example.test", address = "10.0.0.9" }
+[[pool.check]]
+kind = "icmp"
+fall = 2
+rise = 2
+[[pool.check]]
+kind = "tcp"
+port = 80
+fall = 1
+rise = 1
+
+[[pool]]
+name = "api"
+names = ["api.example.test"]
+addresses = ["10.0.0.2"]
+all_down = "servfail"
+[[pool.check]]
+kind = "icmp"
+fall = 2
+rise = 2
+"#;
+
+    fn outcome(passed: bool) -> Outcome {
+        Outcome {
+            passed,
+            latency: Duration::from_millis(5),
+            reason: if passed { String::new() } else { "test".into() },
+        }
+    }
+
+    fn find(health: &Health, address: &str, icmp: bool) -> TargetId {
+        let address: IpAddr = address.parse().unwrap();
+        let index = health
+            .targets()
+            .iter()
+            .position(|target| {
+                target.address == address
+                    && matches!(target.check.kind, crate::config::CheckKind::Icmp) == icmp
+            })
+            .unwrap();
+        TargetId(index)
+    }
+
+    fn answer_of(answers: &Answers, name: &str) -> (Vec<String>, bool) {
+        let answer = &answers[&Name::from_ascii(name).unwrap()];
+        (
+            answer.addresses.iter().map(ToString::to_string).collect(),
+            answer.servfail,
+        )
+    }
+
+    #[test]
+    fn identical_checks_on_one_address_are_probed_once() {
+        let config = Config::parse(CONFIG, Path::new("c.toml")).unwrap();
+        let health = Health::new(&config.pools);
+        // web: 4 addresses (with the canary) x 2 checks; api's icmp on 10.0.0.2 is shared.
+        assert_eq!(health.targets().len(), 8);
+        let shared = find(&health, "10.0.0.2", true);
+        assert_eq!(health.pools_using(shared), &[0, 1]);
+        assert_eq!(health.targets()[shared.0].pools, ["web", "api"]);
+    }
+
+    #[test]
+    fn every_check_must_pass_and_answers_follow_verdicts() {
+        let config = Config::parse(CONFIG, Path::new("c.toml")).unwrap();
+        let mut health = Health::new(&config.pools);
+        for index in 0..health.targets().len() {
+            health.observe(TargetId(index), &outcome(true));
+        }
+        let answers = health.answers();
+        assert_eq!(
+            answer_of(&answers, "www.example.test."),
+            (
+                vec!["10.0.0.1".into(), "10.0.0.9".into(), "2001:db8::1".into()],
+                false
+            )
+        );
+        assert_eq!(
+            answer_of(&answers, "example.test."),
+            (
+                vec!["10.0.0.1".into(), "10.0.0.2".into(), "2001:db8::1".into()],
+                false
+            )
+        );
+
+        // The tcp check (fall = 1) of 10.0.0.1 fails: the address is down although icmp passes.
+        let tcp = find(&health, "10.0.0.1", false);
+        assert_eq!(health.observe(tcp, &outcome(false)), Some(State::Down));
+        assert_eq!(health.pools_using(tcp), &[0]);
+        let answers: Answers = health.pool_answers(0).into_iter().collect();
+        assert_eq!(
+            answer_of(&answers, "example.test."),
+            (vec!["10.0.0.2".into(), "2001:db8::1".into()], false)
+        );
+        // One IPv4 address left: the canary is added beside it, not in its place.
+        assert_eq!(
+            answer_of(&answers, "www.example.test."),
+            (
+                vec!["10.0.0.2".into(), "2001:db8::1".into(), "10.0.0.9".into()],
+                false
+            )
+        );
+    }
+
+    #[test]
+    fn a_shared_target_moves_both_pools_and_all_down_applies() {
+        let config = Config::parse(CONFIG, Path::new("c.toml")).unwrap();
+        let mut health = Health::new(&config.pools);
+        for index in 0..health.targets().len() {
+            health.observe(TargetId(index), &outcome(true));
+        }
+        let shared = find(&health, "10.0.0.2", true);
+        assert_eq!(health.observe(shared, &outcome(false)), None);
+        assert_eq!(health.observe(shared, &outcome(false)), Some(State::Down));
+        let answers = health.answers();
+        assert_eq!(answer_of(&answers, "api.example.test."), (vec![], true));
+        assert_eq!(
+            answer_of(&answers, "example.test."),
+            (vec!["10.0.0.1".into(), "2001:db8::1".into()], false)
+        );
+    }
+
+    #[test]
+    fn configured_answers_leave_canaries_out() {
+        let config = Config::parse(CONFIG, Path::new("c.toml")).unwrap();
+        let answers = configured_answers(&config.pools);
+        assert_eq!(
+            answer_of(&answers, "www.example.test."),
+            (
+                vec!["10.0.0.1".into(), "10.0.0.2".into(), "2001:db8::1".into()],
+                false
+            )
+        );
+        assert_eq!(answers.len(), 3);
+    }
+}

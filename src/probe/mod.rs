@@ -1,0 +1,160 @@
+//! How to check an address: ICMP echo, TCP connect, HTTP(S) fetch.
+//!
+//! Why this exists: probing is I/O at the edge of the program, kept apart from deciding what
+//! a result means. A checker holds no health state: `check()` sends one probe to one literal
+//! address (never a DNS lookup) and reports an `Outcome`: passed or not, how long it took,
+//! and, for a failure, why (connection refused, timeout, wrong status, ...). Thresholds
+//! (`fall`/`rise`) live in `verdict`; what to answer lives in `selection`.
+
+mod http;
+mod icmp;
+mod tcp;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::config::CheckKind;
+use crate::health::Target;
+
+pub use http::{HttpChecker, MAX_BODY};
+pub use icmp::{IcmpChecker, IcmpClients};
+pub use tcp::TcpChecker;
+
+/// What one probe saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub passed: bool,
+    /// From sending the probe to its result.
+    pub latency: Duration,
+    /// Why it failed; empty when it passed.
+    pub reason: String,
+}
+
+impl Outcome {
+    pub fn pass(latency: Duration) -> Self {
+        Self {
+            passed: true,
+            latency,
+            reason: String::new(),
+        }
+    }
+
+    pub fn fail(latency: Duration, reason: impl Into<String>) -> Self {
+        Self {
+            passed: false,
+            latency,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Something that probes one target. Implementations hold no health state.
+pub trait Check: Send + Sync + 'static {
+    /// The kind of probe, for logs and metrics.
+    fn kind(&self) -> &'static str;
+
+    /// Sends one probe and reports what it saw; never takes longer than the check's timeout
+    /// by more than scheduling noise.
+    fn check(&self) -> impl Future<Output = Outcome> + Send;
+}
+
+/// Probing cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Fix the system: grant the capability or widen the ping group range.
+    #[error(
+        "cannot open an ICMP socket for {family} ({source}): allow unprivileged ping for the \
+         server's group with `sysctl net.ipv4.ping_group_range=\"0 2147483647\"`, or give the \
+         binary CAP_NET_RAW (`setcap cap_net_raw+ep healthdns`, or run as root)"
+    )]
+    Icmp {
+        family: &'static str,
+        source: std::io::Error,
+    },
+    /// The TLS roots or the HTTP client could not be set up.
+    #[error("cannot set up HTTP probes for {url}: {message}")]
+    Http { url: String, message: String },
+}
+
+/// The checker of one target.
+pub enum Checker {
+    Icmp(IcmpChecker),
+    Tcp(TcpChecker),
+    Http(HttpChecker),
+}
+
+impl Check for Checker {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Icmp(_) => "icmp",
+            Self::Tcp(_) => "tcp",
+            Self::Http(_) => "http",
+        }
+    }
+
+    async fn check(&self) -> Outcome {
+        match self {
+            Self::Icmp(checker) => checker.check().await,
+            Self::Tcp(checker) => checker.check().await,
+            Self::Http(checker) => checker.check().await,
+        }
+    }
+}
+
+/// Builds checkers, sharing what can be shared: one ICMP socket per family, one TLS setup.
+pub struct Probers {
+    icmp: IcmpClients,
+    /// Built when there is an HTTP target (reqwest needs a TLS setup even for plain HTTP).
+    tls: Option<rustls::ClientConfig>,
+}
+
+impl Probers {
+    /// Opens what `targets` need. Must run inside a tokio runtime (ICMP receivers are tasks).
+    pub fn new(targets: &[Target]) -> Result<Self, ProbeError> {
+        let needs = |family_v4: bool| {
+            targets.iter().any(|target| {
+                matches!(target.check.kind, CheckKind::Icmp)
+                    && target.address.is_ipv4() == family_v4
+            })
+        };
+        let icmp = IcmpClients::open(needs(true), needs(false))?;
+        let tls = targets
+            .iter()
+            .find_map(|target| match &target.check.kind {
+                CheckKind::Http(http) => Some(http.url.clone()),
+                _ => None,
+            })
+            .map(|url| http::tls_config().map_err(|message| ProbeError::Http { url, message }))
+            .transpose()?;
+        Ok(Self { icmp, tls })
+    }
+
+    /// The checker of one target.
+    pub fn checker(&self, target: &Target) -> Result<Checker, ProbeError> {
+        let timeout = target.check.timeout;
+        Ok(match &target.check.kind {
+            CheckKind::Icmp => Checker::Icmp(self.icmp.checker(target.address, timeout)),
+            CheckKind::Tcp { port } => {
+                Checker::Tcp(TcpChecker::new((target.address, *port).into(), timeout))
+            }
+            CheckKind::Http(http) => Checker::Http(HttpChecker::new(
+                http,
+                target.address,
+                timeout,
+                self.tls
+                    .clone()
+                    .expect("TLS is set up when there is an HTTP target"),
+            )?),
+        })
+    }
+}
+
+/// The innermost cause of an error, which is the one an operator can act on
+/// ("Connection refused (os error 111)" rather than "error sending request").
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}

@@ -1,0 +1,163 @@
+//! The one writer of the answer snapshot.
+//!
+//! Why this exists: probes finish on many tasks, but answers must change in one place, in
+//! order, without ever making a query wait. The publisher owns the health table and the
+//! `ArcSwap`: it takes batches of probe outcomes, updates verdicts, recomputes the answers of
+//! the pools whose verdicts changed, and, only when some name's answer changed, rebuilds the
+//! zones holding those names and swaps the new snapshot in. Queries keep reading the old
+//! snapshot until the swap, and the next query reads the new one.
+//!
+//! It logs every verdict transition (address, pools, check, reason) and every answer change,
+//! with the time from the verdict change to the swap. In a dry run it logs what it would
+//! answer but keeps serving every configured address.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hickory_proto::rr::Name;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::{Answers, Health, NameAnswer};
+use crate::schedule::Probed;
+use crate::snapshot::{zone_index_of, Snapshot};
+use crate::verdict::State;
+use crate::zonefile::ZoneData;
+
+/// The most outcomes applied in one batch before answers are recomputed.
+const MAX_BATCH: usize = 4096;
+
+/// What one batch changed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Published {
+    /// Names whose answer changed, with the new answer.
+    pub changed: Vec<(Name, NameAnswer)>,
+    /// From the first verdict change of the batch to the swap (None if nothing was swapped).
+    pub swap_time: Option<Duration>,
+}
+
+/// Owns the health table and the snapshot swap.
+pub struct Publisher {
+    zones: Arc<Vec<ZoneData>>,
+    health: Health,
+    /// What the pools answer now (in a dry run: what they would answer).
+    answers: Answers,
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    dry_run: bool,
+}
+
+impl Publisher {
+    /// `answers` must be what the current snapshot serves (or, in a dry run, would serve).
+    pub fn new(
+        zones: Arc<Vec<ZoneData>>,
+        health: Health,
+        answers: Answers,
+        snapshots: Arc<ArcSwap<Snapshot>>,
+        dry_run: bool,
+    ) -> Self {
+        Self {
+            zones,
+            health,
+            answers,
+            snapshots,
+            dry_run,
+        }
+    }
+
+    /// What the pools answer now.
+    pub fn answers(&self) -> &Answers {
+        &self.answers
+    }
+
+    /// Applies outcomes until `shutdown`.
+    pub async fn run(mut self, mut outcomes: mpsc::Receiver<Probed>, shutdown: CancellationToken) {
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = outcomes.recv_many(&mut batch, MAX_BATCH) => {
+                    if received == 0 {
+                        return;
+                    }
+                }
+            }
+            self.apply(&batch);
+            batch.clear();
+        }
+    }
+
+    /// Applies a batch of outcomes; swaps a new snapshot in if an answer changed.
+    pub fn apply(&mut self, batch: &[Probed]) -> Published {
+        let mut started: Option<Instant> = None;
+        let mut pools: BTreeSet<usize> = BTreeSet::new();
+        for probed in batch {
+            let Some(state) = self.health.observe(probed.target, &probed.outcome) else {
+                continue;
+            };
+            started.get_or_insert_with(Instant::now);
+            let target = &self.health.targets()[probed.target.0];
+            let up = state == State::Up;
+            metrics::counter!("healthdns_transitions_total", "to" => if up { "up" } else { "down" })
+                .increment(1);
+            if up {
+                tracing::info!(address = %target.address, pools = ?target.pools, check = %target.check.kind, latency = ?probed.outcome.latency, "address up");
+            } else {
+                tracing::warn!(address = %target.address, pools = ?target.pools, check = %target.check.kind, reason = %probed.outcome.reason, "address down");
+            }
+            pools.extend(self.health.pools_using(probed.target));
+        }
+        let Some(started) = started else {
+            return Published::default();
+        };
+        let mut changed = Vec::new();
+        for pool in pools {
+            for (name, answer) in self.health.pool_answers(pool) {
+                if self.answers.get(&name) != Some(&answer) {
+                    changed.push((name, answer));
+                }
+            }
+        }
+        if changed.is_empty() {
+            return Published::default();
+        }
+        for (name, answer) in &changed {
+            let addresses: Vec<String> = answer.addresses.iter().map(ToString::to_string).collect();
+            if self.dry_run {
+                tracing::info!(%name, ?addresses, servfail = answer.servfail, "dry run: would answer (serving every configured address)");
+            } else {
+                tracing::info!(%name, ?addresses, servfail = answer.servfail, "answer changed");
+            }
+            self.answers.insert(name.clone(), answer.clone());
+        }
+        if self.dry_run {
+            return Published {
+                changed,
+                swap_time: None,
+            };
+        }
+        let origins: Vec<&Name> = self.zones.iter().map(|zone| &zone.origin).collect();
+        let rebuilt: BTreeSet<usize> = changed
+            .iter()
+            .filter_map(|(name, _)| zone_index_of(name, &origins))
+            .collect();
+        let rebuilt: Vec<usize> = rebuilt.into_iter().collect();
+        let next = self
+            .snapshots
+            .load()
+            .rebuild(&self.zones, &rebuilt, &self.answers);
+        self.snapshots.store(Arc::new(next));
+        let swap_time = started.elapsed();
+        metrics::histogram!("healthdns_publish_seconds").record(swap_time.as_secs_f64());
+        tracing::info!(
+            swap_us = swap_time.as_micros() as u64,
+            zones = rebuilt.len(),
+            "new answers swapped in"
+        );
+        Published {
+            changed,
+            swap_time: Some(swap_time),
+        }
+    }
+}
