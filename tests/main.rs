@@ -5,4 +5,5 @@ mod support;
 mod authoritative;
 mod cli;
 mod compare_nsd;
+mod health;
 mod transport;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -16,8 +18,8 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tokio_util::sync::CancellationToken;
 
 use healthdns::config::Config;
-use healthdns::handler::DnsHandler;
-use healthdns::server::{serve, Listeners};
+use healthdns::server::Listeners;
+use healthdns::service::Service;
 use healthdns::snapshot::Snapshot;
 
 /// How long a test waits for any single answer.
@@ -97,6 +99,11 @@ pub struct Fixture {
 impl Fixture {
     /// Writes `zones` (origin, text) and a config listening on `listen`.
     pub fn new(listen: &str, zones: &[(&str, &str)]) -> Self {
+        Self::with_pools(listen, zones, "")
+    }
+
+    /// Like `new`, with `pools` (TOML `[[pool]]` tables) appended to the config.
+    pub fn with_pools(listen: &str, zones: &[(&str, &str)], pools: &str) -> Self {
         let folder = tempfile::tempdir().expect("temporary folder");
         let mut config = format!("[server]\nlisten = [\"{listen}\"]\nudp_sockets = 2\n");
         for (index, (origin, text)) in zones.iter().enumerate() {
@@ -106,6 +113,8 @@ impl Fixture {
                 "\n[[zone]]\norigin = \"{origin}\"\nfile = \"{file}\"\n"
             ));
         }
+        config.push('\n');
+        config.push_str(pools);
         let config_path = folder.path().join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
         Self {
@@ -142,31 +151,33 @@ impl TestServer {
         Self::from_fixture(Fixture::new(listen, zones))
     }
 
-    /// Serves whatever `fixture`'s config says (its listen address must use port 0).
+    /// Serves whatever `fixture`'s config says (its listen address must use port 0), as
+    /// `healthdns serve` does: cold-start probe round, then probes, publisher and listeners.
     pub fn from_fixture(fixture: Fixture) -> Self {
         let config = Config::load(&fixture.config_path).expect("valid test config");
         let zones = healthdns::load_zones(&config).expect("valid test zones");
-        let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-            &zones,
-            &Default::default(),
-        )));
-        let listeners =
-            Listeners::bind(&config.server.listen, config.server.udp_sockets).expect("bind port 0");
-        let address = listeners.local_addresses()[0];
         let shutdown = CancellationToken::new();
-        let handler = DnsHandler::new(snapshots.clone(), config.server.udp_payload);
         let token = shutdown.clone();
-        let idle = config.server.tcp_idle_timeout;
+        let (ready, started) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .expect("runtime");
-            runtime
-                .block_on(serve(listeners, handler, idle, token))
-                .expect("serve");
+            runtime.block_on(async move {
+                let service = Service::start(config.clone(), zones)
+                    .await
+                    .expect("probes start");
+                let listeners = Listeners::bind(&config.server.listen, config.server.udp_sockets)
+                    .expect("bind port 0");
+                ready
+                    .send((listeners.local_addresses()[0], service.snapshots()))
+                    .unwrap();
+                service.run(listeners, token).await.expect("serve");
+            });
         });
+        let (address, snapshots) = started.recv().expect("the server starts");
         Self {
             address,
             snapshots,

@@ -1,0 +1,397 @@
+//! Health-checked answers end to end: real HTTP backends on loopback, the real server probing
+//! them, and answers read over UDP.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use sha2::{Digest, Sha256};
+
+use healthdns::config::{CheckConfig, CheckKind, HttpCheck};
+use healthdns::health::Target;
+use healthdns::probe::{Check, Probers};
+
+use crate::support::backend::{backends, Behaviour, HEALTHY_BODY};
+use crate::support::{addresses, rcode, wait_until, Fixture, TestServer};
+
+/// A small zone for pool tests; its static www A record is replaced by the pool.
+const ZONE: &str = "$TTL 300
+@      SOA ns1 hostmaster 1 3600 600 86400 60
+       NS  ns1
+ns1    A   192.0.2.53
+www    A   192.0.2.80
+www    TXT \"stays\"
+";
+
+/// How long a test waits for a health change to reach the answers.
+const CHANGE: Duration = Duration::from_secs(5);
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// A server for `example.test` with `pools` in its config.
+fn server(pools: &str) -> TestServer {
+    TestServer::from_fixture(Fixture::with_pools(
+        "127.0.0.1:0",
+        &[("example.test", ZONE)],
+        pools,
+    ))
+}
+
+fn sorted(mut list: Vec<String>) -> Vec<String> {
+    list.sort();
+    list
+}
+
+fn answer(server: &TestServer, name: &str) -> Vec<String> {
+    sorted(addresses(&server.udp(name, RecordType::A)))
+}
+
+fn prefix_addresses(prefix: &str, hosts: &[u8]) -> Vec<String> {
+    hosts
+        .iter()
+        .map(|host| format!("{prefix}.{host}"))
+        .collect()
+}
+
+/// A pool on `names` over `prefix.1..=count`, with one fast HTTP check and `extra` keys.
+fn http_pool(names: &str, prefix: &str, count: u8, port: u16, extra: &str, check: &str) -> String {
+    let addresses: Vec<String> = prefix_addresses(prefix, &(1..=count).collect::<Vec<_>>())
+        .iter()
+        .map(|address| format!("\"{address}\""))
+        .collect();
+    format!(
+        "[[pool]]\nname = \"web\"\nnames = [{names}]\naddresses = [{}]\n{extra}\n\
+         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{port}/health\"\n\
+         interval = \"100ms\"\ntimeout = \"100ms\"\nfall = 2\nrise = 2\n{check}\n",
+        addresses.join(", ")
+    )
+}
+
+#[test]
+fn a_killed_backend_leaves_the_answer_and_comes_back_after_rise() {
+    let prefix = "127.61.0";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 3]);
+    let server = server(&http_pool("\"www.example.test\"", prefix, 3, port, "", ""));
+    let all = prefix_addresses(prefix, &[1, 2, 3]);
+    // The cold-start round already decided: the first answer is health-checked.
+    assert_eq!(answer(&server, "www.example.test."), all);
+    // Static records of other types at a pool name stay.
+    assert_eq!(
+        crate::support::rcode(&server.udp("www.example.test.", RecordType::TXT)),
+        ResponseCode::NoError
+    );
+
+    backends[1].stop();
+    let without = prefix_addresses(prefix, &[1, 3]);
+    assert!(
+        wait_until(CHANGE, || answer(&server, "www.example.test.") == without),
+        "the stopped backend leaves the answer"
+    );
+    // It stays out while it is down.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(answer(&server, "www.example.test."), without);
+
+    backends[1].resume();
+    assert!(
+        wait_until(CHANGE, || answer(&server, "www.example.test.") == all),
+        "the backend comes back"
+    );
+}
+
+#[test]
+fn every_kind_of_failure_removes_its_address() {
+    let prefix = "127.61.1";
+    let behaviours = vec![
+        Behaviour::Healthy,
+        Behaviour::Status(503),
+        Behaviour::Delay(Duration::from_millis(150)),
+        Behaviour::Body("broken\n"),
+        Behaviour::Hang,
+        Behaviour::Huge(3 << 20),
+    ];
+    let (port, backends) = backends(prefix, behaviours);
+    let check = format!(
+        "max_latency = \"100ms\"\nbody_sha256 = \"{}\"",
+        sha256_hex(HEALTHY_BODY)
+    );
+    let pool = http_pool("\"www.example.test\"", prefix, 6, port, "", &check)
+        .replace("timeout = \"100ms\"", "timeout = \"300ms\"")
+        .replace("interval = \"100ms\"", "interval = \"300ms\"");
+    let server = server(&pool);
+    assert_eq!(
+        answer(&server, "www.example.test."),
+        prefix_addresses(prefix, &[1])
+    );
+    // The slow backend gets fast: it comes back.
+    backends[2].set(Behaviour::Healthy);
+    assert!(wait_until(CHANGE, || {
+        answer(&server, "www.example.test.") == prefix_addresses(prefix, &[1, 3])
+    }));
+    drop(backends);
+}
+
+/// Builds the HTTP checker of one target, the way the server does.
+fn http_target(address: IpAddr, port: u16, configure: impl FnOnce(&mut HttpCheck)) -> Target {
+    let mut http = HttpCheck {
+        url: format!("http://{{address}}:{port}/health"),
+        host: None,
+        expect_status: vec![200],
+        max_latency: None,
+        body_sha256: None,
+        follow_redirects: false,
+    };
+    configure(&mut http);
+    Target {
+        address,
+        check: CheckConfig {
+            kind: CheckKind::Http(http),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(300),
+            fall: 1,
+            rise: 1,
+        },
+        pools: Vec::new(),
+    }
+}
+
+#[test]
+fn http_probe_failures_say_why() {
+    let prefix = "127.61.2";
+    let behaviours = vec![
+        Behaviour::Healthy,
+        Behaviour::Status(503),
+        Behaviour::Delay(Duration::from_millis(150)),
+        Behaviour::Body("broken\n"),
+        Behaviour::Hang,
+        Behaviour::Huge(3 << 20),
+    ];
+    let (port, _backends) = backends(prefix, behaviours);
+    let address = |host: u8| -> IpAddr { format!("{prefix}.{host}").parse().unwrap() };
+    let digest: [u8; 32] = Sha256::digest(HEALTHY_BODY.as_bytes()).into();
+    let cases: Vec<(Target, Option<&str>)> = vec![
+        (
+            http_target(address(1), port, |check| check.body_sha256 = Some(digest)),
+            None,
+        ),
+        (http_target(address(2), port, |_| {}), Some("status 503")),
+        (
+            http_target(address(3), port, |check| {
+                check.max_latency = Some(Duration::from_millis(100))
+            }),
+            Some("over max_latency"),
+        ),
+        (
+            http_target(address(4), port, |check| check.body_sha256 = Some(digest)),
+            Some("body sha256"),
+        ),
+        (
+            http_target(address(5), port, |_| {}),
+            Some("no complete response within 300ms"),
+        ),
+        (
+            http_target(address(6), port, |check| check.body_sha256 = Some(digest)),
+            Some("body over 1048576 bytes"),
+        ),
+        // Nothing listens here: refused.
+        (
+            http_target(address(7), port, |_| {}),
+            Some("Connection refused"),
+        ),
+        // With a Host header, the request still goes to the literal address.
+        (
+            http_target(address(1), port, |check| {
+                check.host = Some("www.example.test".into())
+            }),
+            None,
+        ),
+    ];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let targets: Vec<Target> = cases.iter().map(|(target, _)| target.clone()).collect();
+        let probers = Probers::new(&targets).unwrap();
+        for (target, expected) in &cases {
+            let outcome = probers.checker(target).unwrap().check().await;
+            match expected {
+                None => assert!(outcome.passed, "{}: {outcome:?}", target.address),
+                Some(reason) => {
+                    assert!(!outcome.passed, "{}: {outcome:?}", target.address);
+                    assert!(
+                        outcome.reason.contains(reason),
+                        "{}: {outcome:?}",
+                        target.address
+                    );
+                }
+            }
+        }
+        // A hanging backend costs the timeout, not more.
+        let outcome = probers.checker(&cases[4].0).unwrap().check().await;
+        assert!(outcome.latency < Duration::from_millis(600), "{outcome:?}");
+    });
+}
+
+#[test]
+fn a_frozen_backend_is_removed_by_timeouts() {
+    let prefix = "127.61.3";
+    let (port, backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let server = server(&http_pool("\"www.example.test\"", prefix, 2, port, "", ""));
+    assert_eq!(
+        answer(&server, "www.example.test."),
+        prefix_addresses(prefix, &[1, 2])
+    );
+    backends[0].set(Behaviour::Hang);
+    assert!(wait_until(CHANGE, || {
+        answer(&server, "www.example.test.") == prefix_addresses(prefix, &[2])
+    }));
+    backends[0].set(Behaviour::Healthy);
+    assert!(wait_until(CHANGE, || {
+        answer(&server, "www.example.test.") == prefix_addresses(prefix, &[1, 2])
+    }));
+}
+
+#[test]
+fn all_down_policies_answer_as_configured() {
+    let prefix = "127.61.4";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let names = "\"www.example.test\"";
+    let servfail = server(&http_pool(
+        names,
+        prefix,
+        2,
+        port,
+        "all_down = \"servfail\"",
+        "",
+    ));
+    let empty = server(&http_pool(
+        names,
+        prefix,
+        2,
+        port,
+        "all_down = \"empty\"",
+        "",
+    ));
+    let serve_all = server(&http_pool(
+        names,
+        prefix,
+        2,
+        port,
+        "all_down = \"serve_all\"",
+        "",
+    ));
+    let keep_last = server(&http_pool(
+        names,
+        prefix,
+        2,
+        port,
+        "all_down = \"keep_last\"",
+        "",
+    ));
+    let both = prefix_addresses(prefix, &[1, 2]);
+    for server in [&servfail, &empty, &serve_all, &keep_last] {
+        assert_eq!(answer(server, "www.example.test."), both);
+    }
+    backends[0].stop();
+    assert!(wait_until(CHANGE, || {
+        answer(&keep_last, "www.example.test.") == prefix_addresses(prefix, &[2])
+    }));
+    backends[1].stop();
+    assert!(wait_until(CHANGE, || {
+        rcode(&servfail.udp("www.example.test.", RecordType::A)) == ResponseCode::ServFail
+    }));
+    let response = servfail.udp("www.example.test.", RecordType::A);
+    assert!(!response.metadata.authoritative);
+    // Other types at the name are still answered.
+    assert_eq!(
+        rcode(&servfail.udp("www.example.test.", RecordType::TXT)),
+        ResponseCode::NoError
+    );
+
+    assert!(wait_until(CHANGE, || {
+        empty
+            .udp("www.example.test.", RecordType::A)
+            .answers
+            .is_empty()
+    }));
+    let response = empty.udp("www.example.test.", RecordType::A);
+    assert_eq!(rcode(&response), ResponseCode::NoError);
+    assert!(response.metadata.authoritative);
+    assert_eq!(response.authorities[0].record_type(), RecordType::SOA);
+
+    // serve_all answers every address all along; keep_last keeps the last healthy set.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(answer(&serve_all, "www.example.test."), both);
+    assert_eq!(
+        answer(&keep_last, "www.example.test."),
+        prefix_addresses(prefix, &[2])
+    );
+}
+
+#[test]
+fn a_healthy_canary_answers_for_its_name_only() {
+    let prefix = "127.61.5";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 3]);
+    let canary = format!("canary = {{ name = \"www.example.test\", address = \"{prefix}.3\" }}");
+    let pool = http_pool(
+        "\"www.example.test\", \"example.test\"",
+        prefix,
+        2,
+        port,
+        &canary,
+        "",
+    );
+    let server = server(&pool);
+    assert_eq!(
+        answer(&server, "www.example.test."),
+        prefix_addresses(prefix, &[1, 3])
+    );
+    assert_eq!(
+        answer(&server, "example.test."),
+        prefix_addresses(prefix, &[1, 2])
+    );
+    backends[2].stop();
+    assert!(wait_until(CHANGE, || {
+        answer(&server, "www.example.test.") == prefix_addresses(prefix, &[1, 2])
+    }));
+}
+
+#[test]
+fn only_ipv4_healthy_answers_aaaa_with_nodata() {
+    let prefix = "127.61.6";
+    let (port, _backends) = backends(prefix, vec![Behaviour::Healthy]);
+    // Nothing listens on [::1] at this port, so the IPv6 address is down.
+    let pool = format!(
+        "[[pool]]\nname = \"dual\"\nnames = [\"www.example.test\"]\n\
+         addresses = [\"{prefix}.1\", \"::1\"]\n\
+         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{port}/\"\n"
+    );
+    let server = server(&pool);
+    assert_eq!(
+        answer(&server, "www.example.test."),
+        prefix_addresses(prefix, &[1])
+    );
+    let response = server.udp("www.example.test.", RecordType::AAAA);
+    assert_eq!(rcode(&response), ResponseCode::NoError);
+    assert!(response.answers.is_empty());
+    assert_eq!(response.authorities[0].record_type(), RecordType::SOA);
+}
+
+#[test]
+fn a_dry_run_answers_every_address_while_probing() {
+    let prefix = "127.61.7";
+    let (port, _backends) = backends(prefix, vec![Behaviour::Healthy, Behaviour::Status(500)]);
+    let pool = http_pool("\"www.example.test\"", prefix, 2, port, "", "");
+    let fixture = Fixture::with_pools("127.0.0.1:0", &[("example.test", ZONE)], &pool);
+    let text = std::fs::read_to_string(&fixture.config_path).unwrap();
+    std::fs::write(
+        &fixture.config_path,
+        text.replace("[server]\n", "[server]\ndry_run = true\n"),
+    )
+    .unwrap();
+    let server = TestServer::from_fixture(fixture);
+    assert_eq!(
+        answer(&server, "www.example.test."),
+        prefix_addresses(prefix, &[1, 2])
+    );
+}
