@@ -6,4 +6,5 @@ mod authoritative;
 mod cli;
 mod compare_nsd;
 mod health;
+mod icmp;
 mod transport;
