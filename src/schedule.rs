@@ -8,8 +8,11 @@
 //!   answer is served; it takes as long as the slowest probe, at most the largest timeout.
 //! - Afterwards each target's first probe comes at a random phase within its interval, so
 //!   10,000 targets on a 1 s interval send about 10 probes per millisecond, not 10,000 at once.
-//! - A target is probed by one task, one probe at a time: a probe that is still running when the
-//!   next is due delays it (the next starts as soon as it ends); probes never overlap or queue.
+//! - A probe starts every interval. Probes of one target overlap only when the timeout is
+//!   longer than the interval, and never more than ceil(timeout / interval) at once; a probe
+//!   due beyond that starts when one ends, and ticks missed meanwhile are not made up, so
+//!   probes never pile up. With timeout <= interval, one probe at a time.
+//! - Outcomes are applied in start order: a probe overtaken by a later one is dropped.
 //! - Every probe is counted in `healthdns_probes_total{kind, result}`.
 
 use std::sync::Arc;
@@ -52,19 +55,35 @@ pub async fn first_round<C: Check>(checkers: &[Arc<C>]) -> Vec<Outcome> {
         .collect()
 }
 
+/// When one target is probed.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub interval: Duration,
+    /// A probe ends by then (the checker enforces it); it bounds how many can be in flight.
+    pub timeout: Duration,
+}
+
+impl Timing {
+    /// The most probes of one target in flight at once: ceil(timeout / interval), at least 1.
+    pub fn max_in_flight(&self) -> usize {
+        let interval = self.interval.as_nanos().max(1);
+        self.timeout.as_nanos().div_ceil(interval).max(1) as usize
+    }
+}
+
 /// Starts one probing task per target; each sends its outcomes to `sender` until `shutdown`.
 pub fn spawn_probes<C: Check>(
-    targets: Vec<(TargetId, Arc<C>, Duration)>,
+    targets: Vec<(TargetId, Arc<C>, Timing)>,
     sender: mpsc::Sender<Probed>,
     shutdown: CancellationToken,
     tasks: &mut JoinSet<()>,
 ) {
-    for (target, checker, interval) in targets {
-        let phase = interval.mul_f64(fastrand::f64());
+    for (target, checker, timing) in targets {
+        let phase = timing.interval.mul_f64(fastrand::f64());
         tasks.spawn(probe_loop(
             target,
             checker,
-            interval,
+            timing,
             phase,
             sender.clone(),
             shutdown.clone(),
@@ -75,24 +94,41 @@ pub fn spawn_probes<C: Check>(
 async fn probe_loop<C: Check>(
     target: TargetId,
     checker: Arc<C>,
-    interval: Duration,
+    timing: Timing,
     phase: Duration,
     sender: mpsc::Sender<Probed>,
     shutdown: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval_at(Instant::now() + phase, interval);
+    let mut ticker = tokio::time::interval_at(Instant::now() + phase, timing.interval);
+    // Ticks missed while the task was busy are not made up in a burst.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let limit = timing.max_in_flight();
+    let mut in_flight: JoinSet<(u64, Outcome)> = JoinSet::new();
+    let mut started: u64 = 0;
+    let mut delivered: u64 = 0;
+    // A probe came due while `limit` were in flight: it starts when one ends.
+    let mut due = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
+            _ = ticker.tick() => due = true,
+            Some(finished) = in_flight.join_next() => {
+                let Ok((sequence, outcome)) = finished else { continue };
+                // A probe overtaken by a later one is stale: its result is dropped.
+                if sequence > delivered {
+                    delivered = sequence;
+                    if sender.send(Probed { target, outcome }).await.is_err() {
+                        return;
+                    }
+                }
+            }
         }
-        let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            outcome = probe(&*checker) => outcome,
-        };
-        if sender.send(Probed { target, outcome }).await.is_err() {
-            return;
+        if due && in_flight.len() < limit {
+            due = false;
+            started += 1;
+            let sequence = started;
+            let checker = Arc::clone(&checker);
+            in_flight.spawn(async move { (sequence, probe(&*checker).await) });
         }
     }
 }
@@ -112,18 +148,19 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
-    /// A checker that takes `duration` per probe and records when each probe started.
+    /// A checker whose n-th probe takes `durations[n]` (the last one repeats); it records when
+    /// each probe started and how many ran at once. A probe's latency is its start index.
     struct Slow {
-        duration: Duration,
+        durations: Vec<Duration>,
         running: AtomicUsize,
         most_running: AtomicUsize,
         starts: Mutex<Vec<Instant>>,
     }
 
     impl Slow {
-        fn new(duration: Duration) -> Arc<Self> {
+        fn new(durations: &[Duration]) -> Arc<Self> {
             Arc::new(Self {
-                duration,
+                durations: durations.to_vec(),
                 running: AtomicUsize::new(0),
                 most_running: AtomicUsize::new(0),
                 starts: Mutex::new(Vec::new()),
@@ -137,19 +174,32 @@ mod tests {
         }
 
         async fn check(&self) -> Outcome {
-            self.starts.lock().unwrap().push(Instant::now());
+            let index = {
+                let mut starts = self.starts.lock().unwrap();
+                starts.push(Instant::now());
+                starts.len() - 1
+            };
             let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_running.fetch_max(running, Ordering::SeqCst);
-            tokio::time::sleep(self.duration).await;
+            let duration = self.durations[index.min(self.durations.len() - 1)];
+            tokio::time::sleep(duration).await;
             self.running.fetch_sub(1, Ordering::SeqCst);
-            Outcome::pass(self.duration)
+            Outcome::pass(Duration::from_millis(index as u64))
         }
+    }
+
+    fn timing(interval: Duration, timeout: Duration) -> Timing {
+        Timing { interval, timeout }
+    }
+
+    fn ms(value: u64) -> Duration {
+        Duration::from_millis(value)
     }
 
     #[tokio::test(start_paused = true)]
     async fn first_probes_are_spread_within_the_interval() {
         let interval = Duration::from_secs(1);
-        let checkers: Vec<Arc<Slow>> = (0..200).map(|_| Slow::new(Duration::ZERO)).collect();
+        let checkers: Vec<Arc<Slow>> = (0..200).map(|_| Slow::new(&[Duration::ZERO])).collect();
         let (sender, mut receiver) = mpsc::channel(1024);
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -157,7 +207,13 @@ mod tests {
         let targets = checkers
             .iter()
             .enumerate()
-            .map(|(index, checker)| (TargetId(index), Arc::clone(checker), interval))
+            .map(|(index, checker)| {
+                (
+                    TargetId(index),
+                    Arc::clone(checker),
+                    timing(interval, interval),
+                )
+            })
             .collect();
         spawn_probes(targets, sender, shutdown.clone(), &mut tasks);
         for _ in 0..200 {
@@ -184,57 +240,93 @@ mod tests {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// Probes one target every `interval` with probes that take `duration`; returns the start
-    /// times of the first `probes` probes and the most that ever ran at once.
+    /// Probes one target with `checker`; returns the start times of the probes whose outcomes
+    /// were among the first `outcomes` delivered, the delivered start indexes, and the most
+    /// probes that ever ran at once.
     async fn probe_one(
-        interval: Duration,
-        duration: Duration,
-        probes: usize,
-    ) -> (Vec<Instant>, usize) {
-        let checker = Slow::new(duration);
+        checker: Arc<Slow>,
+        timing: Timing,
+        outcomes: usize,
+    ) -> (Vec<Instant>, Vec<u64>, usize) {
         let (sender, mut receiver) = mpsc::channel(16);
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         spawn_probes(
-            vec![(TargetId(0), Arc::clone(&checker), interval)],
+            vec![(TargetId(0), Arc::clone(&checker), timing)],
             sender,
             shutdown.clone(),
             &mut tasks,
         );
-        for _ in 0..probes {
-            receiver.recv().await.unwrap();
+        let mut delivered = Vec::new();
+        for _ in 0..outcomes {
+            let probed = receiver.recv().await.unwrap();
+            delivered.push(probed.outcome.latency.as_millis() as u64);
         }
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}
         let starts = checker.starts.lock().unwrap().clone();
-        (starts, checker.most_running.load(Ordering::SeqCst))
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_slow_probe_delays_the_next_instead_of_overlapping() {
-        let (starts, most_running) =
-            probe_one(Duration::from_millis(100), Duration::from_millis(250), 6).await;
-        assert_eq!(most_running, 1);
-        for pair in starts.windows(2) {
-            // The next probe starts as soon as the slow one ends, never earlier.
-            assert_eq!(pair[1] - pair[0], Duration::from_millis(250));
-        }
+        (
+            starts,
+            delivered,
+            checker.most_running.load(Ordering::SeqCst),
+        )
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_fast_probe_runs_once_per_interval() {
-        let interval = Duration::from_millis(100);
-        let (starts, _) = probe_one(interval, Duration::from_millis(10), 5).await;
-        assert!(starts.len() >= 5);
+        let (starts, delivered, most) =
+            probe_one(Slow::new(&[ms(10)]), timing(ms(100), ms(100)), 5).await;
+        assert_eq!(delivered, [0, 1, 2, 3, 4]);
+        assert_eq!(most, 1);
         for pair in starts.windows(2) {
-            assert_eq!(pair[1] - pair[0], interval);
+            assert_eq!(pair[1] - pair[0], ms(100));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_timeout_within_the_interval_a_late_probe_delays_the_next() {
+        // The checker overruns (150 ms) a 100 ms interval: probes never overlap, and the next
+        // starts as soon as the late one ends rather than a whole interval later.
+        let (starts, delivered, most) =
+            probe_one(Slow::new(&[ms(150)]), timing(ms(100), ms(100)), 5).await;
+        assert_eq!(most, 1);
+        assert_eq!(delivered, [0, 1, 2, 3, 4]);
+        for pair in starts.windows(2) {
+            assert_eq!(pair[1] - pair[0], ms(150));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_longer_than_the_interval_overlaps_boundedly() {
+        // Every probe hangs for its whole 250 ms timeout: one starts every 100 ms, at most
+        // ceil(250 / 100) = 3 at once, and none queue up.
+        let (starts, delivered, most) =
+            probe_one(Slow::new(&[ms(250)]), timing(ms(100), ms(250)), 6).await;
+        assert_eq!(most, 3);
+        assert_eq!(delivered, [0, 1, 2, 3, 4, 5]);
+        for pair in starts.windows(2) {
+            assert_eq!(pair[1] - pair[0], ms(100));
+        }
+        let (_, _, most) = probe_one(Slow::new(&[ms(400)]), timing(ms(100), ms(250)), 6).await;
+        assert_eq!(
+            most, 3,
+            "a checker overrunning its timeout still has only 3 in flight"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_overtaken_by_a_later_one_is_dropped() {
+        // Probe 0 takes 250 ms; probe 1 (started 100 ms later) ends first, so probe 0's stale
+        // result must not be applied after it.
+        let (_, delivered, _) =
+            probe_one(Slow::new(&[ms(250), ms(10)]), timing(ms(100), ms(250)), 3).await;
+        assert_eq!(delivered, [1, 2, 3]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_first_round_probes_everything_concurrently() {
         let checkers: Vec<Arc<Slow>> = (0..50)
-            .map(|_| Slow::new(Duration::from_millis(300)))
+            .map(|_| Slow::new(&[Duration::from_millis(300)]))
             .collect();
         let start = Instant::now();
         let outcomes = first_round(&checkers).await;

@@ -22,7 +22,7 @@ use crate::handler::DnsHandler;
 use crate::health::{self, Health, TargetId};
 use crate::probe::{Checker, ProbeError, Probers};
 use crate::publish::Publisher;
-use crate::schedule::{self, Probed};
+use crate::schedule::{self, Probed, Timing};
 use crate::server::{serve, Listeners};
 use crate::snapshot::Snapshot;
 use crate::verdict::State;
@@ -31,8 +31,8 @@ use crate::zonefile::ZoneData;
 /// A server that has probed once and is ready to serve.
 pub struct Service {
     config: Config,
-    /// Each target's checker and interval.
-    probes: Vec<(TargetId, Arc<Checker>, std::time::Duration)>,
+    /// Each target's checker and timing.
+    probes: Vec<(TargetId, Arc<Checker>, Timing)>,
     publisher: Publisher,
     snapshots: Arc<ArcSwap<Snapshot>>,
 }
@@ -69,11 +69,12 @@ impl Service {
             .into_iter()
             .enumerate()
             .map(|(index, checker)| {
-                (
-                    TargetId(index),
-                    checker,
-                    health.targets()[index].check.interval,
-                )
+                let check = &health.targets()[index].check;
+                let timing = Timing {
+                    interval: check.interval,
+                    timeout: check.timeout,
+                };
+                (TargetId(index), checker, timing)
             })
             .collect();
         let answers = health.answers();
