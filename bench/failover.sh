@@ -14,18 +14,8 @@ set -euo pipefail
 TRIALS=${1:-10}
 cd "$(dirname "$0")/.."
 command -v dig >/dev/null || { echo "bench/failover.sh needs dig (apt-get install -y bind9-dnsutils)" >&2; exit 1; }
-cargo build --release --quiet
-work=$(mktemp -d)
+source bench/common.sh
 declare -A backend_pid
-server_pid=""
-cleanup() {
-  for pid in "${backend_pid[@]}" $server_pid; do kill -CONT "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 DNS_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 mkdir -p "$work/www"
@@ -34,6 +24,7 @@ echo ok > "$work/www/index.html"
 start_backend() { # $1 = host number
   python3 -m http.server "$HTTP_PORT" --bind "127.0.9.$1" --directory "$work/www" >/dev/null 2>&1 &
   backend_pid[$1]=$!
+  pids+=("$!")
   # Ready when it accepts connections.
   for _ in $(seq 1 100); do
     python3 -c "import socket;socket.create_connection(('127.0.9.$1',$HTTP_PORT),0.2)" 2>/dev/null && return 0
@@ -69,7 +60,7 @@ fall = 2
 rise = 2
 CONF
 ./target/release/healthdns serve --config "$work/config.toml" 2>"$work/healthdns.log" &
-server_pid=$!
+pids+=("$!")
 
 # Microseconds since the epoch, without starting a process (bash 5).
 now() { echo "${EPOCHREALTIME/./}"; }

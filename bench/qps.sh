@@ -15,13 +15,8 @@ cd "$(dirname "$0")/.."
 for tool in nsd dnsperf; do
   command -v "$tool" >/dev/null || { echo "bench/qps.sh needs $tool (apt-get install -y nsd dnsperf)" >&2; exit 1; }
 done
-cargo build --release --quiet
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/common.sh
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 NSD_PORT=$(free_port); HDNS_PORT=$(free_port)
 
 # The zone.

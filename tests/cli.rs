@@ -140,3 +140,80 @@ fn served_binary_answers_dig_and_stops_on_sigterm() {
         .expect("stops on SIGTERM");
     assert!(status.success(), "graceful stop exits 0: {status:?}");
 }
+
+#[test]
+fn serve_dry_run_probes_and_logs_but_answers_every_address() {
+    use crate::support::backend::{backends, Behaviour};
+    use std::io::Read;
+
+    let prefix = "127.61.8";
+    let (http_port, mut backends) = backends(
+        prefix,
+        vec![
+            Behaviour::Healthy,
+            Behaviour::Healthy,
+            Behaviour::Status(500),
+        ],
+    );
+    let pool = format!(
+        "[[pool]]\nname = \"web\"\nnames = [\"www.example.test\"]\n\
+         addresses = [\"{prefix}.1\", \"{prefix}.2\", \"{prefix}.3\"]\n\
+         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{http_port}/\"\n\
+         interval = \"100ms\"\ntimeout = \"100ms\"\nfall = 2\nrise = 2\n"
+    );
+    let port = free_port();
+    let fixture = Fixture::with_pools(
+        &format!("127.0.0.1:{port}"),
+        &[("example.test", TEST_ZONE)],
+        &pool,
+    );
+    let mut process = Process::spawn(
+        binary()
+            .args(["serve", "--dry-run", "--config"])
+            .arg(&fixture.config_path),
+    );
+    let address = format!("127.0.0.1:{port}").parse().unwrap();
+    let every = format!("{prefix}.1\n{prefix}.2\n{prefix}.3");
+    let sorted_answer = || {
+        let mut lines: Vec<String> = dig(address, &["www.example.test", "A", "+short"])
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || sorted_answer() == every),
+        "a dry run answers every address, the failing one too"
+    );
+    backends[0].stop();
+    // Let the probes see it (fall = 2 at 100 ms), then check nothing changed in DNS.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(sorted_answer(), every);
+
+    process.signal("TERM");
+    assert!(process.wait_exit(Duration::from_secs(10)).is_some());
+    let mut log = String::new();
+    process
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("dry run: probing and logging"), "{log}");
+    assert!(
+        log.contains(&format!("address down at start address={prefix}.3")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("address down address={prefix}.1")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "dry run: would answer (serving every configured address) name=www.example.test. addresses=[\"{prefix}.2\"]"
+        )),
+        "{log}"
+    );
+}

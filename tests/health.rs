@@ -395,3 +395,29 @@ fn a_dry_run_answers_every_address_while_probing() {
         prefix_addresses(prefix, &[1, 2])
     );
 }
+
+#[test]
+fn a_tcp_check_follows_the_listening_port() {
+    let prefix = "127.61.9";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let pool = format!(
+        "[[pool]]\nname = \"tcp\"\nnames = [\"www.example.test\"]\n\
+         addresses = [\"{prefix}.1\", \"{prefix}.2\", \"{prefix}.3\"]\n\
+         [[pool.check]]\nkind = \"tcp\"\nport = {port}\n\
+         interval = \"100ms\"\ntimeout = \"100ms\"\nfall = 2\nrise = 2\n"
+    );
+    let server = server(&pool);
+    // Nothing listens on .3.
+    assert_eq!(
+        answer(&server, "www.example.test."),
+        prefix_addresses(prefix, &[1, 2])
+    );
+    backends[0].stop();
+    assert!(wait_until(CHANGE, || {
+        answer(&server, "www.example.test.") == prefix_addresses(prefix, &[2])
+    }));
+    backends[0].resume();
+    assert!(wait_until(CHANGE, || {
+        answer(&server, "www.example.test.") == prefix_addresses(prefix, &[1, 2])
+    }));
+}

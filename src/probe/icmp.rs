@@ -33,9 +33,12 @@ impl IcmpClients {
     pub fn open(v4: bool, v6: bool) -> Result<Self, ProbeError> {
         let open = |kind: ICMP, family: &'static str| {
             Client::new(&Config::builder().kind(kind).build())
-                .map(|client| Family {
-                    client,
-                    sequence: Arc::new(AtomicU16::new(fastrand::u16(..))),
+                .map(|client| {
+                    enlarge_receive_buffer(client.get_socket().get_native_sock());
+                    Family {
+                        client,
+                        sequence: Arc::new(AtomicU16::new(fastrand::u16(..))),
+                    }
                 })
                 .map_err(|source| ProbeError::Icmp { family, source })
         };
@@ -60,6 +63,34 @@ impl IcmpClients {
             identifier: PingIdentifier(fastrand::u16(..)),
             timeout,
         }
+    }
+}
+
+/// The receive buffer asked for: the cold-start round sends every echo at once, and 10,000
+/// replies arriving together overflow the default (about 200 KiB, some 300 packets).
+const RECEIVE_BUFFER: libc::c_int = 32 << 20;
+
+/// Raises the socket's receive buffer: SO_RCVBUFFORCE where permitted (CAP_NET_ADMIN), else
+/// SO_RCVBUF, which the kernel caps at net.core.rmem_max.
+fn enlarge_receive_buffer(fd: std::os::fd::RawFd) {
+    let size = RECEIVE_BUFFER;
+    let set = |option: libc::c_int| {
+        // SAFETY: `fd` is the open socket surge-ping owns; the option value is a c_int that
+        // lives across the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                std::ptr::addr_of!(size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    };
+    if !set(libc::SO_RCVBUFFORCE) && !set(libc::SO_RCVBUF) {
+        tracing::warn!(
+            "cannot enlarge the ICMP receive buffer; a large first probe round may lose replies"
+        );
     }
 }
 
