@@ -11,7 +11,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --shell /usr/sbin/nologin healthdns
 COPY --from=build /src/target/release/healthdns /usr/local/bin/healthdns
-RUN setcap cap_net_bind_service=+ep /usr/local/bin/healthdns
+# Port 53 as a non-root user, and raw ICMP sockets for icmp checks where ping_group_range
+# does not allow unprivileged ping.
+RUN setcap cap_net_bind_service,cap_net_raw=+ep /usr/local/bin/healthdns
 COPY config.toml /etc/healthdns/config.toml
 COPY zones /etc/healthdns/zones
 USER healthdns
