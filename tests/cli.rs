@@ -217,3 +217,73 @@ fn serve_dry_run_probes_and_logs_but_answers_every_address() {
         "{log}"
     );
 }
+
+/// Whether `gid` may open unprivileged ICMP sockets (net.ipv4.ping_group_range).
+fn ping_group_allows(gid: u32) -> bool {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap_or_default();
+    let bounds: Vec<u32> = range
+        .split_whitespace()
+        .filter_map(|value| value.parse().ok())
+        .collect();
+    matches!(bounds[..], [low, high] if low <= gid && gid <= high)
+}
+
+#[test]
+fn serve_without_icmp_permission_names_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let setpriv = crate::support::require_tool("setpriv", "util-linux");
+    let pool = "[[pool]]\nname = \"edge\"\nnames = [\"www.example.test\"]\n\
+                addresses = [\"127.0.0.1\"]\n[[pool.check]]\nkind = \"icmp\"\n";
+    let port = free_port();
+    let fixture = Fixture::with_pools(
+        &format!("127.0.0.1:{port}"),
+        &[("example.test", TEST_ZONE)],
+        pool,
+    );
+    // The unprivileged user must be able to read the config.
+    std::fs::set_permissions(
+        fixture.folder.path(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let nobody = 65534;
+    let healthdns = binary().get_program().to_owned();
+    let mut process = Process::spawn(
+        std::process::Command::new(setpriv)
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(healthdns)
+            .args(["serve", "--config"])
+            .arg(&fixture.config_path),
+    );
+    let address = format!("127.0.0.1:{port}").parse().unwrap();
+    if ping_group_allows(nobody) {
+        // Unprivileged ping is allowed here: the server starts and answers.
+        assert!(wait_until(Duration::from_secs(20), || dig(
+            address,
+            &["www.example.test", "A", "+short"]
+        )
+        .contains("127.0.0.1")));
+        return;
+    }
+    let status = process
+        .wait_exit(Duration::from_secs(20))
+        .expect("startup fails without ICMP permission");
+    assert_eq!(status.code(), Some(1));
+    let mut log = String::new();
+    use std::io::Read;
+    process
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("cannot open an ICMP socket for IPv4"), "{log}");
+    assert!(log.contains("CAP_NET_RAW"), "{log}");
+    assert!(log.contains("ping_group_range"), "{log}");
+}

@@ -40,7 +40,7 @@ impl IcmpClients {
                         sequence: Arc::new(AtomicU16::new(fastrand::u16(..))),
                     }
                 })
-                .map_err(|source| ProbeError::Icmp { family, source })
+                .map_err(|error| ProbeError::Icmp { family, error })
         };
         Ok(Self {
             v4: v4.then(|| open(ICMP::V4, "IPv4")).transpose()?,

@@ -63,13 +63,15 @@ pub trait Check: Send + Sync + 'static {
 pub enum ProbeError {
     /// Fix the system: grant the capability or widen the ping group range.
     #[error(
-        "cannot open an ICMP socket for {family} ({source}): allow unprivileged ping for the \
+        "cannot open an ICMP socket for {family} ({}): allow unprivileged ping for the \
          server's group with `sysctl net.ipv4.ping_group_range=\"0 2147483647\"`, or give the \
-         binary CAP_NET_RAW (`setcap cap_net_raw+ep healthdns`, or run as root)"
+         binary CAP_NET_RAW (`setcap cap_net_raw+ep healthdns`, or run as root)",
+        error.kind()
     )]
     Icmp {
         family: &'static str,
-        source: std::io::Error,
+        /// Not a `source`: surge-ping's text repeats the advice above.
+        error: std::io::Error,
     },
     /// The TLS roots or the HTTP client could not be set up.
     #[error("cannot set up HTTP probes for {url}: {message}")]
