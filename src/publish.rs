@@ -3,8 +3,9 @@
 //! Why this exists: probes finish on many tasks, but answers must change in one place, in
 //! order, without ever making a query wait. The publisher owns the health table and the
 //! `ArcSwap`: it takes batches of probe outcomes, updates verdicts, recomputes the answers of
-//! the pools whose verdicts changed, and, only when some name's answer changed, rebuilds the
-//! zones holding those names and swaps the new snapshot in. Queries keep reading the old
+//! the pools whose verdicts changed, and, only when some name's answer changed, lays the new
+//! answers over the zones holding those names (their static parts are shared, not rebuilt)
+//! and swaps the new snapshot in. Queries keep reading the old
 //! snapshot until the swap, and the next query reads the new one.
 //!
 //! It logs every verdict transition (address, pools, check, reason) and every answer change,
@@ -24,7 +25,6 @@ use crate::health::{Answers, Health, NameAnswer};
 use crate::schedule::Probed;
 use crate::snapshot::{zone_index_of, Snapshot};
 use crate::verdict::State;
-use crate::zonefile::ZoneData;
 
 /// The most outcomes applied in one batch before answers are recomputed.
 const MAX_BATCH: usize = 4096;
@@ -40,7 +40,8 @@ pub struct Published {
 
 /// Owns the health table and the snapshot swap.
 pub struct Publisher {
-    zones: Arc<Vec<ZoneData>>,
+    /// The served zones' origins.
+    origins: Vec<Name>,
     health: Health,
     /// What the pools answer now (in a dry run: what they would answer).
     answers: Answers,
@@ -51,14 +52,14 @@ pub struct Publisher {
 impl Publisher {
     /// `answers` must be what the current snapshot serves (or, in a dry run, would serve).
     pub fn new(
-        zones: Arc<Vec<ZoneData>>,
+        origins: Vec<Name>,
         health: Health,
         answers: Answers,
         snapshots: Arc<ArcSwap<Snapshot>>,
         dry_run: bool,
     ) -> Self {
         Self {
-            zones,
+            origins,
             health,
             answers,
             snapshots,
@@ -137,16 +138,13 @@ impl Publisher {
                 swap_time: None,
             };
         }
-        let origins: Vec<&Name> = self.zones.iter().map(|zone| &zone.origin).collect();
+        let origins: Vec<&Name> = self.origins.iter().collect();
         let rebuilt: BTreeSet<usize> = changed
             .iter()
             .filter_map(|(name, _)| zone_index_of(name, &origins))
             .collect();
-        let rebuilt: Vec<usize> = rebuilt.into_iter().collect();
-        let next = self
-            .snapshots
-            .load()
-            .rebuild(&self.zones, &rebuilt, &self.answers);
+        let rebuilt: Vec<&Name> = rebuilt.into_iter().map(|index| origins[index]).collect();
+        let next = self.snapshots.load().with_answers(&rebuilt, &self.answers);
         self.snapshots.store(Arc::new(next));
         let swap_time = started.elapsed();
         metrics::histogram!("healthdns_publish_seconds").record(swap_time.as_secs_f64());

@@ -90,7 +90,7 @@ impl Service {
         }
         let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones, &served)));
         let publisher = Publisher::new(
-            Arc::new(zones),
+            zones.iter().map(|zone| zone.origin.clone()).collect(),
             health,
             answers,
             snapshots.clone(),
