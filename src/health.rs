@@ -131,11 +131,6 @@ impl Health {
         &self.targets
     }
 
-    /// The current state of a target.
-    pub fn state(&self, target: TargetId) -> State {
-        self.status[target.0].verdict.state()
-    }
-
     /// Records one outcome; returns the target's new state when its verdict changed.
     pub fn observe(&mut self, target: TargetId, outcome: &Outcome) -> Option<State> {
         let check = &self.targets[target.0].check;
@@ -153,11 +148,6 @@ impl Health {
     /// The pools (indexes) whose answers depend on `target`.
     pub fn pools_using(&self, target: TargetId) -> &[usize] {
         &self.users[target.0]
-    }
-
-    /// How many pools there are.
-    pub fn pool_count(&self) -> usize {
-        self.pools.len()
     }
 
     /// Recomputes one pool's answers (and its selection memory) from the current verdicts.

@@ -67,11 +67,6 @@ impl Publisher {
         }
     }
 
-    /// What the pools answer now.
-    pub fn answers(&self) -> &Answers {
-        &self.answers
-    }
-
     /// Applies outcomes until `shutdown`.
     pub async fn run(mut self, mut outcomes: mpsc::Receiver<Probed>, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(64);
@@ -157,5 +152,97 @@ impl Publisher {
             changed,
             swap_time: Some(swap_time),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::health::TargetId;
+    use crate::probe::Outcome;
+    use crate::zonefile::parse_zone;
+    use hickory_proto::rr::RecordType;
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+[[zone]]
+origin = "example.test"
+file = "x"
+[[pool]]
+name = "web"
+names = ["www.example.test"]
+addresses = ["10.0.0.1", "10.0.0.2"]
+[[pool.check]]
+kind = "icmp"
+fall = 2
+rise = 2
+"#;
+
+    const ZONE: &str =
+        "$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\nns1 A 192.0.2.53\n";
+
+    fn probed(target: usize, passed: bool) -> Probed {
+        Probed {
+            target: TargetId(target),
+            outcome: if passed {
+                Outcome::pass(Duration::from_millis(1))
+            } else {
+                Outcome::fail(Duration::from_millis(1), "test")
+            },
+        }
+    }
+
+    fn publisher(dry_run: bool) -> (Publisher, Arc<ArcSwap<Snapshot>>) {
+        let config = Config::parse(CONFIG, Path::new("c.toml")).unwrap();
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let zones = vec![parse_zone(ZONE, Path::new("z"), &origin).unwrap()];
+        let mut health = Health::new(&config.pools);
+        health.observe(TargetId(0), &probed(0, true).outcome);
+        health.observe(TargetId(1), &probed(1, true).outcome);
+        let answers = health.answers();
+        let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones, &answers)));
+        let publisher = Publisher::new(vec![origin], health, answers, snapshots.clone(), dry_run);
+        (publisher, snapshots)
+    }
+
+    fn served(snapshots: &ArcSwap<Snapshot>) -> usize {
+        let snapshot = snapshots.load();
+        let name = Name::from_ascii("www.example.test.").unwrap();
+        let question = crate::answer::Question {
+            name: &name,
+            record_type: RecordType::A,
+        };
+        let count = crate::answer::resolve(&snapshot, question, 0).answer.len();
+        count
+    }
+
+    #[test]
+    fn swaps_only_when_an_answer_changes() {
+        let (mut publisher, snapshots) = publisher(false);
+        assert_eq!(served(&snapshots), 2);
+        // One failure is below fall: nothing changes, nothing is swapped.
+        let before = snapshots.load_full();
+        assert_eq!(publisher.apply(&[probed(0, false)]), Published::default());
+        assert!(Arc::ptr_eq(&before, &snapshots.load_full()));
+        // The second failure in one batch with a pass of the other: one swap.
+        let published = publisher.apply(&[probed(0, false), probed(1, true)]);
+        assert_eq!(published.changed.len(), 1);
+        assert!(published.swap_time.is_some());
+        assert_eq!(served(&snapshots), 1);
+        // Back after rise = 2.
+        assert!(publisher.apply(&[probed(0, true)]).changed.is_empty());
+        assert_eq!(publisher.apply(&[probed(0, true)]).changed.len(), 1);
+        assert_eq!(served(&snapshots), 2);
+    }
+
+    #[test]
+    fn a_dry_run_computes_but_never_swaps() {
+        let (mut publisher, snapshots) = publisher(true);
+        let before = snapshots.load_full();
+        let published = publisher.apply(&[probed(0, false), probed(0, false)]);
+        assert_eq!(published.changed.len(), 1);
+        assert_eq!(published.swap_time, None);
+        assert!(Arc::ptr_eq(&before, &snapshots.load_full()));
     }
 }
