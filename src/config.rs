@@ -389,18 +389,10 @@ impl Config {
         }
         for zone in raw.zone {
             let zone = zone.into_inner();
-            let origin_span = zone.origin.span();
-            let mut origin = Name::from_ascii(zone.origin.get_ref()).map_err(|error| {
-                invalid(
-                    origin_span.clone(),
-                    "zone.origin",
-                    format!("{:?} is not a domain name: {error}", zone.origin.get_ref()),
-                )
-            })?;
-            origin.set_fqdn(true);
+            let origin = parse_name(&zone.origin, "zone.origin", &invalid)?;
             if zones.iter().any(|other| other.origin == origin) {
                 return Err(invalid(
-                    origin_span,
+                    zone.origin.span(),
                     "zone.origin",
                     format!("zone {origin} is configured twice"),
                 ));
@@ -411,27 +403,27 @@ impl Config {
 
         let mut pools: Vec<PoolConfig> = Vec::new();
         for pool in raw.pool {
-            let line = line_of(pool.span());
-            let pool = parse_pool(pool.into_inner(), line, &zones, &invalid)?;
+            let span = pool.span();
+            let pool = parse_pool(
+                pool.into_inner(),
+                span.clone(),
+                line_of(span.clone()),
+                &zones,
+                &invalid,
+            )?;
             if pools.iter().any(|other| other.name == pool.name) {
-                return Err(at_line(
-                    invalid(
-                        0..0,
-                        "pool.name",
-                        format!("pool {:?} is configured twice", pool.name),
-                    ),
-                    line,
+                return Err(invalid(
+                    span,
+                    "pool.name",
+                    format!("pool {:?} is configured twice", pool.name),
                 ));
             }
             for name in &pool.names {
                 if let Some(other) = pools.iter().find(|other| other.names.contains(name)) {
-                    return Err(at_line(
-                        invalid(
-                            0..0,
-                            "pool.names",
-                            format!("{name} is already answered by pool {:?}", other.name),
-                        ),
-                        line,
+                    return Err(invalid(
+                        span,
+                        "pool.names",
+                        format!("{name} is already answered by pool {:?}", other.name),
                     ));
                 }
             }
@@ -455,21 +447,6 @@ impl Config {
 
 type Invalid<'a> = dyn Fn(Range<usize>, &str, String) -> ConfigError + 'a;
 
-/// Moves an `Invalid` error to `line` (for errors about a whole table).
-fn at_line(error: ConfigError, new_line: usize) -> ConfigError {
-    match error {
-        ConfigError::Invalid {
-            path, key, message, ..
-        } => ConfigError::Invalid {
-            path,
-            line: new_line,
-            key,
-            message,
-        },
-        other => other,
-    }
-}
-
 fn parse_name(
     text: &toml::Spanned<String>,
     key: &str,
@@ -486,8 +463,10 @@ fn parse_name(
     Ok(name)
 }
 
+/// `span` is the `[[pool]]` table's, `line` its first line.
 fn parse_pool(
     raw: file::Pool,
+    span: Range<usize>,
     line: usize,
     zones: &[ZoneConfig],
     invalid: &Invalid,
@@ -572,13 +551,10 @@ fn parse_pool(
         }
     };
     if raw.check.is_empty() {
-        return Err(at_line(
-            invalid(
-                0..0,
-                "pool.check",
-                format!("pool {name:?} has no [[pool.check]]; every pool needs at least one"),
-            ),
-            line,
+        return Err(invalid(
+            span,
+            "pool.check",
+            format!("pool {name:?} has no [[pool.check]]; every pool needs at least one"),
         ));
     }
     let checks = raw

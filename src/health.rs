@@ -35,8 +35,6 @@ pub struct TargetId(pub usize);
 pub struct Target {
     pub address: IpAddr,
     pub check: CheckConfig,
-    /// Names of the pools that use it (for logs).
-    pub pools: Vec<String>,
 }
 
 /// What one name answers for A/AAAA.
@@ -47,6 +45,13 @@ pub struct NameAnswer {
     pub addresses: Vec<IpAddr>,
     /// SERVFAIL for A and AAAA (the `servfail` all-down policy).
     pub servfail: bool,
+}
+
+impl NameAnswer {
+    /// The addresses as text, for logs.
+    pub fn address_texts(&self) -> Vec<String> {
+        self.addresses.iter().map(ToString::to_string).collect()
+    }
 }
 
 /// Every pool name's answer.
@@ -93,14 +98,12 @@ impl Health {
                             targets.push(Target {
                                 address,
                                 check: check.clone(),
-                                pools: Vec::new(),
                             });
                             users.push(Vec::new());
                             TargetId(targets.len() - 1)
                         });
                         if !users[id.0].contains(&pool_index) {
                             users[id.0].push(pool_index);
-                            targets[id.0].pools.push(pool.name.clone());
                         }
                         id
                     })
@@ -143,6 +146,38 @@ impl Health {
             });
         }
         status.verdict.observe(outcome.passed, fall, rise)
+    }
+
+    /// The names of the pools that use `target` (for logs).
+    pub fn pool_names(&self, target: TargetId) -> Vec<&str> {
+        self.users[target.0]
+            .iter()
+            .map(|pool| self.pools[*pool].config.name.as_str())
+            .collect()
+    }
+
+    /// Logs a verdict change of `target`; `at_start` marks the cold-start round.
+    pub fn log_transition(
+        &self,
+        target: TargetId,
+        outcome: &Outcome,
+        state: State,
+        at_start: bool,
+    ) {
+        let address = self.targets[target.0].address;
+        let check = &self.targets[target.0].check.kind;
+        let pools = self.pool_names(target);
+        match (state, at_start) {
+            (State::Up, _) => {
+                tracing::info!(%address, ?pools, %check, latency = ?outcome.latency, "address up")
+            }
+            (_, true) => {
+                tracing::warn!(%address, ?pools, %check, reason = %outcome.reason, "address down at start")
+            }
+            (_, false) => {
+                tracing::warn!(%address, ?pools, %check, reason = %outcome.reason, "address down")
+            }
+        }
     }
 
     /// The pools (indexes) whose answers depend on `target`.
@@ -304,7 +339,7 @@ rise = 2
         assert_eq!(health.targets().len(), 8);
         let shared = find(&health, "10.0.0.2", true);
         assert_eq!(health.pools_using(shared), &[0, 1]);
-        assert_eq!(health.targets()[shared.0].pools, ["web", "api"]);
+        assert_eq!(health.pool_names(shared), ["web", "api"]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::{Answers, Health, NameAnswer};
 use crate::schedule::Probed;
-use crate::snapshot::{zone_index_of, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::verdict::State;
 
 /// The most outcomes applied in one batch before answers are recomputed.
@@ -40,8 +40,6 @@ pub struct Published {
 
 /// Owns the health table and the snapshot swap.
 pub struct Publisher {
-    /// The served zones' origins.
-    origins: Vec<Name>,
     health: Health,
     /// What the pools answer now (in a dry run: what they would answer).
     answers: Answers,
@@ -52,14 +50,12 @@ pub struct Publisher {
 impl Publisher {
     /// `answers` must be what the current snapshot serves (or, in a dry run, would serve).
     pub fn new(
-        origins: Vec<Name>,
         health: Health,
         answers: Answers,
         snapshots: Arc<ArcSwap<Snapshot>>,
         dry_run: bool,
     ) -> Self {
         Self {
-            origins,
             health,
             answers,
             snapshots,
@@ -93,15 +89,11 @@ impl Publisher {
                 continue;
             };
             started.get_or_insert_with(Instant::now);
-            let target = &self.health.targets()[probed.target.0];
             let up = state == State::Up;
             metrics::counter!("healthdns_transitions_total", "to" => if up { "up" } else { "down" })
                 .increment(1);
-            if up {
-                tracing::info!(address = %target.address, pools = ?target.pools, check = %target.check.kind, latency = ?probed.outcome.latency, "address up");
-            } else {
-                tracing::warn!(address = %target.address, pools = ?target.pools, check = %target.check.kind, reason = %probed.outcome.reason, "address down");
-            }
+            self.health
+                .log_transition(probed.target, &probed.outcome, state, false);
             pools.extend(self.health.pools_using(probed.target));
         }
         let Some(started) = started else {
@@ -119,7 +111,7 @@ impl Publisher {
             return Published::default();
         }
         for (name, answer) in &changed {
-            let addresses: Vec<String> = answer.addresses.iter().map(ToString::to_string).collect();
+            let addresses = answer.address_texts();
             if self.dry_run {
                 tracing::info!(%name, ?addresses, servfail = answer.servfail, "dry run: would answer (serving every configured address)");
             } else {
@@ -133,19 +125,14 @@ impl Publisher {
                 swap_time: None,
             };
         }
-        let origins: Vec<&Name> = self.origins.iter().collect();
-        let rebuilt: BTreeSet<usize> = changed
-            .iter()
-            .filter_map(|(name, _)| zone_index_of(name, &origins))
-            .collect();
-        let rebuilt: Vec<&Name> = rebuilt.into_iter().map(|index| origins[index]).collect();
-        let next = self.snapshots.load().with_answers(&rebuilt, &self.answers);
+        let names: Vec<&Name> = changed.iter().map(|(name, _)| name).collect();
+        let next = self.snapshots.load().with_answers(&names, &self.answers);
         self.snapshots.store(Arc::new(next));
         let swap_time = started.elapsed();
         metrics::histogram!("healthdns_publish_seconds").record(swap_time.as_secs_f64());
         tracing::info!(
             swap_us = swap_time.as_micros() as u64,
-            zones = rebuilt.len(),
+            names = names.len(),
             "new answers swapped in"
         );
         Published {
@@ -202,7 +189,7 @@ rise = 2
         health.observe(TargetId(1), &probed(1, true).outcome);
         let answers = health.answers();
         let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones, &answers)));
-        let publisher = Publisher::new(vec![origin], health, answers, snapshots.clone(), dry_run);
+        let publisher = Publisher::new(health, answers, snapshots.clone(), dry_run);
         (publisher, snapshots)
     }
 

@@ -53,8 +53,7 @@ impl Service {
         for (index, outcome) in outcomes.iter().enumerate() {
             let target = TargetId(index);
             if health.observe(target, outcome) == Some(State::Down) {
-                let target = &health.targets()[index];
-                tracing::warn!(address = %target.address, pools = ?target.pools, check = %target.check.kind, reason = %outcome.reason, "address down at start");
+                health.log_transition(target, outcome, State::Down, true);
             }
         }
         let up = outcomes.iter().filter(|outcome| outcome.passed).count();
@@ -85,17 +84,11 @@ impl Service {
             answers.clone()
         };
         for (name, answer) in &answers {
-            let addresses: Vec<String> = answer.addresses.iter().map(ToString::to_string).collect();
+            let addresses = answer.address_texts();
             tracing::info!(%name, ?addresses, servfail = answer.servfail, "first answer");
         }
         let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones, &served)));
-        let publisher = Publisher::new(
-            zones.iter().map(|zone| zone.origin.clone()).collect(),
-            health,
-            answers,
-            snapshots.clone(),
-            config.server.dry_run,
-        );
+        let publisher = Publisher::new(health, answers, snapshots.clone(), config.server.dry_run);
         Ok(Self {
             config,
             probes,

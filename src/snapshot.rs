@@ -22,7 +22,7 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rustc_hash::FxHashMap;
 
-use crate::health::{Answers, NameAnswer};
+use crate::health::Answers;
 use crate::zonefile::ZoneData;
 
 /// The longest wire-format name (RFC 1035 §3.1).
@@ -89,26 +89,35 @@ impl Snapshot {
         let origins: Vec<&Name> = zones.iter().map(|zone| &zone.origin).collect();
         let zones = zones
             .iter()
-            .map(|zone| {
-                let built = Zone::build(zone, &answers_in_zone(&zone.origin, &origins, answers));
-                (built.base.key.clone(), Arc::new(built))
+            .enumerate()
+            .map(|(index, zone)| {
+                let pool_names: Vec<&Name> = answers
+                    .keys()
+                    .filter(|name| zone_index_of(name, &origins) == Some(index))
+                    .collect();
+                let base = Arc::new(ZoneBase::build(zone, &pool_names));
+                (
+                    base.key.clone(),
+                    Arc::new(Zone::with_answers(base, answers)),
+                )
             })
             .collect();
         Self { zones }
     }
 
-    /// This snapshot with new `answers` laid over the zones at `origins`; their static parts
-    /// and every other zone are shared, not copied or rebuilt.
-    pub fn with_answers(&self, origins: &[&Name], answers: &Answers) -> Self {
-        let all_origins: Vec<&Name> = self.zones.values().map(|zone| &zone.origin).collect();
+    /// This snapshot with new `answers` laid over the zones holding the `changed` names; their
+    /// static parts and every other zone are shared, not copied or rebuilt.
+    pub fn with_answers(&self, changed: &[&Name], answers: &Answers) -> Self {
         let mut next = self.clone();
-        for origin in origins {
-            let Some(zone) = self.zones.get(&name_key(origin)) else {
+        let mut rebuilt: rustc_hash::FxHashSet<&[u8]> = rustc_hash::FxHashSet::default();
+        for name in changed {
+            let Some(zone) = self.find_zone(&name_key(name)) else {
                 continue;
             };
-            let in_zone = answers_in_zone(origin, &all_origins, answers);
-            let rebuilt = Zone::with_answers(zone.base.clone(), &in_zone);
-            next.zones.insert(zone.base.key.clone(), Arc::new(rebuilt));
+            if rebuilt.insert(zone.key()) {
+                let zone = Zone::with_answers(zone.base.clone(), answers);
+                next.zones.insert(zone.base.key.clone(), Arc::new(zone));
+            }
         }
         next
     }
@@ -136,26 +145,11 @@ pub fn zone_index_of(name: &Name, origins: &[&Name]) -> Option<usize> {
         .map(|(index, _)| index)
 }
 
-/// The answers whose names belong to the zone at `origin`.
-fn answers_in_zone<'a>(
-    origin: &Name,
-    origins: &[&Name],
-    answers: &'a Answers,
-) -> Vec<(&'a Name, &'a NameAnswer)> {
-    answers
-        .iter()
-        .filter(|(name, _)| {
-            zone_index_of(name, origins).is_some_and(|index| origins[index] == origin)
-        })
-        .collect()
-}
-
 /// One zone's names and answers: the static part, built once from the zone file, and a small
 /// overlay holding the pool names (and the names whose additional addresses point at them),
 /// rebuilt whenever a pool's answer changes. A change costs O(pool names), not O(zone size).
 #[derive(Debug)]
 pub struct Zone {
-    pub origin: Name,
     base: Arc<ZoneBase>,
     overlay: FxHashMap<NameKey, Node>,
 }
@@ -163,7 +157,6 @@ pub struct Zone {
 /// The static part of a zone.
 #[derive(Debug)]
 pub struct ZoneBase {
-    origin: Name,
     key: NameKey,
     /// Every name; pool names are present without A/AAAA.
     nodes: FxHashMap<NameKey, Node>,
@@ -253,16 +246,15 @@ impl ZoneBase {
         let mut dependents: Vec<NameKey> = Vec::new();
         for (owner, node) in &nodes {
             let is_cut = node.cut_len == Some(owner.len() as u16);
+            if node
+                .rrsets
+                .iter()
+                .flat_map(|set| set.records.iter().filter_map(target_of))
+                .any(|target| pool_keys.contains_key(&name_key(target)))
+            {
+                dependents.push(owner.clone());
+            }
             for set in &node.rrsets {
-                if set
-                    .records
-                    .iter()
-                    .filter_map(target_of)
-                    .any(|target| pool_keys.contains_key(&name_key(target)))
-                    && !dependents.contains(owner)
-                {
-                    dependents.push(owner.clone());
-                }
                 let records = additional_for(set, is_cut, |target| nodes.get(target));
                 if !records.is_empty() {
                     additional.push((owner.clone(), set.record_type, records));
@@ -286,8 +278,13 @@ impl ZoneBase {
         };
         let mut negative_soa = soa;
         negative_soa.ttl = negative_soa.ttl.min(minimum);
+        for overlaid in pool_keys.keys().chain(&dependents) {
+            nodes
+                .get_mut(overlaid)
+                .expect("overlaid names exist")
+                .overlaid = true;
+        }
         Self {
-            origin: data.origin.clone(),
             key,
             nodes,
             pool_names: pool_keys.into_iter().collect(),
@@ -324,23 +321,15 @@ fn additional_for<'n>(
 }
 
 impl Zone {
-    /// Builds a zone from its file's records, with the A/AAAA at pool names replaced by the
-    /// pools' `answers`.
-    pub fn build(data: &ZoneData, answers: &[(&Name, &NameAnswer)]) -> Self {
-        let pool_names: Vec<&Name> = answers.iter().map(|(name, _)| *name).collect();
-        Self::with_answers(Arc::new(ZoneBase::build(data, &pool_names)), answers)
-    }
-
     /// The zone `base` with the pools' current `answers` laid over it.
-    pub fn with_answers(base: Arc<ZoneBase>, answers: &[(&Name, &NameAnswer)]) -> Self {
+    pub fn with_answers(base: Arc<ZoneBase>, answers: &Answers) -> Self {
         let mut overlay: FxHashMap<NameKey, Node> = FxHashMap::default();
         for (key, name) in &base.pool_names {
-            let mut node = base.nodes.get(key).cloned().unwrap_or_default();
-            let answer = answers.iter().find(|(answered, _)| *answered == name);
-            if let Some((_, answer)) = answer {
+            let mut node = base.nodes.get(key).cloned().expect("pool names exist");
+            if let Some(answer) = answers.get(name) {
                 node.servfail_addresses = answer.servfail;
-                for (address_type, is_v4) in [(RecordType::A, true), (RecordType::AAAA, false)] {
-                    let records: Vec<Record> = answer
+                for is_v4 in [true, false] {
+                    let records = answer
                         .addresses
                         .iter()
                         .filter(|address| address.is_ipv4() == is_v4)
@@ -350,14 +339,8 @@ impl Zone {
                                 IpAddr::V6(v6) => RData::AAAA(AAAA::from(*v6)),
                             };
                             Record::from_rdata(name.clone(), answer.ttl, data)
-                        })
-                        .collect();
-                    if let Some((first, rest)) = records.split_first() {
-                        let mut set = RrSet::new(first.clone());
-                        set.records.extend_from_slice(rest);
-                        debug_assert_eq!(set.record_type, address_type);
-                        node.rrsets.push(set);
-                    }
+                        });
+                    node.rrsets.extend(RrSet::from_records(records));
                 }
                 node.rrsets.sort_by_key(|set| u16::from(set.record_type));
             }
@@ -377,11 +360,7 @@ impl Zone {
             }
             overlay.insert(key.clone(), node);
         }
-        Self {
-            origin: base.origin.clone(),
-            base,
-            overlay,
-        }
+        Self { base, overlay }
     }
 
     /// The static part, shared by every version of this zone.
@@ -395,11 +374,13 @@ impl Zone {
     }
 
     /// The node at exactly `key`, if the name exists (as an owner or an empty non-terminal).
+    /// One hash probe, except for the few names the overlay replaces.
     pub fn node(&self, key: &[u8]) -> Option<&Node> {
-        if self.overlay.is_empty() {
-            return self.base.nodes.get(key);
+        let node = self.base.nodes.get(key)?;
+        if node.overlaid {
+            return self.overlay.get(key);
         }
-        self.overlay.get(key).or_else(|| self.base.nodes.get(key))
+        Some(node)
     }
 
     /// The SOA to put in the authority section of negative answers.
@@ -428,6 +409,8 @@ pub struct Node {
     cut_len: Option<u16>,
     /// A pool name whose pool answers SERVFAIL (all down, `all_down = "servfail"`).
     servfail_addresses: bool,
+    /// In the static part: the zone's overlay holds this name's current node.
+    overlaid: bool,
 }
 
 impl Node {
@@ -478,6 +461,14 @@ impl RrSet {
             cname_target,
         }
     }
+
+    /// An RRset of `records` (one type, one owner), or `None` when there are none.
+    fn from_records(records: impl IntoIterator<Item = Record>) -> Option<Self> {
+        let mut records = records.into_iter();
+        let mut set = Self::new(records.next()?);
+        set.records.extend(records);
+        Some(set)
+    }
 }
 
 #[cfg(test)]
@@ -498,6 +489,7 @@ mod tests {
 mod overlay_tests {
     use super::*;
     use crate::answer::{resolve, Question};
+    use crate::health::NameAnswer;
     use crate::zonefile::parse_zone;
     use hickory_proto::op::ResponseCode;
     use std::path::Path;
@@ -583,8 +575,7 @@ mail     TXT \"kept\"
         // A new answer shares the static part and changes only the overlay.
         answers.insert(mail.clone(), answer(&["10.0.0.2"], false));
         answers.insert(deep, answer(&[], false));
-        let origin_ref = &origin;
-        let next = snapshot.with_answers(&[origin_ref], &answers);
+        let next = snapshot.with_answers(&[&mail], &answers);
         let key = name_key(&origin);
         assert!(Arc::ptr_eq(
             snapshot.find_zone(&key).unwrap().base(),

@@ -144,7 +144,6 @@ fn served_binary_answers_dig_and_stops_on_sigterm() {
 #[test]
 fn serve_dry_run_probes_and_logs_but_answers_every_address() {
     use crate::support::backend::{backends, Behaviour};
-    use std::io::Read;
 
     let prefix = "127.61.8";
     let (http_port, mut backends) = backends(
@@ -193,14 +192,7 @@ fn serve_dry_run_probes_and_logs_but_answers_every_address() {
 
     process.signal("TERM");
     assert!(process.wait_exit(Duration::from_secs(10)).is_some());
-    let mut log = String::new();
-    process
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = process.stderr_text();
     assert!(log.contains("dry run: probing and logging"), "{log}");
     assert!(
         log.contains(&format!("address down at start address={prefix}.3")),
@@ -274,15 +266,7 @@ fn serve_without_icmp_permission_names_the_fix() {
         .wait_exit(Duration::from_secs(20))
         .expect("startup fails without ICMP permission");
     assert_eq!(status.code(), Some(1));
-    let mut log = String::new();
-    use std::io::Read;
-    process
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = process.stderr_text();
     assert!(log.contains("cannot open an ICMP socket for IPv4"), "{log}");
     assert!(log.contains("CAP_NET_RAW"), "{log}");
     assert!(log.contains("ping_group_range"), "{log}");

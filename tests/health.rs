@@ -101,18 +101,23 @@ fn a_killed_backend_leaves_the_answer_and_comes_back_after_rise() {
     );
 }
 
-#[test]
-fn every_kind_of_failure_removes_its_address() {
-    let prefix = "127.61.1";
-    let behaviours = vec![
+/// A healthy backend (.1), then one of each way to fail: status 503 (.2), 150 ms slow (.3),
+/// wrong body (.4), never answering (.5), a 3 MiB body (.6).
+fn one_of_each() -> Vec<Behaviour> {
+    vec![
         Behaviour::Healthy,
         Behaviour::Status(503),
         Behaviour::Delay(Duration::from_millis(150)),
         Behaviour::Body("broken\n"),
         Behaviour::Hang,
         Behaviour::Huge(3 << 20),
-    ];
-    let (port, backends) = backends(prefix, behaviours);
+    ]
+}
+
+#[test]
+fn every_kind_of_failure_removes_its_address() {
+    let prefix = "127.61.1";
+    let (port, backends) = backends(prefix, one_of_each());
     let check = format!(
         "max_latency = \"100ms\"\nbody_sha256 = \"{}\"",
         sha256_hex(HEALTHY_BODY)
@@ -153,22 +158,13 @@ fn http_target(address: IpAddr, port: u16, configure: impl FnOnce(&mut HttpCheck
             fall: 1,
             rise: 1,
         },
-        pools: Vec::new(),
     }
 }
 
 #[test]
 fn http_probe_failures_say_why() {
     let prefix = "127.61.2";
-    let behaviours = vec![
-        Behaviour::Healthy,
-        Behaviour::Status(503),
-        Behaviour::Delay(Duration::from_millis(150)),
-        Behaviour::Body("broken\n"),
-        Behaviour::Hang,
-        Behaviour::Huge(3 << 20),
-    ];
-    let (port, _backends) = backends(prefix, behaviours);
+    let (port, _backends) = backends(prefix, one_of_each());
     let address = |host: u8| -> IpAddr { format!("{prefix}.{host}").parse().unwrap() };
     let digest: [u8; 32] = Sha256::digest(HEALTHY_BODY.as_bytes()).into();
     let cases: Vec<(Target, Option<&str>)> = vec![

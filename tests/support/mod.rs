@@ -378,6 +378,15 @@ impl Process {
         assert!(status.success());
     }
 
+    /// Everything the process wrote to stderr; call after it exited.
+    pub fn stderr_text(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            stderr.read_to_string(&mut text).expect("read stderr");
+        }
+        text
+    }
+
     /// Waits up to `limit` for the process to exit.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let mut status = None;
