@@ -12,6 +12,7 @@
 //! - [`publish`]: the one writer that rebuilds and swaps the snapshot when an answer changes.
 //! - [`service`]: cold start, then probes + publisher + listeners until shutdown.
 //! - [`snapshot`]: the immutable, precomputed view that queries are answered from.
+//! - [`render`]: a zone version as BIND master-file text (snapshots, export).
 //! - [`answer`]: pure authoritative answering rules over a snapshot.
 //! - [`handler`]: request parsing rules, EDNS, truncation and encoding.
 //! - [`server`]: sockets (bound by the caller) and the serving loops.
@@ -22,6 +23,7 @@ pub mod handler;
 pub mod health;
 pub mod probe;
 pub mod publish;
+pub mod render;
 pub mod schedule;
 pub mod selection;
 pub mod server;

@@ -96,9 +96,10 @@ impl Snapshot {
                     .filter(|name| zone_index_of(name, &origins) == Some(index))
                     .collect();
                 let base = Arc::new(ZoneBase::build(zone, &pool_names));
+                let serial = zone.soa_serial();
                 (
                     base.key.clone(),
-                    Arc::new(Zone::with_answers(base, answers)),
+                    Arc::new(Zone::with_answers(base, answers, serial)),
                 )
             })
             .collect();
@@ -106,7 +107,8 @@ impl Snapshot {
     }
 
     /// This snapshot with new `answers` laid over the zones holding the `changed` names; their
-    /// static parts and every other zone are shared, not copied or rebuilt.
+    /// static parts and every other zone are shared, not copied or rebuilt. A zone whose
+    /// records changed gets the next serial.
     pub fn with_answers(&self, changed: &[&Name], answers: &Answers) -> Self {
         let mut next = self.clone();
         let mut rebuilt: rustc_hash::FxHashSet<&[u8]> = rustc_hash::FxHashSet::default();
@@ -115,11 +117,31 @@ impl Snapshot {
                 continue;
             };
             if rebuilt.insert(zone.key()) {
-                let zone = Zone::with_answers(zone.base.clone(), answers);
+                let zone = zone.next_version(answers);
                 next.zones.insert(zone.base.key.clone(), Arc::new(zone));
             }
         }
         next
+    }
+
+    /// This snapshot with the zone at origin `key` restarted at `serial` (no history).
+    pub fn with_serial(&self, key: &[u8], serial: u32) -> Self {
+        let mut next = self.clone();
+        if let Some(zone) = self.zones.get(key) {
+            next.zones
+                .insert(zone.base.key.clone(), Arc::new(zone.at_serial(serial)));
+        }
+        next
+    }
+
+    /// The zone whose origin is exactly `key`.
+    pub fn zone(&self, key: &[u8]) -> Option<&Arc<Zone>> {
+        self.zones.get(key)
+    }
+
+    /// Every zone, in no particular order.
+    pub fn zones(&self) -> impl Iterator<Item = &Arc<Zone>> {
+        self.zones.values()
     }
 
     /// The most specific served zone that contains `key`.
@@ -152,6 +174,38 @@ pub fn zone_index_of(name: &Name, origins: &[&Name]) -> Option<usize> {
 pub struct Zone {
     base: Arc<ZoneBase>,
     overlay: FxHashMap<NameKey, Node>,
+    /// This version's SOA serial.
+    serial: u32,
+    /// The SOA for negative answers: TTL = min(SOA TTL, SOA MINIMUM) (RFC 2308 §5).
+    negative_soa: [Record; 1],
+    /// The last changes up to this version, oldest first, for incremental transfers.
+    history: Vec<Arc<Change>>,
+}
+
+/// How many changes a zone keeps for IXFR; a secondary further behind gets the whole zone.
+pub const HISTORY_LENGTH: usize = 64;
+
+/// One serial change of a zone: the records that left and came (RFC 1995 §4).
+#[derive(Debug, PartialEq)]
+pub struct Change {
+    pub from_serial: u32,
+    pub to_serial: u32,
+    pub removed: Vec<Record>,
+    pub added: Vec<Record>,
+}
+
+/// `serial` + 1 in serial number arithmetic (RFC 1982): wraps past 2^32 - 1.
+pub fn next_serial(serial: u32) -> u32 {
+    serial.wrapping_add(1)
+}
+
+/// The SOA `soa` with `serial` in it.
+pub fn with_serial(soa: &Record, serial: u32) -> Record {
+    let mut record = soa.clone();
+    if let RData::SOA(data) = &mut record.data {
+        data.serial = serial;
+    }
+    record
 }
 
 /// The static part of a zone.
@@ -165,8 +219,11 @@ pub struct ZoneBase {
     /// Names with an NS/MX/SRV RRset whose target is a pool name: their additional addresses
     /// are recomputed in the overlay.
     dependents: Vec<NameKey>,
-    /// The SOA for negative answers: TTL = min(SOA TTL, SOA MINIMUM) (RFC 2308 §5).
-    negative_soa: [Record; 1],
+    /// The zone file's SOA; its serial is replaced by each version's.
+    soa: Record,
+    /// Every owner with records, in canonical DNS order (RFC 4034 §6.1): the order zone
+    /// transfers and snapshot files list names in.
+    ordered: Vec<NameKey>,
 }
 
 impl ZoneBase {
@@ -271,27 +328,47 @@ impl ZoneBase {
             set.additional = records;
         }
 
-        let soa = data.soa().clone();
-        let minimum = match &soa.data {
-            RData::SOA(soa) => soa.minimum,
-            _ => unreachable!("soa() returns an SOA"),
-        };
-        let mut negative_soa = soa;
-        negative_soa.ttl = negative_soa.ttl.min(minimum);
-        for overlaid in pool_keys.keys().chain(&dependents) {
+        // The apex is overlaid too: each version carries its own serial in the SOA.
+        for overlaid in pool_keys.keys().chain(&dependents).chain([&key]) {
             nodes
                 .get_mut(overlaid)
                 .expect("overlaid names exist")
                 .overlaid = true;
         }
+        let mut ordered: Vec<NameKey> = nodes
+            .iter()
+            .filter(|(owner, node)| !node.rrsets.is_empty() || pool_keys.contains_key(*owner))
+            .map(|(owner, _)| owner.clone())
+            .collect();
+        ordered.sort_by(|left, right| canonical_labels(left).cmp(&canonical_labels(right)));
+        let mut pool_names: Vec<(NameKey, Name)> = pool_keys.into_iter().collect();
+        pool_names
+            .sort_by(|left, right| canonical_labels(&left.0).cmp(&canonical_labels(&right.0)));
         Self {
             key,
             nodes,
-            pool_names: pool_keys.into_iter().collect(),
+            pool_names,
             dependents,
-            negative_soa: [negative_soa],
+            soa: data.soa().clone(),
+            ordered,
         }
     }
+}
+
+/// The labels of a key from the root down: comparing these compares names in canonical DNS
+/// order (RFC 4034 §6.1), since keys are lowercase and a parent's labels are a prefix.
+fn canonical_labels(key: &[u8]) -> smallvec::SmallVec<[&[u8]; 8]> {
+    let mut labels = smallvec::SmallVec::new();
+    let mut rest = key;
+    while let Some((&length, tail)) = rest.split_first() {
+        if length == 0 {
+            break;
+        }
+        labels.push(&tail[..length as usize]);
+        rest = &tail[length as usize..];
+    }
+    labels.reverse();
+    labels
 }
 
 /// The addresses of `set`'s in-zone NS/MX/SRV targets (for NS at a cut, glue below the cut
@@ -321,9 +398,11 @@ fn additional_for<'n>(
 }
 
 impl Zone {
-    /// The zone `base` with the pools' current `answers` laid over it.
-    pub fn with_answers(base: Arc<ZoneBase>, answers: &Answers) -> Self {
+    /// The zone `base` with the pools' current `answers` laid over it, at `serial`.
+    pub fn with_answers(base: Arc<ZoneBase>, answers: &Answers, serial: u32) -> Self {
         let mut overlay: FxHashMap<NameKey, Node> = FxHashMap::default();
+        let apex = base.nodes.get(&base.key).cloned().expect("the apex exists");
+        overlay.insert(base.key.clone(), apex);
         for (key, name) in &base.pool_names {
             let mut node = base.nodes.get(key).cloned().expect("pool names exist");
             if let Some(answer) = answers.get(name) {
@@ -360,7 +439,159 @@ impl Zone {
             }
             overlay.insert(key.clone(), node);
         }
-        Self { base, overlay }
+        let mut zone = Self {
+            negative_soa: [base.soa.clone()],
+            base,
+            overlay,
+            serial,
+            history: Vec::new(),
+        };
+        zone.set_serial(serial);
+        zone
+    }
+
+    /// Puts `serial` in the apex SOA and the negative-answer SOA.
+    fn set_serial(&mut self, serial: u32) {
+        self.serial = serial;
+        let soa = with_serial(&self.base.soa, serial);
+        let apex = self
+            .overlay
+            .get_mut(&self.base.key)
+            .expect("the apex is overlaid");
+        for set in &mut apex.rrsets {
+            if set.record_type == RecordType::SOA {
+                set.records = vec![soa.clone()];
+            }
+        }
+        let minimum = match &soa.data {
+            RData::SOA(data) => data.minimum,
+            _ => unreachable!("zones are loaded with an SOA"),
+        };
+        let mut negative_soa = soa;
+        negative_soa.ttl = negative_soa.ttl.min(minimum);
+        self.negative_soa = [negative_soa];
+    }
+
+    /// The next version of this zone with `answers`: the serial goes up by one, with the change
+    /// remembered for IXFR, only when the zone's records differ; otherwise the serial stays
+    /// (a changed SERVFAIL flag alone changes no record).
+    pub fn next_version(&self, answers: &Answers) -> Self {
+        let mut next = Self::with_answers(self.base.clone(), answers, self.serial);
+        let (removed, added) = self.pool_record_changes(&next);
+        if removed.is_empty() && added.is_empty() {
+            next.history = self.history.clone();
+            return next;
+        }
+        let serial = next_serial(self.serial);
+        next.set_serial(serial);
+        let mut history = self.history.clone();
+        if history.len() == HISTORY_LENGTH {
+            history.remove(0);
+        }
+        history.push(Arc::new(Change {
+            from_serial: self.serial,
+            to_serial: serial,
+            removed,
+            added,
+        }));
+        next.history = history;
+        next
+    }
+
+    /// The pool records in `self` but not in `next`, and in `next` but not in `self`.
+    fn pool_record_changes(&self, next: &Zone) -> (Vec<Record>, Vec<Record>) {
+        let addresses = |zone: &Zone, key: &[u8]| -> Vec<Record> {
+            zone.node(key)
+                .map(|node| {
+                    node.rrsets
+                        .iter()
+                        .filter(|set| matches!(set.record_type, RecordType::A | RecordType::AAAA))
+                        .flat_map(|set| set.records.iter().cloned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut removed = Vec::new();
+        let mut added = Vec::new();
+        for (key, _) in &self.base.pool_names {
+            let before = addresses(self, key);
+            let after = addresses(next, key);
+            removed.extend(
+                before
+                    .iter()
+                    .filter(|record| !after.contains(record))
+                    .cloned(),
+            );
+            added.extend(
+                after
+                    .iter()
+                    .filter(|record| !before.contains(record))
+                    .cloned(),
+            );
+        }
+        (removed, added)
+    }
+
+    /// This version with its serial set to `serial` and no history (a starting version).
+    pub fn at_serial(&self, serial: u32) -> Self {
+        let mut zone = Self {
+            base: self.base.clone(),
+            overlay: self.overlay.clone(),
+            serial,
+            negative_soa: self.negative_soa.clone(),
+            history: Vec::new(),
+        };
+        zone.set_serial(serial);
+        zone
+    }
+
+    /// This version's SOA serial.
+    pub fn serial(&self) -> u32 {
+        self.serial
+    }
+
+    /// The zone's origin.
+    pub fn origin(&self) -> &Name {
+        &self.base.soa.name
+    }
+
+    /// The SOA at this version's serial.
+    pub fn soa(&self) -> &Record {
+        let apex = self
+            .overlay
+            .get(&self.base.key)
+            .expect("the apex is overlaid");
+        &apex
+            .rrset(RecordType::SOA)
+            .expect("the apex has an SOA")
+            .records[0]
+    }
+
+    /// Every record of this version, SOA first, then names in canonical order with their
+    /// RRsets by type code and records in zone-file (or pool-config) order. The SOA is not
+    /// repeated at the end; a transfer adds it.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        let soa = self.soa();
+        std::iter::once(soa).chain(self.base.ordered.iter().flat_map(move |key| {
+            self.node(key)
+                .into_iter()
+                .flat_map(|node| node.rrsets.iter())
+                .filter(|set| set.record_type != RecordType::SOA)
+                .flat_map(|set| set.records.iter())
+        }))
+    }
+
+    /// The changes from `serial` to this version, oldest first, if they are all still kept;
+    /// empty when `serial` is this version's.
+    pub fn changes_since(&self, serial: u32) -> Option<&[Arc<Change>]> {
+        if serial == self.serial {
+            return Some(&[]);
+        }
+        let start = self
+            .history
+            .iter()
+            .position(|change| change.from_serial == serial)?;
+        Some(&self.history[start..])
     }
 
     /// The static part, shared by every version of this zone.
@@ -385,7 +616,7 @@ impl Zone {
 
     /// The SOA to put in the authority section of negative answers.
     pub fn negative_soa(&self) -> &[Record] {
-        &self.base.negative_soa
+        &self.negative_soa
     }
 }
 

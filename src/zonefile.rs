@@ -309,6 +309,19 @@ fn parse_record(
     rdata_text: &str,
     origin: &Name,
 ) -> Result<Record, String> {
+    let trimmed = rdata_text.trim_start();
+    if let Some(generic) = trimmed.strip_prefix("\\#") {
+        let data = parse_generic(record_type, generic)?;
+        return Ok(Record::from_rdata(owner.clone(), ttl, data));
+    }
+    if record_type == RecordType::TXT {
+        // hickory's parser decodes `\DDD` above 127 as a Unicode code point (two or more
+        // bytes), so TXT character-strings are decoded here.
+        let strings = parse_character_strings(rdata_text)?;
+        let txt =
+            hickory_proto::rr::rdata::TXT::from_bytes(strings.iter().map(Vec::as_slice).collect());
+        return Ok(Record::from_rdata(owner.clone(), ttl, RData::TXT(txt)));
+    }
     let single = format!("$ORIGIN {origin}\n{owner} {ttl} IN {record_type} {rdata_text}\n");
     let (_, sets) = Parser::new(single, None, Some(origin.clone()))
         .parse()
@@ -322,6 +335,107 @@ fn parse_record(
         return Err(format!("{record_type} record has no data"));
     }
     Ok(record)
+}
+
+/// RFC 3597 §5 generic RDATA after `\#`: a length and that many bytes in hex.
+fn parse_generic(record_type: RecordType, text: &str) -> Result<RData, String> {
+    let mut fields = text.split_whitespace();
+    let length: u16 = fields
+        .next()
+        .and_then(|field| field.parse().ok())
+        .ok_or_else(|| format!("bad {record_type} record: \\# needs a length"))?;
+    let hex_text: String = fields.collect();
+    let bytes = hex::decode(&hex_text)
+        .map_err(|error| format!("bad {record_type} record: \\# data is not hex: {error}"))?;
+    if bytes.len() != usize::from(length) {
+        return Err(format!(
+            "bad {record_type} record: \\# says {length} bytes but has {}",
+            bytes.len()
+        ));
+    }
+    let mut decoder = hickory_proto::serialize::binary::BinDecoder::new(&bytes);
+    let data = RData::read(
+        &mut decoder,
+        record_type,
+        hickory_proto::serialize::binary::Restrict::new(length),
+    )
+    .map_err(|error| format!("bad {record_type} record: {error}"))?;
+    if !decoder.is_empty() {
+        return Err(format!(
+            "bad {record_type} record: \\# data has trailing bytes"
+        ));
+    }
+    Ok(data)
+}
+
+/// Character-strings (RFC 1035 §5.1): quoted or bare, with `\X` and `\DDD` escapes; each at
+/// most 255 bytes.
+pub fn parse_character_strings(text: &str) -> Result<Vec<Vec<u8>>, String> {
+    let bytes = text.as_bytes();
+    let mut strings = Vec::new();
+    let mut index = 0;
+    loop {
+        while index < bytes.len() && bytes[index].is_ascii_whitespace() {
+            index += 1;
+        }
+        if index >= bytes.len() {
+            break;
+        }
+        let quoted = bytes[index] == b'"';
+        if quoted {
+            index += 1;
+        }
+        let mut string = Vec::new();
+        loop {
+            let Some(&byte) = bytes.get(index) else {
+                if quoted {
+                    return Err("unterminated quoted string".into());
+                }
+                break;
+            };
+            if quoted && byte == b'"' {
+                index += 1;
+                break;
+            }
+            if !quoted && byte.is_ascii_whitespace() {
+                break;
+            }
+            index += 1;
+            if byte != b'\\' {
+                string.push(byte);
+                continue;
+            }
+            let digits = bytes
+                .get(index..index + 3)
+                .filter(|digits| digits.iter().all(u8::is_ascii_digit));
+            if let Some(digits) = digits {
+                let value: u32 = std::str::from_utf8(digits)
+                    .expect("digits")
+                    .parse()
+                    .expect("digits");
+                let value =
+                    u8::try_from(value).map_err(|_| format!("escape \\{value} is above 255"))?;
+                string.push(value);
+                index += 3;
+            } else if let Some(&escaped) = bytes.get(index) {
+                string.push(escaped);
+                index += 1;
+            } else {
+                return Err("a backslash ends the text".into());
+            }
+        }
+        if string.len() > 255 {
+            return Err(format!(
+                "a character-string is {} bytes; at most 255",
+                string.len()
+            ));
+        }
+        strings.push(string);
+    }
+    if strings.is_empty() {
+        return Err("TXT needs at least one character-string".into());
+    }
+    Ok(strings)
 }
 
 fn parse_ttl_token(text: &str) -> Option<u32> {

@@ -5,6 +5,7 @@ mod support;
 mod authoritative;
 mod cli;
 mod compare_nsd;
+mod golden;
 mod health;
 mod icmp;
 mod transport;
