@@ -129,7 +129,16 @@ pub struct Response<'a> {
     pub additional_required: bool,
 }
 
-impl Response<'_> {
+impl<'a> Response<'a> {
+    /// An authoritative answer holding only `zone`'s SOA (IXFR over UDP, RFC 1995 §2).
+    pub fn soa_only(zone: &'a crate::snapshot::Zone) -> Self {
+        let mut response = Self::new(ResponseCode::NoError, true);
+        response
+            .answer
+            .push_shared(std::slice::from_ref(zone.soa()), 0);
+        response
+    }
+
     fn new(rcode: ResponseCode, authoritative: bool) -> Self {
         Self {
             rcode,

@@ -46,6 +46,18 @@ mod file {
         pub udp_payload: Spanned<u16>,
         #[serde(default)]
         pub dry_run: bool,
+        #[serde(default = "default_min_serial_interval", with = "humantime_serde")]
+        pub min_serial_interval: Duration,
+        #[serde(default = "default_state_file")]
+        pub state_file: String,
+    }
+
+    fn default_min_serial_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn default_state_file() -> String {
+        "healthdns.state".into()
     }
 
     impl Default for Server {
@@ -56,6 +68,8 @@ mod file {
                 udp_sockets: 0,
                 udp_payload: default_udp_payload(),
                 dry_run: false,
+                min_serial_interval: default_min_serial_interval(),
+                state_file: default_state_file(),
             }
         }
     }
@@ -77,6 +91,12 @@ mod file {
     pub struct Zone {
         pub origin: Spanned<String>,
         pub file: Spanned<String>,
+        pub snapshot: Option<Spanned<String>>,
+        #[serde(default)]
+        pub allow_transfer: Vec<Spanned<String>>,
+        #[serde(default)]
+        pub also_notify: Vec<Spanned<String>>,
+        pub notify_source: Option<Spanned<IpAddr>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -189,6 +209,10 @@ pub struct ServerConfig {
     pub udp_payload: u16,
     /// Probe and log, but answer every configured address.
     pub dry_run: bool,
+    /// The least time between two serials of the answers (changes in between are coalesced).
+    pub min_serial_interval: Duration,
+    /// Where each zone's last serial is kept across restarts.
+    pub state_file: PathBuf,
 }
 
 /// `[[zone]]`: one zone served from a master file.
@@ -197,6 +221,27 @@ pub struct ZoneConfig {
     pub origin: Name,
     /// Resolved against the config file's folder.
     pub file: PathBuf,
+    /// Where the BIND snapshot of the served zone is written, if anywhere.
+    pub snapshot: Option<PathBuf>,
+    /// Who may transfer the zone (AXFR/IXFR over TCP); empty: nobody.
+    pub allow_transfer: Vec<ipnet::IpNet>,
+    /// Secondaries sent NOTIFY on every new serial.
+    pub also_notify: Vec<SocketAddr>,
+    /// The address NOTIFY is sent from; `None`: the listen address of the target's family.
+    pub notify_source: Option<IpAddr>,
+}
+
+impl ZoneConfig {
+    /// True when `address` may transfer this zone.
+    pub fn may_transfer(&self, address: IpAddr) -> bool {
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 => v4,
+        };
+        self.allow_transfer
+            .iter()
+            .any(|prefix| prefix.contains(&address))
+    }
 }
 
 /// `[[pool]]`: health-checked addresses that answer A/AAAA for some names.
@@ -398,7 +443,50 @@ impl Config {
                 ));
             }
             let file = folder.join(zone.file.get_ref());
-            zones.push(ZoneConfig { origin, file });
+            let snapshot = zone
+                .snapshot
+                .as_ref()
+                .map(|path| folder.join(path.get_ref()));
+            let allow_transfer = zone
+                .allow_transfer
+                .iter()
+                .map(|text| {
+                    parse_prefix(text.get_ref()).ok_or_else(|| {
+                        invalid(
+                            text.span(),
+                            "zone.allow_transfer",
+                            format!(
+                                "{:?} is not an address or prefix (\"192.0.2.1\", \"10.0.0.0/8\", \"::1\")",
+                                text.get_ref()
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let also_notify = zone
+                .also_notify
+                .iter()
+                .map(|text| {
+                    parse_notify_target(text.get_ref()).ok_or_else(|| {
+                        invalid(
+                            text.span(),
+                            "zone.also_notify",
+                            format!(
+                                "{:?} is not an address with an optional port (\"192.0.2.1\", \"192.0.2.1:5300\", \"[::1]:53\")",
+                                text.get_ref()
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            zones.push(ZoneConfig {
+                origin,
+                file,
+                snapshot,
+                allow_transfer,
+                also_notify,
+                notify_source: zone.notify_source.map(|source| source.into_inner()),
+            });
         }
 
         let mut pools: Vec<PoolConfig> = Vec::new();
@@ -438,11 +526,32 @@ impl Config {
                 udp_sockets,
                 udp_payload,
                 dry_run: raw.server.dry_run,
+                min_serial_interval: raw.server.min_serial_interval,
+                state_file: folder.join(&raw.server.state_file),
             },
             zones,
             pools,
         })
     }
+}
+
+/// "192.0.2.1", "10.0.0.0/8", "::1" or "2001:db8::/32".
+fn parse_prefix(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    if text.contains('/') {
+        return text.parse().ok();
+    }
+    text.parse::<IpAddr>().ok().map(ipnet::IpNet::from)
+}
+
+/// "192.0.2.1" (port 53), "192.0.2.1:5300", "::1" or "[::1]:5300".
+fn parse_notify_target(text: &str) -> Option<SocketAddr> {
+    let text = text.trim();
+    text.parse::<SocketAddr>().ok().or_else(|| {
+        text.parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
 }
 
 type Invalid<'a> = dyn Fn(Range<usize>, &str, String) -> ConfigError + 'a;

@@ -12,7 +12,10 @@
 //! - A packet whose header parses but whose body does not: FORMERR, header only.
 //! - Opcode other than QUERY: NOTIMP. QDCOUNT other than 1: FORMERR.
 //! - QCLASS other than IN (CH, ANY, NONE, ...): REFUSED; no server identity is disclosed.
-//! - AXFR/IXFR: REFUSED (not served yet). QTYPE OPT: FORMERR.
+//! - AXFR/IXFR: for a name that is not a served zone's origin, NOTAUTH; from a source not in
+//!   the zone's `allow_transfer`, REFUSED (logged). AXFR over UDP: REFUSED. IXFR over UDP:
+//!   the current SOA only (RFC 1995 §2; the client then asks over TCP). Over TCP: the
+//!   transfer, streamed by `transfer`. QTYPE OPT: FORMERR.
 //! - EDNS version above 0: BADVERS with our OPT (RFC 6891 §6.1.3). DO is never set in
 //!   answers (no DNSSEC). Our OPT advertises `udp_payload` (1232 by default).
 //! - UDP size limit: 512 without EDNS, else max(512, min(client size, udp_payload)).
@@ -24,17 +27,37 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hickory_proto::rr::Name;
+
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
-use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageRequest, MessageResponseBuilder};
 
 use crate::answer::{resolve, Question, Response, SectionIter};
-use crate::snapshot::Snapshot;
+use crate::config::ZoneConfig;
+use crate::snapshot::{name_key, Snapshot};
+use crate::transfer::{client_serial, Transfer};
+
+/// The transport a request came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What to do with a request after `DnsHandler::answer`.
+pub enum Answered {
+    /// Send nothing (a response, or a packet too short to answer).
+    Nothing,
+    /// Send the message in the output buffer.
+    Message,
+    /// Stream this zone transfer (TCP only).
+    Transfer(Transfer),
+}
 
 /// The smallest UDP payload every DNS client accepts (RFC 1035 §4.2.1).
 const MIN_UDP_PAYLOAD: u16 = 512;
@@ -60,6 +83,8 @@ enum Plan<'a> {
     Error(ResponseCode),
     /// An answer from the snapshot.
     Answer(Response<'a>),
+    /// A zone transfer, encoded by `transfer`.
+    Transfer(Transfer),
 }
 
 /// Which records of a plan to encode.
@@ -76,19 +101,81 @@ pub struct DnsHandler {
     snapshots: Arc<ArcSwap<Snapshot>>,
     /// Our OPT record: advertised UDP payload, version 0, DO clear.
     edns: Edns,
+    /// Who may transfer which zone.
+    zones: Arc<Vec<ZoneConfig>>,
 }
 
 impl DnsHandler {
-    pub fn new(snapshots: Arc<ArcSwap<Snapshot>>, udp_payload: u16) -> Self {
+    pub fn new(
+        snapshots: Arc<ArcSwap<Snapshot>>,
+        udp_payload: u16,
+        zones: Arc<Vec<ZoneConfig>>,
+    ) -> Self {
         let mut edns = Edns::new();
         edns.set_max_payload(udp_payload.max(MIN_UDP_PAYLOAD));
         edns.set_version(0);
         edns.set_dnssec_ok(false);
-        Self { snapshots, edns }
+        Self {
+            snapshots,
+            edns,
+            zones,
+        }
+    }
+
+    /// The response to a transfer request (AXFR or IXFR) for `name`.
+    fn plan_transfer<'a>(
+        &self,
+        snapshot: &'a Snapshot,
+        request: &MessageRequest,
+        name: &Name,
+        record_type: RecordType,
+        source: SocketAddr,
+        transport: Transport,
+    ) -> Plan<'a> {
+        let Some(zone) = snapshot.zone(&name_key(name)) else {
+            return Plan::Error(ResponseCode::NotAuth);
+        };
+        let allowed = self
+            .zones
+            .iter()
+            .find(|config| &config.origin == name)
+            .is_some_and(|config| config.may_transfer(source.ip()));
+        let outcome = match (allowed, transport, record_type) {
+            (false, _, _) => "refused",
+            (true, Transport::Udp, RecordType::AXFR) => "refused",
+            (true, Transport::Udp, _) => "soa",
+            (true, Transport::Tcp, _) => "started",
+        };
+        metrics::counter!("healthdns_transfers_total", "type" => record_type.to_string(), "result" => outcome)
+            .increment(1);
+        if !allowed {
+            tracing::warn!(zone = %zone.origin(), %source, %record_type, "transfer refused: source not in allow_transfer");
+            return Plan::Error(ResponseCode::Refused);
+        }
+        let query = request.queries.queries()[0].original().clone();
+        match (transport, record_type) {
+            (Transport::Udp, RecordType::AXFR) => Plan::Error(ResponseCode::Refused),
+            (Transport::Udp, _) => Plan::Answer(Response::soa_only(zone)),
+            (Transport::Tcp, RecordType::AXFR) => {
+                Plan::Transfer(Transfer::axfr(zone.clone(), request.metadata.id, query))
+            }
+            (Transport::Tcp, _) => Plan::Transfer(Transfer::ixfr(
+                zone.clone(),
+                request.metadata.id,
+                query,
+                client_serial(&request.authorities),
+            )),
+        }
     }
 
     /// Decides the response to a parsed request.
-    fn plan<'a>(&self, snapshot: &'a Snapshot, request: &MessageRequest) -> (Metadata, Plan<'a>) {
+    fn plan<'a>(
+        &self,
+        snapshot: &'a Snapshot,
+        request: &MessageRequest,
+        source: SocketAddr,
+        transport: Transport,
+    ) -> (Metadata, Plan<'a>) {
         let mut metadata = Metadata::response_from_request(&request.metadata);
         let plan = if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
             Plan::Error(ResponseCode::BADVERS)
@@ -101,7 +188,14 @@ impl DnsHandler {
             let original = query.original();
             match (original.query_class, original.query_type) {
                 (class, _) if class != DNSClass::IN => Plan::Error(ResponseCode::Refused),
-                (_, RecordType::AXFR | RecordType::IXFR) => Plan::Error(ResponseCode::Refused),
+                (_, record_type @ (RecordType::AXFR | RecordType::IXFR)) => self.plan_transfer(
+                    snapshot,
+                    request,
+                    &original.name,
+                    record_type,
+                    source,
+                    transport,
+                ),
                 (_, RecordType::OPT) => Plan::Error(ResponseCode::FormErr),
                 (_, record_type) => Plan::Answer(resolve(
                     snapshot,
@@ -119,6 +213,7 @@ impl DnsHandler {
                 metadata.response_code = response.rcode;
                 metadata.authoritative = response.authoritative;
             }
+            Plan::Transfer(_) => {}
         }
         (metadata, plan)
     }
@@ -130,33 +225,53 @@ impl DnsHandler {
 
     /// Answers one UDP datagram into `out`; returns false when nothing should be sent.
     pub fn answer_udp(&self, packet: &[u8], source: SocketAddr, out: &mut Vec<u8>) -> bool {
+        matches!(
+            self.answer(packet, source, Transport::Udp, out),
+            Answered::Message
+        )
+    }
+
+    /// Answers one request into `out`, or returns the transfer to stream.
+    pub fn answer(
+        &self,
+        packet: &[u8],
+        source: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> Answered {
         out.clear();
         let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
-            return false;
+            return Answered::Nothing;
         };
         if header.metadata.message_type == MessageType::Response {
-            return false;
+            return Answered::Nothing;
         }
-        let request = match Request::from_bytes(packet.to_vec(), source, Protocol::Udp) {
+        let protocol = match transport {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp => Protocol::Tcp,
+        };
+        let request = match Request::from_bytes(packet.to_vec(), source, protocol) {
             Ok(request) => request,
             Err(_) => {
                 encode_header_only(&header.metadata, ResponseCode::FormErr, out);
-                return true;
+                return Answered::Message;
             }
         };
-        let limit = match &request.edns {
-            None => MIN_UDP_PAYLOAD,
-            Some(edns) => edns
+        let limit = match (&request.edns, transport) {
+            (_, Transport::Tcp) => u16::MAX,
+            (None, Transport::Udp) => MIN_UDP_PAYLOAD,
+            (Some(edns), Transport::Udp) => edns
                 .max_payload()
                 .min(self.edns.max_payload())
                 .max(MIN_UDP_PAYLOAD),
         };
         let snapshot = self.snapshots.load();
-        let (metadata, plan) = self.plan(&snapshot, &request);
+        let (metadata, plan) = self.plan(&snapshot, &request, source, transport);
         let edns = self.response_edns(&request);
-        let mut fit = match &plan {
+        let mut fit = match plan {
             Plan::Error(_) => Fit::Truncated,
             Plan::Answer(_) => Fit::Everything,
+            Plan::Transfer(transfer) => return Answered::Transfer(transfer),
         };
         loop {
             out.clear();
@@ -168,7 +283,7 @@ impl DnsHandler {
             }
             let message = build(&request, edns, metadata, &plan, fit);
             match message.destructive_emit(&mut encoder) {
-                Ok(info) if !info.truncation || fit == Fit::Truncated => return true,
+                Ok(info) if !info.truncation || fit == Fit::Truncated => return Answered::Message,
                 Ok(info) => {
                     let Plan::Answer(response) = &plan else {
                         unreachable!("errors are encoded without records")
@@ -185,7 +300,7 @@ impl DnsHandler {
                 Err(error) => {
                     tracing::warn!(%error, %source, "cannot encode a response; sending SERVFAIL");
                     encode_header_only(&request.metadata, ResponseCode::ServFail, out);
-                    return true;
+                    return Answered::Message;
                 }
             }
         }
@@ -248,40 +363,6 @@ fn encode_header_only(request: &Metadata, code: ResponseCode, out: &mut Vec<u8>)
     }
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for DnsHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let snapshot = self.snapshots.load_full();
-        let (metadata, plan) = self.plan(&snapshot, request);
-        let message = build(
-            request,
-            self.response_edns(request),
-            metadata,
-            &plan,
-            match plan {
-                Plan::Answer(_) => Fit::Everything,
-                Plan::Error(_) => Fit::Truncated,
-            },
-        );
-        match response_handle.send_response(message).await {
-            Ok(info) => info,
-            Err(error) => {
-                tracing::debug!(%error, "cannot send a TCP response");
-                let mut metadata = metadata;
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                })
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -305,6 +386,7 @@ mod tests {
                 &Default::default(),
             ))),
             1232,
+            Arc::new(Vec::new()),
         )
     }
 

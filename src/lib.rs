@@ -13,27 +13,54 @@
 //! - [`service`]: cold start, then probes + publisher + listeners until shutdown.
 //! - [`snapshot`]: the immutable, precomputed view that queries are answered from.
 //! - [`render`]: a zone version as BIND master-file text (snapshots, export).
+//! - [`serial`]: serials that only go up, across restarts (the state file).
+//! - [`export`]: snapshot files and the state file, written atomically off the answer path.
+//! - [`notify`]: NOTIFY to secondaries on every new serial.
+//! - [`transfer`]: AXFR/IXFR responses streamed from one snapshot.
 //! - [`answer`]: pure authoritative answering rules over a snapshot.
 //! - [`handler`]: request parsing rules, EDNS, truncation and encoding.
 //! - [`server`]: sockets (bound by the caller) and the serving loops.
 
 pub mod answer;
 pub mod config;
+pub mod export;
 pub mod handler;
 pub mod health;
+pub mod notify;
 pub mod probe;
 pub mod publish;
 pub mod render;
 pub mod schedule;
 pub mod selection;
+pub mod serial;
 pub mod server;
 pub mod service;
 pub mod snapshot;
+pub mod transfer;
 pub mod verdict;
 pub mod zonefile;
 
 use config::Config;
 use zonefile::{ZoneData, ZoneErrors};
+
+/// The first snapshot: `zones` with `answers` laid over them, each zone at its starting serial
+/// (see [`serial`]).
+pub fn first_snapshot(
+    zones: &[ZoneData],
+    answers: &health::Answers,
+    state: &serial::State,
+) -> snapshot::Snapshot {
+    let mut snapshot = snapshot::Snapshot::build(zones, answers);
+    for data in zones {
+        let key = snapshot::name_key(&data.origin);
+        let zone = snapshot.zone(&key).expect("built zones are served").clone();
+        let serial = state.starting_serial(&zone, &serial::content_digest(&zone));
+        if serial != zone.serial() {
+            snapshot = snapshot.with_serial(&key, serial);
+        }
+    }
+    snapshot
+}
 
 /// Loads every configured zone, returning all zones or every error in every zone.
 pub fn load_zones(config: &Config) -> Result<Vec<ZoneData>, Vec<ZoneErrors>> {

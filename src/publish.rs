@@ -8,17 +8,25 @@
 //! and swaps the new snapshot in. Queries keep reading the old
 //! snapshot until the swap, and the next query reads the new one.
 //!
+//! Serials are coalesced: a swap changes zone serials, so two swaps are at least
+//! `min_serial_interval` apart (default 1 s, edgemanage's `dnschange_maxfreq`). The first
+//! change after a quiet interval is swapped in at once; changes that follow within the
+//! interval wait for its end and go out together, so a flapping backend cannot make
+//! secondaries transfer continuously. Each swap is also sent on a watch channel to the tasks
+//! that write snapshot files and send NOTIFY; sending never waits.
+//!
 //! It logs every verdict transition (address, pools, check, reason) and every answer change,
 //! with the time from the verdict change to the swap. In a dry run it logs what it would
 //! answer but keeps serving every configured address.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::{Answers, Health, NameAnswer};
@@ -44,7 +52,14 @@ pub struct Publisher {
     /// What the pools answer now (in a dry run: what they would answer).
     answers: Answers,
     snapshots: Arc<ArcSwap<Snapshot>>,
+    /// Every swapped-in snapshot, for the snapshot writer and the notifier.
+    versions: watch::Sender<Arc<Snapshot>>,
     dry_run: bool,
+    min_serial_interval: Duration,
+    /// Names whose new answer is not swapped in yet, and when the first of them changed.
+    pending: BTreeSet<Name>,
+    pending_since: Option<Instant>,
+    last_swap: Option<Instant>,
 }
 
 impl Publisher {
@@ -54,29 +69,56 @@ impl Publisher {
         answers: Answers,
         snapshots: Arc<ArcSwap<Snapshot>>,
         dry_run: bool,
+        min_serial_interval: Duration,
     ) -> Self {
+        let (versions, _) = watch::channel(snapshots.load_full());
         Self {
             health,
             answers,
             snapshots,
+            versions,
             dry_run,
+            min_serial_interval,
+            pending: BTreeSet::new(),
+            pending_since: None,
+            last_swap: None,
         }
+    }
+
+    /// A receiver of every snapshot swapped in (starting with the current one).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.versions.subscribe()
+    }
+
+    /// When the pending changes may be swapped in, if there are any.
+    fn due(&self) -> Option<Instant> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        Some(
+            self.last_swap
+                .map_or_else(Instant::now, |last| last + self.min_serial_interval),
+        )
     }
 
     /// Applies outcomes until `shutdown`.
     pub async fn run(mut self, mut outcomes: mpsc::Receiver<Probed>, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(64);
         loop {
+            let due = self.due();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    self.swap_if_due();
+                }
                 received = outcomes.recv_many(&mut batch, MAX_BATCH) => {
                     if received == 0 {
                         return;
                     }
+                    self.apply(&batch);
+                    batch.clear();
                 }
             }
-            self.apply(&batch);
-            batch.clear();
         }
     }
 
@@ -116,29 +158,38 @@ impl Publisher {
                 tracing::info!(%name, ?addresses, servfail = answer.servfail, "dry run: would answer (serving every configured address)");
             } else {
                 tracing::info!(%name, ?addresses, servfail = answer.servfail, "answer changed");
+                self.pending.insert(name.clone());
+                self.pending_since.get_or_insert(started);
             }
             self.answers.insert(name.clone(), answer.clone());
         }
-        if self.dry_run {
-            return Published {
-                changed,
-                swap_time: None,
-            };
+        Published {
+            changed,
+            swap_time: self.swap_if_due(),
         }
-        let names: Vec<&Name> = changed.iter().map(|(name, _)| name).collect();
-        let next = self.snapshots.load().with_answers(&names, &self.answers);
-        self.snapshots.store(Arc::new(next));
-        let swap_time = started.elapsed();
+    }
+
+    /// Swaps the pending answers in if the last swap is `min_serial_interval` ago; returns the
+    /// time from the first pending change to the swap.
+    pub fn swap_if_due(&mut self) -> Option<Duration> {
+        if self.due()? > Instant::now() {
+            return None;
+        }
+        let names: Vec<&Name> = self.pending.iter().collect();
+        let next = Arc::new(self.snapshots.load().with_answers(&names, &self.answers));
+        self.snapshots.store(next.clone());
+        self.versions.send_replace(next);
+        let now = Instant::now();
+        let swap_time = now - self.pending_since.take().unwrap_or(now);
+        self.last_swap = Some(now);
         metrics::histogram!("healthdns_publish_seconds").record(swap_time.as_secs_f64());
         tracing::info!(
             swap_us = swap_time.as_micros() as u64,
             names = names.len(),
             "new answers swapped in"
         );
-        Published {
-            changed,
-            swap_time: Some(swap_time),
-        }
+        self.pending.clear();
+        Some(swap_time)
     }
 }
 
@@ -189,7 +240,7 @@ rise = 2
         health.observe(TargetId(1), &probed(1, true).outcome);
         let answers = health.answers();
         let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones, &answers)));
-        let publisher = Publisher::new(health, answers, snapshots.clone(), dry_run);
+        let publisher = Publisher::new(health, answers, snapshots.clone(), dry_run, Duration::ZERO);
         (publisher, snapshots)
     }
 

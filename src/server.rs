@@ -7,7 +7,15 @@
 //! spawns a task per query. A blocking thread costs one `recvfrom` and one `sendto` per query;
 //! an async task adds an epoll wake-up and a failed `recvfrom` to each, which measured as
 //! about 30% more CPU per query (bench/qps.sh). The kernel spreads datagrams across the
-//! sockets. TCP goes through hickory-server's listener (idle timeout, pipelined queries).
+//! sockets. TCP is served here too, one task per connection: hickory-server's TCP response
+//! handle queues at most 32 messages with `try_send` and fails past that, so it cannot stream
+//! a zone transfer of thousands of messages; our loop writes each message with the socket's
+//! own backpressure.
+//!
+//! TCP rules: queries on a connection are answered in order (pipelining, RFC 7766 §6.2.1);
+//! a connection with no complete query for `tcp_idle_timeout` is closed, and so is one whose
+//! client reads nothing for that long; at most `MAX_TCP_CONNECTIONS` are open at once, and a
+//! connection beyond that is closed at once (clients retry; NSD does the same).
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,7 +24,15 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::DnsHandler;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::handler::{Answered, DnsHandler, Transport};
 
 /// How many times binding a port-0 address is retried when the UDP port is taken on TCP.
 const PORT_ZERO_ATTEMPTS: usize = 20;
@@ -26,8 +42,8 @@ const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 const MAX_DATAGRAM: usize = 65_535;
 /// How often an idle UDP thread looks at the shutdown token.
 const UDP_SHUTDOWN_POLL: Duration = Duration::from_millis(100);
-/// Responses buffered per TCP connection.
-const TCP_RESPONSE_BUFFER: usize = 32;
+/// Open TCP connections at most; more are closed on accept.
+const MAX_TCP_CONNECTIONS: usize = 1024;
 
 /// Why the listen addresses could not be bound; the operator fixes the address or frees it.
 #[derive(Debug, thiserror::Error)]
@@ -151,19 +167,20 @@ pub async fn serve(
                 .spawn(move || serve_udp(socket, handler, shutdown))?,
         );
     }
-    let mut tcp = hickory_server::Server::new(handler);
+    let mut tcp = JoinSet::new();
+    let connections = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     for listener in listeners.tcp {
         tracing::info!(address = %listener.local_addr()?, "serving DNS on UDP and TCP");
-        tcp.register_listener(
-            tokio::net::TcpListener::from_std(listener)?,
+        tcp.spawn(serve_tcp(
+            TcpListener::from_std(listener)?,
+            handler.clone(),
             tcp_idle_timeout,
-            TCP_RESPONSE_BUFFER,
-        );
+            connections.clone(),
+            shutdown.clone(),
+        ));
     }
     shutdown.cancelled().await;
-    if let Err(error) = tcp.shutdown_gracefully().await {
-        tracing::warn!(%error, "TCP listener stopped with an error");
-    }
+    while tcp.join_next().await.is_some() {}
     tokio::task::spawn_blocking(move || {
         for thread in udp_threads {
             let _ = thread.join();
@@ -203,5 +220,112 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
         if let Err(error) = socket.send_to(&response, source) {
             tracing::debug!(%error, %source, "UDP send error");
         }
+    }
+}
+
+/// Accepts TCP connections until `shutdown`, then waits for the open ones to finish.
+async fn serve_tcp(
+    listener: TcpListener,
+    handler: DnsHandler,
+    idle_timeout: Duration,
+    connections: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    let mut open = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        while open.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::debug!(%error, "TCP accept error");
+                // EMFILE and friends: do not spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many TCP connections; closing");
+            continue;
+        };
+        let handler = handler.clone();
+        let shutdown = shutdown.clone();
+        open.spawn(async move {
+            serve_connection(stream, peer, &handler, idle_timeout, &shutdown).await;
+            drop(permit);
+        });
+    }
+    while open.join_next().await.is_some() {}
+}
+
+/// Answers the queries on one TCP connection, in order, until it closes, idles or `shutdown`.
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    handler: &DnsHandler,
+    idle_timeout: Duration,
+    shutdown: &CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = SocketAddr::new(canonical_ip(peer.ip()), peer.port());
+    let mut packet = Vec::with_capacity(512);
+    let mut response = Vec::with_capacity(4096);
+    loop {
+        let mut length = [0u8; 2];
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            read = tokio::time::timeout(idle_timeout, stream.read_exact(&mut length)) => read,
+        };
+        if !matches!(read, Ok(Ok(_))) {
+            return;
+        }
+        packet.resize(usize::from(u16::from_be_bytes(length)), 0);
+        match tokio::time::timeout(idle_timeout, stream.read_exact(&mut packet)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        match handler.answer(&packet, peer, Transport::Tcp, &mut response) {
+            Answered::Nothing => continue,
+            Answered::Message => {
+                let mut framed = Vec::with_capacity(response.len() + 2);
+                framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
+                framed.extend_from_slice(&response);
+                match tokio::time::timeout(idle_timeout, stream.write_all(&framed)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+            Answered::Transfer(transfer) => {
+                let started = std::time::Instant::now();
+                match transfer.send(&mut stream, idle_timeout).await {
+                    Ok(stats) => tracing::info!(
+                        zone = %transfer.zone().origin(),
+                        serial = transfer.zone().serial(),
+                        kind = ?transfer.kind(),
+                        %peer,
+                        records = stats.records,
+                        messages = stats.messages,
+                        bytes = stats.bytes,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "zone transfer sent"
+                    ),
+                    Err(error) => {
+                        tracing::warn!(zone = %transfer.zone().origin(), %peer, %error, "zone transfer stopped");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }

@@ -23,14 +23,25 @@ use crate::health::{self, Health, TargetId};
 use crate::probe::{Checker, ProbeError, Probers};
 use crate::publish::Publisher;
 use crate::schedule::{self, Probed, Timing};
+use crate::serial::{State as SerialState, StateError};
 use crate::server::{serve, Listeners};
 use crate::snapshot::Snapshot;
 use crate::verdict::State;
 use crate::zonefile::ZoneData;
 
+/// Why the server could not start; the message names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
 /// A server that has probed once and is ready to serve.
 pub struct Service {
     config: Config,
+    state: SerialState,
     /// Each target's checker and timing.
     probes: Vec<(TargetId, Arc<Checker>, Timing)>,
     publisher: Publisher,
@@ -39,7 +50,8 @@ pub struct Service {
 
 impl Service {
     /// Opens the probes, runs the cold-start round and builds the first snapshot.
-    pub async fn start(config: Config, zones: Vec<ZoneData>) -> Result<Self, ProbeError> {
+    pub async fn start(config: Config, zones: Vec<ZoneData>) -> Result<Self, StartError> {
+        let state = SerialState::load(&config.server.state_file)?;
         let mut health = Health::new(&config.pools);
         let probers = Probers::new(health.targets())?;
         let checkers: Vec<Arc<Checker>> = health
@@ -87,10 +99,21 @@ impl Service {
             let addresses = answer.address_texts();
             tracing::info!(%name, ?addresses, servfail = answer.servfail, "first answer");
         }
-        let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones, &served)));
-        let publisher = Publisher::new(health, answers, snapshots.clone(), config.server.dry_run);
+        let snapshot = crate::first_snapshot(&zones, &served, &state);
+        for zone in snapshot.zones() {
+            tracing::info!(zone = %zone.origin(), serial = zone.serial(), "starting serial");
+        }
+        let snapshots = Arc::new(ArcSwap::from_pointee(snapshot));
+        let publisher = Publisher::new(
+            health,
+            answers,
+            snapshots.clone(),
+            config.server.dry_run,
+            config.server.min_serial_interval,
+        );
         Ok(Self {
             config,
+            state,
             probes,
             publisher,
             snapshots,
@@ -111,8 +134,25 @@ impl Service {
         let (sender, receiver) = mpsc::channel::<Probed>(4096);
         let mut tasks = JoinSet::new();
         schedule::spawn_probes(self.probes, sender, shutdown.clone(), &mut tasks);
+        tasks.spawn(crate::export::run(
+            self.publisher.subscribe(),
+            self.config.zones.clone(),
+            self.config.server.state_file.clone(),
+            self.state,
+            shutdown.clone(),
+        ));
+        tasks.spawn(crate::notify::run(
+            self.publisher.subscribe(),
+            self.config.zones.clone(),
+            listeners.local_addresses(),
+            shutdown.clone(),
+        ));
         tasks.spawn(self.publisher.run(receiver, shutdown.clone()));
-        let handler = DnsHandler::new(self.snapshots, self.config.server.udp_payload);
+        let handler = DnsHandler::new(
+            self.snapshots,
+            self.config.server.udp_payload,
+            Arc::new(self.config.zones.clone()),
+        );
         let served = serve(
             listeners,
             handler,

@@ -1,0 +1,152 @@
+//! Zone snapshot files and the serial state, written safely off the answer path.
+//!
+//! Why this exists: operators and file-based secondaries read the zone as it is served from
+//! disk, and the serials must survive restarts. Files are never written in place: each is
+//! written to a temporary file in the same folder, fsynced, renamed over the old one, and the
+//! folder is fsynced, so a reader sees the old file or the new one, and a crash (even
+//! `kill -9`) mid-write leaves the previous file whole.
+//!
+//! The writer runs as its own task: the publisher only sends the new snapshot on a watch
+//! channel (which keeps just the latest), so a slow disk delays files, never answers. A zone's
+//! file and state are written only when its serial changed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ZoneConfig;
+use crate::render::render;
+use crate::serial::{content_digest, State};
+use crate::snapshot::{name_key, Snapshot};
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    let file_name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the path has no file name",
+        )
+    })?;
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(file_name);
+    temporary_name.push(format!(".tmp{}", std::process::id()));
+    let temporary = folder.join(temporary_name);
+    let result = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temporary, path)?;
+        std::fs::File::open(folder)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// Renders and writes the snapshot file of every zone in `zones` that has one.
+pub fn write_snapshots(snapshot: &Snapshot, zones: &[ZoneConfig]) -> Result<(), ExportError> {
+    for config in zones {
+        let Some(path) = &config.snapshot else {
+            continue;
+        };
+        write_zone(snapshot, config, path)?;
+    }
+    Ok(())
+}
+
+/// A snapshot file could not be written; the previous file, if any, is intact.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: cannot write the zone snapshot: {source}")]
+pub struct ExportError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+fn write_zone(snapshot: &Snapshot, config: &ZoneConfig, path: &Path) -> Result<(), ExportError> {
+    let Some(zone) = snapshot.zone(&name_key(&config.origin)) else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let text = render(zone);
+    write_atomically(path, text.as_bytes()).map_err(|source| ExportError {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    tracing::info!(
+        zone = %config.origin,
+        serial = zone.serial(),
+        path = %path.display(),
+        bytes = text.len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "zone snapshot written"
+    );
+    Ok(())
+}
+
+/// Writes snapshot files and the state file for every new serial until `shutdown`; the
+/// first snapshot on `versions` is written at once.
+pub async fn run(
+    mut versions: watch::Receiver<Arc<Snapshot>>,
+    zones: Vec<ZoneConfig>,
+    state_file: PathBuf,
+    mut state: State,
+    shutdown: CancellationToken,
+) {
+    let mut written: Vec<Option<u32>> = vec![None; zones.len()];
+    loop {
+        let snapshot = versions.borrow_and_update().clone();
+        let zones_now = zones.clone();
+        let previous = written.clone();
+        let mut state_now = state.clone();
+        let path = state_file.clone();
+        // Rendering a large zone takes a while: off the async threads.
+        let result = tokio::task::spawn_blocking(move || {
+            let mut serials = previous;
+            let mut state_changed = false;
+            for (index, config) in zones_now.iter().enumerate() {
+                let Some(zone) = snapshot.zone(&name_key(&config.origin)) else {
+                    continue;
+                };
+                if serials[index] == Some(zone.serial()) {
+                    continue;
+                }
+                if let Some(path) = &config.snapshot {
+                    if let Err(error) = write_zone(&snapshot, config, path) {
+                        tracing::error!(%error, "zone snapshot not written");
+                        continue;
+                    }
+                }
+                state_changed |= state_now.record(zone, content_digest(zone));
+                serials[index] = Some(zone.serial());
+            }
+            if state_changed {
+                if let Err(error) = state_now.save(&path) {
+                    tracing::error!(%error, "serial state not saved");
+                }
+            }
+            (serials, state_now)
+        })
+        .await;
+        match result {
+            Ok((serials, state_now)) => {
+                written = serials;
+                state = state_now;
+            }
+            Err(error) => tracing::error!(%error, "the snapshot writer failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = versions.changed() => if changed.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! NOTIFY (RFC 1996): telling secondaries at once that a zone has a new serial.
+//!
+//! Why this exists: without NOTIFY a secondary only looks at the primary when its SOA refresh
+//! timer fires (often an hour), so it would keep serving addresses that are down. On every
+//! new serial of a zone, each `also_notify` target is sent a NOTIFY, and the secondary then
+//! asks for the changes (IXFR) within milliseconds.
+//!
+//! Documented rules:
+//! - Sent from `notify_source`, else from the IP of the first listen address of the target's
+//!   family (BIND and Knot accept a NOTIFY only from an address they list as a primary),
+//!   from an ephemeral port. It carries the new SOA in the answer section (RFC 1996 §3.7).
+//! - Retried until a response with the same ID and opcode arrives: tries after 0, 1, 3, 7
+//!   and 15 s (five in all), then the failure is logged. A response with an error RCODE is
+//!   logged and not retried: the secondary has answered.
+//! - A newer serial cancels the retries of the older one. Sending never blocks the publisher:
+//!   this task follows the published snapshots on a watch channel.
+//! - Also sent for the serial served at start, so a secondary catches up after a restart.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ZoneConfig;
+use crate::snapshot::{name_key, Snapshot};
+
+/// How long to wait for the answer to each try; five tries in all.
+const TRY_TIMEOUTS: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(15),
+];
+
+/// Sends NOTIFY for every new serial of the zones in `zones` until `shutdown`.
+pub async fn run(
+    mut versions: watch::Receiver<Arc<Snapshot>>,
+    zones: Vec<ZoneConfig>,
+    listen: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+) {
+    let mut notified: HashMap<usize, (u32, CancellationToken)> = HashMap::new();
+    let mut senders = JoinSet::new();
+    loop {
+        let snapshot = versions.borrow_and_update().clone();
+        for (index, config) in zones.iter().enumerate() {
+            if config.also_notify.is_empty() {
+                continue;
+            }
+            let Some(zone) = snapshot.zone(&name_key(&config.origin)) else {
+                continue;
+            };
+            if notified
+                .get(&index)
+                .is_some_and(|(serial, _)| *serial == zone.serial())
+            {
+                continue;
+            }
+            let round = shutdown.child_token();
+            if let Some((_, previous)) = notified.insert(index, (zone.serial(), round.clone())) {
+                previous.cancel();
+            }
+            for &target in &config.also_notify {
+                let source = config
+                    .notify_source
+                    .unwrap_or_else(|| source_for(target, &listen));
+                senders.spawn(notify(zone.soa().clone(), source, target, round.clone()));
+            }
+        }
+        while senders.try_join_next().is_some() {}
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = versions.changed() => if changed.is_err() { break },
+        }
+    }
+    senders.shutdown().await;
+}
+
+/// The IP of the first listen address of `target`'s family, or the unspecified address.
+fn source_for(target: SocketAddr, listen: &[SocketAddr]) -> IpAddr {
+    listen
+        .iter()
+        .map(SocketAddr::ip)
+        .find(|ip| ip.is_ipv4() == target.is_ipv4())
+        .unwrap_or(if target.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        })
+}
+
+/// Why one NOTIFY did not get through.
+#[derive(Debug, thiserror::Error)]
+enum NotifyError {
+    #[error("cannot send from {source_address}: {error}")]
+    Socket {
+        source_address: IpAddr,
+        error: std::io::Error,
+    },
+    #[error("no answer after {0} tries")]
+    NoAnswer(usize),
+    #[error("answered {0}")]
+    Refused(ResponseCode),
+}
+
+/// Sends one zone's NOTIFY to one target, retrying, until answered, out of tries or cancelled.
+async fn notify(soa: Record, source: IpAddr, target: SocketAddr, cancel: CancellationToken) {
+    let zone = soa.name.clone();
+    let serial = match &soa.data {
+        hickory_proto::rr::RData::SOA(data) => data.serial,
+        _ => 0,
+    };
+    let result = tokio::select! {
+        _ = cancel.cancelled() => return,
+        result = exchange(&soa, source, target) => result,
+    };
+    let outcome = match &result {
+        Ok(()) => "acknowledged",
+        Err(NotifyError::Refused(_)) => "refused",
+        Err(_) => "failed",
+    };
+    metrics::counter!("healthdns_notify_total", "result" => outcome).increment(1);
+    match result {
+        Ok(()) => tracing::info!(%zone, serial, %target, "NOTIFY acknowledged"),
+        Err(error) => tracing::warn!(%zone, serial, %target, %error, "NOTIFY not acknowledged"),
+    }
+}
+
+async fn exchange(soa: &Record, source: IpAddr, target: SocketAddr) -> Result<(), NotifyError> {
+    let socket_error = |error| NotifyError::Socket {
+        source_address: source,
+        error,
+    };
+    let socket = UdpSocket::bind(SocketAddr::new(source, 0))
+        .await
+        .map_err(socket_error)?;
+    let id: u16 = fastrand::u16(..);
+    let mut message = Message::new(id, MessageType::Query, OpCode::Notify);
+    message.metadata.authoritative = true;
+    let mut query = Query::query(soa.name.clone(), RecordType::SOA);
+    query.query_class = DNSClass::IN;
+    message.add_query(query);
+    message.add_answer(soa.clone());
+    let bytes = message.to_vec().expect("a NOTIFY encodes");
+    let mut buffer = vec![0u8; 4096];
+    for timeout in TRY_TIMEOUTS {
+        socket.send_to(&bytes, target).await.map_err(socket_error)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let received = tokio::time::timeout_at(deadline, socket.recv_from(&mut buffer)).await;
+            let Ok(received) = received else {
+                break;
+            };
+            let Ok((length, from)) = received else {
+                // An ICMP error (port unreachable) from an earlier try: wait out the timeout.
+                tokio::time::sleep_until(deadline).await;
+                break;
+            };
+            let Ok(response) = Message::from_vec(&buffer[..length]) else {
+                continue;
+            };
+            if from != target
+                || response.metadata.id != id
+                || response.metadata.message_type != MessageType::Response
+                || response.metadata.op_code != OpCode::Notify
+            {
+                continue;
+            }
+            return match response.metadata.response_code {
+                ResponseCode::NoError => Ok(()),
+                code => Err(NotifyError::Refused(code)),
+            };
+        }
+    }
+    Err(NotifyError::NoAnswer(TRY_TIMEOUTS.len()))
+}
