@@ -923,6 +923,22 @@ mod tests {
             Path::new("/etc/healthdns/zones/example.test.zone")
         );
         assert!(!config.server.dry_run);
+        assert_eq!(config.server.min_serial_interval, Duration::from_secs(1));
+        assert_eq!(
+            config.server.state_file,
+            Path::new("/etc/healthdns/healthdns.state")
+        );
+        let zone = &config.zones[0];
+        assert_eq!(
+            zone.snapshot.as_deref(),
+            Some(Path::new("/etc/healthdns/snapshots/example.test.zone"))
+        );
+        assert!(zone.may_transfer("127.0.0.9".parse().unwrap()));
+        assert!(zone.may_transfer("::1".parse().unwrap()));
+        assert!(zone.may_transfer("::ffff:127.0.0.2".parse().unwrap()));
+        assert!(!zone.may_transfer("192.0.2.1".parse().unwrap()));
+        assert!(zone.also_notify.is_empty());
+        assert_eq!(zone.notify_source, None);
         let pool = &config.pools[0];
         assert_eq!(pool.names[0].to_string(), "www.example.test.");
         assert_eq!((pool.ttl, pool.max_answers), (30, 0));
@@ -943,6 +959,35 @@ mod tests {
             "http://127.0.5.1:8080/"
         );
         assert_eq!(http.url_for("::1".parse().unwrap()), "http://[::1]:8080/");
+    }
+
+    #[test]
+    fn transfer_settings_are_checked() {
+        let zone = |extra: &str| {
+            parse(&format!(
+                "[[zone]]\norigin = \"example.test\"\nfile = \"x\"\n{extra}"
+            ))
+        };
+        let error = zone("allow_transfer = [\"10.0.0.0/33\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("config.toml:4: zone.allow_transfer"),
+            "{error}"
+        );
+        let error = zone("also_notify = [\"ns1.example\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("config.toml:4: zone.also_notify"), "{error}");
+        let config = zone("also_notify = [\"192.0.2.1\", \"[::1]:5300\"]").unwrap();
+        assert_eq!(
+            config.zones[0].also_notify,
+            [
+                "192.0.2.1:53".parse().unwrap(),
+                "[::1]:5300".parse::<SocketAddr>().unwrap()
+            ]
+        );
+        assert!(zone("snapshots = \"typo\"").is_err());
     }
 
     fn pool_error(pool: &str) -> String {

@@ -39,6 +39,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     temporary_name.push(file_name);
     temporary_name.push(format!(".tmp{}", std::process::id()));
     let temporary = folder.join(temporary_name);
+    std::fs::create_dir_all(folder)?;
     let result = (|| {
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(bytes)?;
@@ -51,6 +52,29 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&temporary);
     }
     result
+}
+
+/// Removes temporary files `write_atomically` left next to `path` when a process was killed
+/// mid-write (each has the writer's PID, so none can belong to a live writer of ours).
+pub fn remove_stale_temporaries(path: &Path) {
+    let (Some(folder), Some(file_name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.tmp", file_name.to_string_lossy());
+    let own = format!("{prefix}{}", std::process::id());
+    let Ok(entries) = std::fs::read_dir(if folder.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        folder
+    }) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && name != own {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Renders and writes the snapshot file of every zone in `zones` that has one.
@@ -103,6 +127,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut written: Vec<Option<u32>> = vec![None; zones.len()];
+    for path in zones
+        .iter()
+        .filter_map(|zone| zone.snapshot.as_ref())
+        .chain([&state_file])
+    {
+        remove_stale_temporaries(path);
+    }
     loop {
         let snapshot = versions.borrow_and_update().clone();
         let zones_now = zones.clone();
@@ -148,5 +179,32 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             changed = versions.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_replace_whole_files_and_stale_temporaries_go() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("sub/zone");
+        write_atomically(&path, b"one\n").unwrap();
+        write_atomically(&path, b"two\n").unwrap();
+        let stale = folder.path().join("sub/.zone.tmp999999999");
+        let other = folder.path().join("sub/.other.tmp1");
+        std::fs::write(&stale, b"half").unwrap();
+        std::fs::write(&other, b"not ours").unwrap();
+        remove_stale_temporaries(&path);
+        assert!(!stale.exists());
+        assert!(other.exists());
+        assert_eq!(
+            std::fs::read_dir(folder.path().join("sub"))
+                .unwrap()
+                .count(),
+            2
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"two\n");
     }
 }

@@ -38,6 +38,15 @@ enum Command {
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Write each zone as served with every pool address healthy (no probing), as
+    /// <DIR>/<zone>.zone, to bootstrap a secondary. The serial is what `serve` would start at.
+    Export {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        /// The folder to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +63,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, dry_run } => run_serve(&config, dry_run),
         Command::Check { config } => return run_check(&config),
+        Command::Export { config, out } => run_export(&config, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,13 +105,46 @@ fn run_check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run_serve(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
-    let mut config = Config::load(path)?;
-    config.server.dry_run |= dry_run;
+fn load(path: &std::path::Path) -> anyhow::Result<(Config, Vec<healthdns::zonefile::ZoneData>)> {
+    let config = Config::load(path)?;
     let zones = healthdns::load_zones(&config).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("zone errors:\n{}", text.join("\n"))
     })?;
+    Ok((config, zones))
+}
+
+fn run_export(path: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let (config, zones) = load(path)?;
+    let state = healthdns::serial::State::load(&config.server.state_file)?;
+    let answers = healthdns::health::configured_answers(&config.pools);
+    let snapshot = healthdns::first_snapshot(&zones, &answers, &state);
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for zone in &zones {
+        let served = snapshot
+            .zone(&healthdns::snapshot::name_key(&zone.origin))
+            .expect("every loaded zone is served");
+        let origin = zone.origin.to_string();
+        let stem = match origin.trim_end_matches('.') {
+            "" => "root",
+            stem => stem,
+        };
+        let file = out.join(format!("{stem}.zone"));
+        healthdns::export::write_atomically(&file, healthdns::render::render(served).as_bytes())
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        println!(
+            "{}: zone {} serial {}",
+            file.display(),
+            zone.origin,
+            served.serial()
+        );
+    }
+    Ok(())
+}
+
+fn run_serve(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
+    let (mut config, zones) = load(path)?;
+    config.server.dry_run |= dry_run;
     for zone in &zones {
         tracing::info!(zone = %zone.origin, serial = zone.soa_serial(), records = zone.records.len(), "loaded zone");
     }

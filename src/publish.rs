@@ -232,6 +232,13 @@ rise = 2
     }
 
     fn publisher(dry_run: bool) -> (Publisher, Arc<ArcSwap<Snapshot>>) {
+        publisher_with(dry_run, Duration::ZERO)
+    }
+
+    fn publisher_with(
+        dry_run: bool,
+        min_serial_interval: Duration,
+    ) -> (Publisher, Arc<ArcSwap<Snapshot>>) {
         let config = Config::parse(CONFIG, Path::new("c.toml")).unwrap();
         let origin = Name::from_ascii("example.test.").unwrap();
         let zones = vec![parse_zone(ZONE, Path::new("z"), &origin).unwrap()];
@@ -240,7 +247,13 @@ rise = 2
         health.observe(TargetId(1), &probed(1, true).outcome);
         let answers = health.answers();
         let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones, &answers)));
-        let publisher = Publisher::new(health, answers, snapshots.clone(), dry_run, Duration::ZERO);
+        let publisher = Publisher::new(
+            health,
+            answers,
+            snapshots.clone(),
+            dry_run,
+            min_serial_interval,
+        );
         (publisher, snapshots)
     }
 
@@ -272,6 +285,51 @@ rise = 2
         assert!(publisher.apply(&[probed(0, true)]).changed.is_empty());
         assert_eq!(publisher.apply(&[probed(0, true)]).changed.len(), 1);
         assert_eq!(served(&snapshots), 2);
+    }
+
+    fn serial(snapshots: &ArcSwap<Snapshot>) -> u32 {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let key = crate::snapshot::name_key(&origin);
+        snapshots.load().zone(&key).unwrap().serial()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_within_the_interval_go_out_together_under_one_serial() {
+        let (mut publisher, snapshots) = publisher_with(false, Duration::from_secs(1));
+        let versions = publisher.subscribe();
+        assert_eq!(serial(&snapshots), 1);
+        // The first change after a quiet time is swapped in at once, with the next serial.
+        let published = publisher.apply(&[probed(0, false), probed(0, false)]);
+        assert!(published.swap_time.is_some());
+        assert_eq!((served(&snapshots), serial(&snapshots)), (1, 2));
+        assert_eq!(
+            versions
+                .borrow()
+                .zone(&crate::snapshot::name_key(
+                    &Name::from_ascii("example.test.").unwrap()
+                ))
+                .unwrap()
+                .serial(),
+            2
+        );
+        // A second change within the interval waits for its end.
+        let published = publisher.apply(&[probed(1, false), probed(1, false)]);
+        assert_eq!((published.changed.len(), published.swap_time), (1, None));
+        assert_eq!(publisher.swap_if_due(), None);
+        assert_eq!((served(&snapshots), serial(&snapshots)), (1, 2));
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(publisher.swap_if_due(), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        // Both down: serve_all answers both addresses again; one swap, one serial.
+        assert!(publisher.swap_if_due().is_some());
+        assert_eq!((served(&snapshots), serial(&snapshots)), (2, 3));
+
+        // A change and its reversal within the interval: swapped, but no new serial.
+        publisher.apply(&[probed(0, true), probed(0, true)]);
+        publisher.apply(&[probed(0, false), probed(0, false)]);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(publisher.swap_if_due().is_some());
+        assert_eq!((served(&snapshots), serial(&snapshots)), (2, 3));
     }
 
     #[test]

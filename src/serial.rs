@@ -142,6 +142,76 @@ impl State {
 mod tests {
     use super::*;
 
+    use crate::health::{Answers, NameAnswer};
+    use crate::snapshot::{name_key, Snapshot};
+    use hickory_proto::rr::Name;
+
+    fn zone(file_serial: u32, address: &str) -> std::sync::Arc<Zone> {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let text = format!(
+            "$TTL 300\n@ SOA ns h {file_serial} 3600 600 86400 60\n@ NS ns\nns A 192.0.2.1\n"
+        );
+        let data = crate::zonefile::parse_zone(&text, Path::new("z"), &origin).unwrap();
+        let mut answers = Answers::new();
+        answers.insert(
+            Name::from_ascii("www.example.test.").unwrap(),
+            NameAnswer {
+                ttl: 30,
+                addresses: vec![address.parse().unwrap()],
+                servfail: false,
+            },
+        );
+        Snapshot::build(&[data], &answers)
+            .zone(&name_key(&origin))
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn starting_serials_follow_the_documented_rules() {
+        let mut state = State::default();
+        let first = zone(100, "10.0.0.1");
+        let digest = content_digest(&first);
+        assert_eq!(
+            state.starting_serial(&first, &digest),
+            100,
+            "no state: the file's"
+        );
+        // Recorded at 105 (five changes while running) with this content.
+        let recorded = first.at_serial(105);
+        assert!(state.record(&recorded, content_digest(&recorded)));
+        assert!(
+            !state.record(&recorded, content_digest(&recorded)),
+            "unchanged"
+        );
+        assert_eq!(state.starting_serial(&first, &digest), 105, "same content");
+        let other = zone(100, "10.0.0.2");
+        assert_eq!(
+            state.starting_serial(&other, &content_digest(&other)),
+            106,
+            "other content"
+        );
+        let bumped = zone(2026112201, "10.0.0.2");
+        assert_eq!(
+            state.starting_serial(&bumped, &content_digest(&bumped)),
+            2026112201,
+            "file greater"
+        );
+        // The serial does not change the digest; the content does.
+        assert_eq!(content_digest(&first), content_digest(&recorded));
+        assert_ne!(content_digest(&first), content_digest(&other));
+        // The file format round-trips.
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("state");
+        state.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap(), state);
+        std::fs::write(&path, "zones = 3").unwrap();
+        assert!(matches!(
+            State::load(&path),
+            Err(StateError::Damaged { .. })
+        ));
+    }
+
     #[test]
     fn serial_arithmetic_wraps() {
         assert!(serial_greater(2, 1));

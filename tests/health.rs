@@ -13,19 +13,9 @@ use healthdns::health::Target;
 use healthdns::probe::{Check, Probers};
 
 use crate::support::backend::{backends, Behaviour, HEALTHY_BODY};
-use crate::support::{addresses, rcode, wait_until, Fixture, TestServer};
-
-/// A small zone for pool tests; its static www A record is replaced by the pool.
-const ZONE: &str = "$TTL 300
-@      SOA ns1 hostmaster 1 3600 600 86400 60
-       NS  ns1
-ns1    A   192.0.2.53
-www    A   192.0.2.80
-www    TXT \"stays\"
-";
-
-/// How long a test waits for a health change to reach the answers.
-const CHANGE: Duration = Duration::from_secs(5);
+use crate::support::{
+    addresses, rcode, wait_until, Fixture, TestServer, CHANGE, POOL_ZONE as ZONE,
+};
 
 fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))

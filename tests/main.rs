@@ -8,4 +8,5 @@ mod compare_nsd;
 mod golden;
 mod health;
 mod icmp;
+mod secondary;
 mod transport;

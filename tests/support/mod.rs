@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod named;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -90,6 +91,19 @@ m4          AAAA  2001:db8::4:4
 m4          AAAA  2001:db8::4:5
 "#;
 
+/// A small zone for pool tests: its static www A record is replaced by the pool, its TXT
+/// stays; the refresh timer (1 hour) never fires in a test, so secondaries follow NOTIFY.
+pub const POOL_ZONE: &str = "$TTL 300
+@      SOA ns1 hostmaster 100 3600 600 86400 60
+       NS  ns1
+ns1    A   192.0.2.53
+www    A   192.0.2.80
+www    TXT \"stays\"
+";
+
+/// How long a test waits for a health change to reach the answers.
+pub const CHANGE: Duration = Duration::from_secs(5);
+
 /// A config file and zone files in a temporary folder.
 pub struct Fixture {
     pub folder: tempfile::TempDir,
@@ -104,13 +118,26 @@ impl Fixture {
 
     /// Like `new`, with `pools` (TOML `[[pool]]` tables) appended to the config.
     pub fn with_pools(listen: &str, zones: &[(&str, &str)], pools: &str) -> Self {
+        Self::custom(listen, zones, "", "", pools)
+    }
+
+    /// Like `with_pools`, with `server_keys` added to `[server]` and `zone_keys` to every
+    /// `[[zone]]`.
+    pub fn custom(
+        listen: &str,
+        zones: &[(&str, &str)],
+        server_keys: &str,
+        zone_keys: &str,
+        pools: &str,
+    ) -> Self {
         let folder = tempfile::tempdir().expect("temporary folder");
-        let mut config = format!("[server]\nlisten = [\"{listen}\"]\nudp_sockets = 2\n");
+        let mut config =
+            format!("[server]\nlisten = [\"{listen}\"]\nudp_sockets = 2\n{server_keys}\n");
         for (index, (origin, text)) in zones.iter().enumerate() {
             let file = format!("zone{index}.zone");
             std::fs::write(folder.path().join(&file), text).expect("write zone");
             config.push_str(&format!(
-                "\n[[zone]]\norigin = \"{origin}\"\nfile = \"{file}\"\n"
+                "\n[[zone]]\norigin = \"{origin}\"\nfile = \"{file}\"\n{zone_keys}\n"
             ));
         }
         config.push('\n');
@@ -184,6 +211,20 @@ impl TestServer {
             shutdown,
             thread: Some(thread),
             _fixture: fixture,
+        }
+    }
+
+    /// A file in the server's config folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self._fixture.path(name)
+    }
+
+    /// The SOA serial the server answers for `zone`.
+    pub fn serial(&self, zone: &str) -> u32 {
+        let response = self.udp(zone, RecordType::SOA);
+        match response.answers.first().map(|record| &record.data) {
+            Some(RData::SOA(soa)) => soa.serial,
+            other => panic!("no SOA for {zone}: {other:?}"),
         }
     }
 

@@ -1,0 +1,418 @@
+//! Secondaries follow the healthy set: AXFR/IXFR rules, NOTIFY to a real BIND `named`,
+//! snapshot files, serials across restarts, and `kill -9` during snapshot writes.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+
+use crate::golden::assert_checkzone_clean;
+use crate::support::backend::{backends, Behaviour};
+use crate::support::named::Named;
+use crate::support::{
+    binary, dig, free_port, rcode, wait_until, Fixture, Process, TestServer, CHANGE,
+    POOL_ZONE as ZONE,
+};
+
+/// A pool on www over `prefix.1..=count` probed every 100 ms (fall 1, rise 1).
+fn pool(prefix: &str, count: u8, port: u16) -> String {
+    let addresses: Vec<String> = (1..=count)
+        .map(|host| format!("\"{prefix}.{host}\""))
+        .collect();
+    format!(
+        "[[pool]]\nname = \"web\"\nnames = [\"www.example.test\"]\naddresses = [{}]\n\
+         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{port}/health\"\n\
+         interval = \"100ms\"\ntimeout = \"100ms\"\nfall = 1\nrise = 1\n",
+        addresses.join(", ")
+    )
+}
+
+/// `dig` output lines that are records (no comments, no blanks).
+fn records(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter(|line| !line.starts_with(';') && !line.trim().is_empty())
+        .collect()
+}
+
+fn www_addresses(address: SocketAddr) -> Vec<String> {
+    let mut found: Vec<String> = dig(address, &["+short", "+norecurse", "www.example.test", "A"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn transfers_follow_the_rules_and_ixfr_is_incremental() {
+    let prefix = "127.62.0";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let server = TestServer::from_fixture(Fixture::custom(
+        "127.0.0.1:0",
+        &[("example.test", ZONE)],
+        "min_serial_interval = \"0s\"",
+        "allow_transfer = [\"127.0.0.1\"]\nsnapshot = \"snapshots/example.test.zone\"",
+        &pool(prefix, 2, port),
+    ));
+    let address = server.address;
+    assert_eq!(
+        server.serial("example.test."),
+        100,
+        "no state: the file's serial"
+    );
+
+    // AXFR from an allowed source: SOA first and last, every record once, pool answers in.
+    let axfr = dig(address, &["example.test", "AXFR"]);
+    let lines = records(&axfr);
+    assert!(lines.first().unwrap().contains("SOA"), "{axfr}");
+    assert!(lines.last().unwrap().contains("SOA"), "{axfr}");
+    assert_eq!(lines.len(), 7, "SOA NS ns1/A www/A x2 www/TXT SOA:\n{axfr}");
+    assert!(axfr.contains("127.62.0.2"), "{axfr}");
+    assert!(
+        !axfr.contains("192.0.2.80"),
+        "the pool replaces the file's www A"
+    );
+
+    // From another source, over UDP, or for a name that is not a zone: refused.
+    let refused = dig(address, &["-b", "127.0.0.2", "example.test", "AXFR"]);
+    assert!(refused.contains("Transfer failed"), "{refused}");
+    let mut message = Message::new(7, MessageType::Query, OpCode::Query);
+    message.add_query(Query::query(
+        Name::from_ascii("example.test.").unwrap(),
+        RecordType::AXFR,
+    ));
+    assert_eq!(rcode(&server.exchange_udp(&message)), ResponseCode::Refused);
+    let not_zone = dig(address, &["www.example.test", "AXFR"]);
+    assert!(not_zone.contains("Transfer failed"), "{not_zone}");
+
+    // IXFR at the current serial: one SOA.
+    let current = dig(address, &["example.test", "IXFR=100"]);
+    assert_eq!(records(&current).len(), 1, "{current}");
+
+    // A backend dies: the serial goes up by one; IXFR from 100 lists exactly that change.
+    backends[1].stop();
+    assert!(
+        wait_until(CHANGE, || server.serial("example.test.") == 101),
+        "the serial goes up when the answer changes"
+    );
+    let ixfr = dig(address, &["+tcp", "example.test", "IXFR=100"]);
+    let lines = records(&ixfr);
+    assert_eq!(
+        lines.len(),
+        5,
+        "SOA 101, SOA 100, -www A .2, SOA 101, SOA 101:\n{ixfr}"
+    );
+    assert!(
+        lines[1].contains(" 100 ") && lines[2].contains("127.62.0.2"),
+        "{ixfr}"
+    );
+    // A serial the zone has no history for: the whole zone, AXFR-style.
+    let full = dig(address, &["+tcp", "example.test", "IXFR=42"]);
+    assert_eq!(records(&full).len(), 6, "{full}");
+
+    // The snapshot file and the state follow, and the snapshot is a clean zone.
+    let snapshot = server.path("snapshots/example.test.zone");
+    assert!(
+        wait_until(CHANGE, || std::fs::read_to_string(&snapshot)
+            .is_ok_and(|text| text.contains(" 101 3600 "))),
+        "the snapshot is rewritten at serial 101"
+    );
+    let text = std::fs::read_to_string(&snapshot).unwrap();
+    assert!(
+        text.contains("127.62.0.1") && !text.contains("127.62.0.2"),
+        "{text}"
+    );
+    assert_checkzone_clean("example.test", &text);
+    let state = std::fs::read_to_string(server.path("healthdns.state")).unwrap();
+    assert!(state.contains("serial = 101"), "{state}");
+}
+
+#[test]
+fn bind_follows_a_health_change_through_notify() {
+    let prefix = "127.62.1";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let named_port = free_port();
+    let server = TestServer::from_fixture(Fixture::custom(
+        "127.0.0.1:0",
+        &[("example.test", ZONE)],
+        "",
+        &format!("allow_transfer = [\"127.0.0.1\"]\nalso_notify = [\"127.0.0.1:{named_port}\"]"),
+        &pool(prefix, 2, port),
+    ));
+    let named = Named::secondary(&["example.test"], server.address, named_port);
+    assert!(
+        wait_until(Duration::from_secs(20), || named.serial("example.test")
+            == Some(100)),
+        "named loads the zone:\n{}",
+        named.log()
+    );
+    assert_eq!(www_addresses(named.address), ["127.62.1.1", "127.62.1.2"]);
+
+    backends[0].stop();
+    assert!(wait_until(CHANGE, || server.serial("example.test.") == 101));
+    let swapped = Instant::now();
+    // The refresh timer is an hour: only NOTIFY can bring named to 101 this fast.
+    let followed = wait_until(Duration::from_secs(2), || {
+        named.serial("example.test") == Some(101) && www_addresses(named.address) == ["127.62.1.2"]
+    });
+    assert!(
+        followed,
+        "named serves serial 101 and the new address set within 2 s (after {:?}):\n{}",
+        swapped.elapsed(),
+        named.log()
+    );
+    assert!(
+        named.log().contains("notify from 127.0.0.1"),
+        "{}",
+        named.log()
+    );
+}
+
+#[test]
+fn a_zone_of_100000_records_transfers_to_bind() {
+    let mut zone = String::from(
+        "$TTL 300\n@ SOA ns1 hostmaster 7 3600 600 86400 60\n@ NS ns1\nns1 A 192.0.2.53\n",
+    );
+    for index in 0..99_997u32 {
+        zone.push_str(&format!(
+            "host{index} A 10.{}.{}.{}\n",
+            index >> 16,
+            (index >> 8) & 255,
+            index & 255
+        ));
+    }
+    let server = TestServer::from_fixture(Fixture::custom(
+        "127.0.0.1:0",
+        &[("big.test", &zone)],
+        "",
+        "allow_transfer = [\"127.0.0.1\"]",
+        "",
+    ));
+    // dig reads the stream: many messages, every record, SOA at both ends.
+    let axfr = dig(
+        server.address,
+        &["+tries=1", "+time=30", "big.test", "AXFR"],
+    );
+    let size = axfr
+        .lines()
+        .find(|line| line.starts_with(";; XFR size:"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no XFR size in dig output:\n{}",
+                &axfr[axfr.len().saturating_sub(2000)..]
+            )
+        });
+    // 100,000 records plus the closing SOA.
+    assert!(size.contains("100001 records"), "{size}");
+    let messages: usize = size
+        .split("messages ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|count| count.trim().parse().ok())
+        .expect("a message count");
+    assert!(messages > 50, "streamed in many messages: {size}");
+
+    let named = Named::secondary(&["big.test"], server.address, free_port());
+    assert!(
+        wait_until(Duration::from_secs(60), || named.serial("big.test")
+            == Some(7)),
+        "named loads the 100,000-record zone:\n{}",
+        named.log()
+    );
+    let last = dig(
+        named.address,
+        &["+short", "+norecurse", "host99996.big.test", "A"],
+    );
+    assert_eq!(last.trim(), "10.1.134.156");
+}
+
+/// The server as a process on a fixed port; `serial` asks it over UDP.
+struct Daemon {
+    process: Process,
+    address: SocketAddr,
+}
+
+impl Daemon {
+    fn start(fixture: &Fixture) -> Self {
+        let address: SocketAddr = std::fs::read_to_string(&fixture.config_path)
+            .unwrap()
+            .lines()
+            .find_map(|line| line.strip_prefix("listen = [\""))
+            .and_then(|rest| rest.strip_suffix("\"]"))
+            .and_then(|text| text.parse().ok())
+            .expect("a listen address in the fixture");
+        let process = Process::spawn(
+            binary()
+                .arg("serve")
+                .arg("--config")
+                .arg(&fixture.config_path),
+        );
+        let daemon = Self { process, address };
+        assert!(
+            wait_until(Duration::from_secs(20), || daemon.try_serial().is_some()),
+            "the server answers"
+        );
+        daemon
+    }
+
+    fn try_serial(&self) -> Option<u32> {
+        dig(self.address, &["+short", "example.test", "SOA"])
+            .split_whitespace()
+            .nth(2)?
+            .parse()
+            .ok()
+    }
+
+    fn stop(mut self) {
+        self.process.signal("TERM");
+        assert!(self.process.wait_exit(Duration::from_secs(10)).is_some());
+    }
+}
+
+#[test]
+fn serials_never_go_down_across_restarts() {
+    let prefix = "127.62.2";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    backends[1].stop();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let fixture = Fixture::custom(
+        &listen,
+        &[("example.test", ZONE)],
+        "",
+        "",
+        &pool(prefix, 2, port),
+    );
+
+    // First start: no state, the file's serial.
+    let daemon = Daemon::start(&fixture);
+    assert_eq!(daemon.try_serial(), Some(100));
+    daemon.stop();
+    // Same content after a restart: the same serial; no transfer is needed.
+    let daemon = Daemon::start(&fixture);
+    assert_eq!(daemon.try_serial(), Some(100));
+    daemon.stop();
+    // Other content (the second backend is back): the recorded serial + 1.
+    backends[1].resume();
+    let daemon = Daemon::start(&fixture);
+    assert_eq!(daemon.try_serial(), Some(101));
+    daemon.stop();
+    // The operator bumps the zone file's serial past it: the file's serial.
+    let zone = fixture.path("zone0.zone");
+    let text = std::fs::read_to_string(&zone)
+        .unwrap()
+        .replace(" 100 3600", " 500 3600");
+    std::fs::write(&zone, text).unwrap();
+    let daemon = Daemon::start(&fixture);
+    assert_eq!(daemon.try_serial(), Some(500));
+    daemon.stop();
+}
+
+#[test]
+fn kill_9_during_snapshot_writes_never_leaves_a_partial_file() {
+    let prefix = "127.62.3";
+    let (port, backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let mut zone = String::from(ZONE);
+    for index in 0..20_000u32 {
+        zone.push_str(&format!(
+            "filler{index} TXT \"padding so that each write takes a while\"\n"
+        ));
+    }
+    let listen = format!("127.0.0.1:{}", free_port());
+    let fixture = Fixture::custom(
+        &listen,
+        &[("example.test", &zone)],
+        "min_serial_interval = \"0s\"",
+        "snapshot = \"snapshots/example.test.zone\"",
+        &pool(prefix, 2, port),
+    );
+    let snapshot = fixture.path("snapshots/example.test.zone");
+    let folder = snapshot.parent().unwrap().to_path_buf();
+    let temporary_exists = || {
+        std::fs::read_dir(&folder).is_ok_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|entry| entry.file_name().to_string_lossy().contains(".tmp"))
+        })
+    };
+    // A backend flaps all along, so the snapshot is rewritten again and again.
+    let flapping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flapper = {
+        let flapping = flapping.clone();
+        let mut backend = backends.into_iter().nth(1).unwrap();
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while flapping.load(std::sync::atomic::Ordering::Relaxed) && rounds < 2_000 {
+                backend.stop();
+                std::thread::sleep(Duration::from_millis(60));
+                backend.resume();
+                std::thread::sleep(Duration::from_millis(60));
+                rounds += 1;
+            }
+        })
+    };
+    // SOA, NS, ns1 A, www TXT and the fillers; the pool adds one or two addresses.
+    let static_records = 4 + 20_000;
+    let mut interrupted = 0;
+    for round in 0..6 {
+        let mut daemon = Daemon::start(&fixture);
+        // There is a previous snapshot to keep (the first start's first write completes).
+        assert!(wait_until(Duration::from_secs(10), || snapshot.exists()));
+        // kill -9 the moment a write is under way (its temporary file exists).
+        let caught = wait_until_busy(Duration::from_secs(5), temporary_exists);
+        daemon.process.signal("KILL");
+        assert!(daemon.process.wait_exit(Duration::from_secs(5)).is_some());
+        if caught && temporary_exists() {
+            interrupted += 1;
+        }
+        let text = std::fs::read_to_string(&snapshot).expect("a snapshot survives every kill");
+        let count = records(&text)
+            .iter()
+            .filter(|line| !line.starts_with('$'))
+            .count();
+        assert!(text.ends_with('\n'), "round {round}: the file is whole");
+        assert!(
+            (static_records + 1..=static_records + 2).contains(&count),
+            "round {round}: {count} records"
+        );
+        // Clear what the killed writer left, so the next round sees only new writes.
+        for entry in std::fs::read_dir(&folder).unwrap().filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().contains(".tmp") {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
+    }
+    flapping.store(false, std::sync::atomic::Ordering::Relaxed);
+    flapper.join().unwrap();
+    assert!(
+        interrupted >= 1,
+        "no kill landed during a write; the test proved nothing"
+    );
+    eprintln!("{interrupted} of 6 kills interrupted a snapshot write");
+    let checkzone = Command::new(crate::support::require_tool(
+        "named-checkzone",
+        "bind9-utils",
+    ))
+    .args(["-i", "local", "example.test"])
+    .arg(&snapshot)
+    .output()
+    .unwrap();
+    assert!(
+        checkzone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checkzone.stdout)
+    );
+}
+
+/// Polls `condition` without sleeping (a write lasts milliseconds) until it holds or `limit`.
+fn wait_until_busy(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+    }
+    false
+}
