@@ -16,6 +16,8 @@ COPY --from=build /src/target/release/healthdns /usr/local/bin/healthdns
 RUN setcap cap_net_bind_service,cap_net_raw=+ep /usr/local/bin/healthdns
 COPY config.toml /etc/healthdns/config.toml
 COPY zones /etc/healthdns/zones
+# The state file and zone snapshots are written next to the config (state_file, snapshot).
+RUN mkdir -p /etc/healthdns/snapshots && chown healthdns /etc/healthdns /etc/healthdns/snapshots
 USER healthdns
 EXPOSE 53/udp 53/tcp
 ENTRYPOINT ["healthdns"]
