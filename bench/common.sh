@@ -10,3 +10,26 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+# HTTP backends for pool benchmarks: python3 http.server on 127.0.9.N, all on $HTTP_PORT,
+# serving $work/www (set HTTP_PORT first). backend_pid[N] is each one's PID ("" when killed).
+declare -A backend_pid
+start_backend() { # $1 = host number
+  mkdir -p "$work/www"; [ -e "$work/www/index.html" ] || echo ok > "$work/www/index.html"
+  python3 -m http.server "$HTTP_PORT" --bind "127.0.9.$1" --directory "$work/www" >/dev/null 2>&1 &
+  backend_pid[$1]=$!; pids+=("$!")
+  # Ready when it accepts connections.
+  for _ in $(seq 1 100); do
+    python3 -c "import socket;socket.create_connection(('127.0.9.$1',$HTTP_PORT),0.2)" 2>/dev/null && return 0
+    sleep 0.02
+  done
+  echo "backend 127.0.9.$1 did not start" >&2; exit 1
+}
+# Kills backend $1 if it runs, else starts it: either way the pool's answer changes.
+flip_backend() {
+  if [ -n "${backend_pid[$1]:-}" ]; then
+    kill -KILL "${backend_pid[$1]}"; wait "${backend_pid[$1]}" 2>/dev/null || true; backend_pid[$1]=""
+  else
+    start_backend "$1"
+  fi
+}

@@ -15,23 +15,9 @@ TRIALS=${1:-10}
 cd "$(dirname "$0")/.."
 command -v dig >/dev/null || { echo "bench/failover.sh needs dig (apt-get install -y bind9-dnsutils)" >&2; exit 1; }
 source bench/common.sh
-declare -A backend_pid
 DNS_PORT=$(free_port)
 HTTP_PORT=$(free_port)
-mkdir -p "$work/www"
-echo ok > "$work/www/index.html"
 
-start_backend() { # $1 = host number
-  python3 -m http.server "$HTTP_PORT" --bind "127.0.9.$1" --directory "$work/www" >/dev/null 2>&1 &
-  backend_pid[$1]=$!
-  pids+=("$!")
-  # Ready when it accepts connections.
-  for _ in $(seq 1 100); do
-    python3 -c "import socket;socket.create_connection(('127.0.9.$1',$HTTP_PORT),0.2)" 2>/dev/null && return 0
-    sleep 0.02
-  done
-  echo "backend 127.0.9.$1 did not start" >&2; exit 1
-}
 for host in 1 2 3; do start_backend "$host"; done
 
 cat > "$work/bench.test.zone" <<ZONE

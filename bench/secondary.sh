@@ -20,18 +20,7 @@ done
 [ -x /usr/sbin/named ] || { echo "bench/secondary.sh needs named (apt-get install -y bind9)" >&2; exit 1; }
 source bench/common.sh
 HDNS_PORT=$(free_port); NSD_PORT=$(free_port); NAMED_PORT=$(free_port); HTTP_PORT=$(free_port)
-mkdir -p "$work/www" "$work/named" "$work/nsd"
-echo ok > "$work/www/index.html"
-declare -A backend_pid
-start_backend() { # $1 = host number
-  python3 -m http.server "$HTTP_PORT" --bind "127.0.9.$1" --directory "$work/www" >/dev/null 2>&1 &
-  backend_pid[$1]=$!; pids+=("$!")
-  for _ in $(seq 1 100); do
-    python3 -c "import socket;socket.create_connection(('127.0.9.$1',$HTTP_PORT),0.2)" 2>/dev/null && return 0
-    sleep 0.02
-  done
-  echo "backend 127.0.9.$1 did not start" >&2; exit 1
-}
+mkdir -p "$work/named" "$work/nsd"
 start_backend 1; start_backend 2
 
 # healthdns, primary for hdns.test.
@@ -142,7 +131,7 @@ nsd_serial=1
 for trial in $(seq 1 "$TRIALS"); do
   # healthdns: flip backend 2 and wait for the new serial.
   before=$(serial "$HDNS_PORT" hdns.test)
-  if [ -n "${backend_pid[2]:-}" ]; then kill -KILL "${backend_pid[2]}"; wait "${backend_pid[2]}" 2>/dev/null || true; backend_pid[2]=""; else start_backend 2; fi
+  flip_backend 2
   after=$(( before + 1 ))
   primary=$(wait_serial "$HDNS_PORT" hdns.test "$after")
   secondary=$(wait_serial "$NAMED_PORT" hdns.test "$after")

@@ -12,17 +12,6 @@ cd "$(dirname "$0")/.."
 command -v dig >/dev/null || { echo "bench/snapshot.sh needs dig (apt-get install -y bind9-dnsutils)" >&2; exit 1; }
 source bench/common.sh
 DNS_PORT=$(free_port); HTTP_PORT=$(free_port)
-mkdir -p "$work/www"; echo ok > "$work/www/index.html"
-declare -A backend_pid
-start_backend() { # $1 = host number
-  python3 -m http.server "$HTTP_PORT" --bind "127.0.9.$1" --directory "$work/www" >/dev/null 2>&1 &
-  backend_pid[$1]=$!; pids+=("$!")
-  for _ in $(seq 1 100); do
-    python3 -c "import socket;socket.create_connection(('127.0.9.$1',$HTTP_PORT),0.2)" 2>/dev/null && return 0
-    sleep 0.02
-  done
-  echo "backend 127.0.9.$1 did not start" >&2; exit 1
-}
 start_backend 1; start_backend 2
 python3 - "$work/big.test.zone" <<'PY'
 import sys
@@ -65,7 +54,7 @@ grep -q "zone snapshot written" "$work/healthdns.log" || { echo "no first snapsh
   done > "$work/query_ms" ) &
 pids+=("$!")
 for trial in $(seq 1 "$TRIALS"); do
-  if [ -n "${backend_pid[2]:-}" ]; then kill -KILL "${backend_pid[2]}"; wait "${backend_pid[2]}" 2>/dev/null || true; backend_pid[2]=""; else start_backend 2; fi
+  flip_backend 2
   sleep 1.5
 done
 touch "$work/stop"; sleep 1.2

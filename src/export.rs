@@ -19,9 +19,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ZoneConfig;
-use crate::render::render;
-use crate::serial::{content_digest, State};
-use crate::snapshot::{name_key, Snapshot};
+use crate::render::{body, with_body};
+use crate::serial::{digest_with_body, State};
+use crate::snapshot::{name_key, Snapshot, Zone};
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -77,17 +77,6 @@ pub fn remove_stale_temporaries(path: &Path) {
     }
 }
 
-/// Renders and writes the snapshot file of every zone in `zones` that has one.
-pub fn write_snapshots(snapshot: &Snapshot, zones: &[ZoneConfig]) -> Result<(), ExportError> {
-    for config in zones {
-        let Some(path) = &config.snapshot else {
-            continue;
-        };
-        write_zone(snapshot, config, path)?;
-    }
-    Ok(())
-}
-
 /// A snapshot file could not be written; the previous file, if any, is intact.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: cannot write the zone snapshot: {source}")]
@@ -96,18 +85,16 @@ pub struct ExportError {
     pub source: std::io::Error,
 }
 
-fn write_zone(snapshot: &Snapshot, config: &ZoneConfig, path: &Path) -> Result<(), ExportError> {
-    let Some(zone) = snapshot.zone(&name_key(&config.origin)) else {
-        return Ok(());
-    };
-    let started = Instant::now();
-    let text = render(zone);
+/// Writes `zone` as a master file with its rendered `body` to `path`; `started` is when
+/// rendering began (logged as `took_ms`).
+fn write_zone(zone: &Zone, body: &str, path: &Path, started: Instant) -> Result<(), ExportError> {
+    let text = with_body(zone, body);
     write_atomically(path, text.as_bytes()).map_err(|source| ExportError {
         path: path.to_path_buf(),
         source,
     })?;
     tracing::info!(
-        zone = %config.origin,
+        zone = %zone.origin(),
         serial = zone.serial(),
         path = %path.display(),
         bytes = text.len(),
@@ -117,16 +104,55 @@ fn write_zone(snapshot: &Snapshot, config: &ZoneConfig, path: &Path) -> Result<(
     Ok(())
 }
 
+/// What the writer keeps between snapshots.
+struct Writer {
+    zones: Vec<ZoneConfig>,
+    state_file: PathBuf,
+    state: State,
+    /// The serial last written for each zone of `zones`.
+    written: Vec<Option<u32>>,
+}
+
+impl Writer {
+    /// Writes the snapshot file and records the state of each zone whose serial is new; each
+    /// such zone is rendered once, for both.
+    fn write_new_serials(&mut self, snapshot: &Snapshot) {
+        let mut state_changed = false;
+        for (config, written) in self.zones.iter().zip(&mut self.written) {
+            let Some(zone) = snapshot.zone(&name_key(&config.origin)) else {
+                continue;
+            };
+            if *written == Some(zone.serial()) {
+                continue;
+            }
+            let started = Instant::now();
+            let body = body(zone);
+            if let Some(path) = &config.snapshot {
+                if let Err(error) = write_zone(zone, &body, path, started) {
+                    tracing::error!(%error, "zone snapshot not written");
+                    continue;
+                }
+            }
+            state_changed |= self.state.record(zone, digest_with_body(zone, &body));
+            *written = Some(zone.serial());
+        }
+        if state_changed {
+            if let Err(error) = self.state.save(&self.state_file) {
+                tracing::error!(%error, "serial state not saved");
+            }
+        }
+    }
+}
+
 /// Writes snapshot files and the state file for every new serial until `shutdown`; the
 /// first snapshot on `versions` is written at once.
 pub async fn run(
     mut versions: watch::Receiver<Arc<Snapshot>>,
     zones: Vec<ZoneConfig>,
     state_file: PathBuf,
-    mut state: State,
+    state: State,
     shutdown: CancellationToken,
 ) {
-    let mut written: Vec<Option<u32>> = vec![None; zones.len()];
     for path in zones
         .iter()
         .filter_map(|zone| zone.snapshot.as_ref())
@@ -134,47 +160,27 @@ pub async fn run(
     {
         remove_stale_temporaries(path);
     }
+    let mut writer = Writer {
+        written: vec![None; zones.len()],
+        zones,
+        state_file,
+        state,
+    };
     loop {
         let snapshot = versions.borrow_and_update().clone();
-        let zones_now = zones.clone();
-        let previous = written.clone();
-        let mut state_now = state.clone();
-        let path = state_file.clone();
         // Rendering a large zone takes a while: off the async threads.
-        let result = tokio::task::spawn_blocking(move || {
-            let mut serials = previous;
-            let mut state_changed = false;
-            for (index, config) in zones_now.iter().enumerate() {
-                let Some(zone) = snapshot.zone(&name_key(&config.origin)) else {
-                    continue;
-                };
-                if serials[index] == Some(zone.serial()) {
-                    continue;
-                }
-                if let Some(path) = &config.snapshot {
-                    if let Err(error) = write_zone(&snapshot, config, path) {
-                        tracing::error!(%error, "zone snapshot not written");
-                        continue;
-                    }
-                }
-                state_changed |= state_now.record(zone, content_digest(zone));
-                serials[index] = Some(zone.serial());
-            }
-            if state_changed {
-                if let Err(error) = state_now.save(&path) {
-                    tracing::error!(%error, "serial state not saved");
-                }
-            }
-            (serials, state_now)
+        writer = match tokio::task::spawn_blocking(move || {
+            writer.write_new_serials(&snapshot);
+            writer
         })
-        .await;
-        match result {
-            Ok((serials, state_now)) => {
-                written = serials;
-                state = state_now;
+        .await
+        {
+            Ok(writer) => writer,
+            Err(error) => {
+                tracing::error!(%error, "the snapshot writer failed; no more snapshots are written");
+                return;
             }
-            Err(error) => tracing::error!(%error, "the snapshot writer failed"),
-        }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = versions.changed() => if changed.is_err() { return },

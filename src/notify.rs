@@ -72,7 +72,13 @@ pub async fn run(
                 let source = config
                     .notify_source
                     .unwrap_or_else(|| source_for(target, &listen));
-                senders.spawn(notify(zone.soa().clone(), source, target, round.clone()));
+                senders.spawn(notify(
+                    zone.soa().clone(),
+                    zone.serial(),
+                    source,
+                    target,
+                    round.clone(),
+                ));
             }
         }
         while senders.try_join_next().is_some() {}
@@ -112,12 +118,14 @@ enum NotifyError {
 }
 
 /// Sends one zone's NOTIFY to one target, retrying, until answered, out of tries or cancelled.
-async fn notify(soa: Record, source: IpAddr, target: SocketAddr, cancel: CancellationToken) {
-    let zone = soa.name.clone();
-    let serial = match &soa.data {
-        hickory_proto::rr::RData::SOA(data) => data.serial,
-        _ => 0,
-    };
+async fn notify(
+    soa: Record,
+    serial: u32,
+    source: IpAddr,
+    target: SocketAddr,
+    cancel: CancellationToken,
+) {
+    let zone = &soa.name;
     let result = tokio::select! {
         _ = cancel.cancelled() => return,
         result = exchange(&soa, source, target) => result,

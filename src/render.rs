@@ -27,8 +27,23 @@ use crate::snapshot::Zone;
 
 /// The whole zone version as master-file text.
 pub fn render(zone: &Zone) -> String {
-    let soa = zone.soa();
+    with_body(zone, &body(zone))
+}
+
+/// Every record after the SOA, one line each: the part of a rendering the serial does not
+/// touch (the serial state digests it, so a zone is rendered once per serial).
+pub fn body(zone: &Zone) -> String {
     let mut text = String::with_capacity(64 * 1024);
+    for record in zone.records().skip(1) {
+        write_record(&mut text, record);
+    }
+    text
+}
+
+/// The master file: a comment header, `$ORIGIN`, `$TTL`, the SOA, then `body`.
+pub fn with_body(zone: &Zone, body: &str) -> String {
+    let soa = zone.soa();
+    let mut text = String::with_capacity(body.len() + 512);
     let _ = writeln!(
         text,
         "; {} at serial {}, written by healthdns: static records and the pools' current answers.",
@@ -37,9 +52,8 @@ pub fn render(zone: &Zone) -> String {
     );
     let _ = writeln!(text, "$ORIGIN {}", zone.origin());
     let _ = writeln!(text, "$TTL {}", soa.ttl);
-    for record in zone.records() {
-        write_record(&mut text, record);
-    }
+    write_record(&mut text, soa);
+    text.push_str(body);
     text
 }
 

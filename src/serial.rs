@@ -35,12 +35,17 @@ pub fn serial_greater(left: u32, right: u32) -> bool {
 /// A digest of a zone version's records with the serial left out: equal digests mean equal
 /// content.
 pub fn content_digest(zone: &Zone) -> String {
-    let mut text = String::new();
-    write_record(&mut text, &with_serial(zone.soa(), 0));
-    for record in zone.records().skip(1) {
-        write_record(&mut text, record);
-    }
-    hex::encode(Sha256::digest(text.as_bytes()))
+    digest_with_body(zone, &crate::render::body(zone))
+}
+
+/// `content_digest` from the zone's already rendered `body` (`render::body`).
+pub fn digest_with_body(zone: &Zone, body: &str) -> String {
+    let mut soa = String::new();
+    write_record(&mut soa, &with_serial(zone.soa(), 0));
+    let mut hasher = Sha256::new();
+    hasher.update(soa.as_bytes());
+    hasher.update(body.as_bytes());
+    hex::encode(hasher.finalize())
 }
 
 /// What the state file remembers of one zone.

@@ -24,7 +24,6 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -270,9 +269,10 @@ async fn serve_connection(
     shutdown: &CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let peer = SocketAddr::new(canonical_ip(peer.ip()), peer.port());
     let mut packet = Vec::with_capacity(512);
     let mut response = Vec::with_capacity(4096);
+    // The length prefix and the response, sent in one write.
+    let mut framed = Vec::with_capacity(4096);
     loop {
         let mut length = [0u8; 2];
         let read = tokio::select! {
@@ -290,7 +290,7 @@ async fn serve_connection(
         match handler.answer(&packet, peer, Transport::Tcp, &mut response) {
             Answered::Nothing => continue,
             Answered::Message => {
-                let mut framed = Vec::with_capacity(response.len() + 2);
+                framed.clear();
                 framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
                 framed.extend_from_slice(&response);
                 match tokio::time::timeout(idle_timeout, stream.write_all(&framed)).await {
@@ -319,13 +319,5 @@ async fn serve_connection(
                 }
             }
         }
-    }
-}
-
-/// An IPv4-mapped IPv6 address as the IPv4 address it is.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }

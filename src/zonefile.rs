@@ -292,7 +292,15 @@ impl Reader {
                 .ok_or("record has no TTL and there is no $TTL before it")?,
         };
         let rdata_text = &text[rdata_start..entry.end];
-        let record = parse_record(&owner, ttl, record_type, rdata_text, &state.origin)?;
+        let rdata_tokens: Vec<&Token> = tokens.collect();
+        let record = parse_record(
+            &owner,
+            ttl,
+            record_type,
+            rdata_text,
+            &rdata_tokens,
+            &state.origin,
+        )?;
         self.records.push(SourcedRecord {
             record,
             line: entry.line,
@@ -301,23 +309,32 @@ impl Reader {
     }
 }
 
-/// Parses one record's RDATA with hickory's presentation-format parsers.
+/// Parses one record's RDATA: the RFC 3597 generic form and TXT from the lexer's tokens,
+/// every other type with hickory's presentation-format parsers.
 fn parse_record(
     owner: &Name,
     ttl: u32,
     record_type: RecordType,
     rdata_text: &str,
+    rdata_tokens: &[&Token],
     origin: &Name,
 ) -> Result<Record, String> {
-    let trimmed = rdata_text.trim_start();
-    if let Some(generic) = trimmed.strip_prefix("\\#") {
-        let data = parse_generic(record_type, generic)?;
-        return Ok(Record::from_rdata(owner.clone(), ttl, data));
+    if let Some((first, rest)) = rdata_tokens.split_first() {
+        if first.text == "\\#" && !first.quoted {
+            let data = parse_generic(record_type, rest)?;
+            return Ok(Record::from_rdata(owner.clone(), ttl, data));
+        }
     }
     if record_type == RecordType::TXT {
         // hickory's parser decodes `\DDD` above 127 as a Unicode code point (two or more
         // bytes), so TXT character-strings are decoded here.
-        let strings = parse_character_strings(rdata_text)?;
+        let strings = rdata_tokens
+            .iter()
+            .map(|token| character_string(&token.text))
+            .collect::<Result<Vec<_>, _>>()?;
+        if strings.is_empty() {
+            return Err("TXT needs at least one character-string".into());
+        }
         let txt =
             hickory_proto::rr::rdata::TXT::from_bytes(strings.iter().map(Vec::as_slice).collect());
         return Ok(Record::from_rdata(owner.clone(), ttl, RData::TXT(txt)));
@@ -338,8 +355,8 @@ fn parse_record(
 }
 
 /// RFC 3597 §5 generic RDATA after `\#`: a length and that many bytes in hex.
-fn parse_generic(record_type: RecordType, text: &str) -> Result<RData, String> {
-    let mut fields = text.split_whitespace();
+fn parse_generic(record_type: RecordType, tokens: &[&Token]) -> Result<RData, String> {
+    let mut fields = tokens.iter().map(|token| token.text.as_str());
     let length: u16 = fields
         .next()
         .and_then(|field| field.parse().ok())
@@ -368,74 +385,43 @@ fn parse_generic(record_type: RecordType, text: &str) -> Result<RData, String> {
     Ok(data)
 }
 
-/// Character-strings (RFC 1035 §5.1): quoted or bare, with `\X` and `\DDD` escapes; each at
-/// most 255 bytes.
-pub fn parse_character_strings(text: &str) -> Result<Vec<Vec<u8>>, String> {
+/// One character-string's bytes (RFC 1035 §5.1) from a token as the lexer keeps it (quotes
+/// removed, escapes not): `\\X` is X, `\\DDD` the byte DDD; at most 255 bytes.
+fn character_string(text: &str) -> Result<Vec<u8>, String> {
     let bytes = text.as_bytes();
-    let mut strings = Vec::new();
+    let mut string = Vec::with_capacity(bytes.len());
     let mut index = 0;
-    loop {
-        while index < bytes.len() && bytes[index].is_ascii_whitespace() {
+    while let Some(&byte) = bytes.get(index) {
+        index += 1;
+        if byte != b'\\' {
+            string.push(byte);
+            continue;
+        }
+        let digits = bytes
+            .get(index..index + 3)
+            .filter(|digits| digits.iter().all(u8::is_ascii_digit));
+        if let Some(digits) = digits {
+            let value = digits
+                .iter()
+                .fold(0u32, |value, digit| value * 10 + u32::from(digit - b'0'));
+            let value =
+                u8::try_from(value).map_err(|_| format!("escape \\{value} is above 255"))?;
+            string.push(value);
+            index += 3;
+        } else if let Some(&escaped) = bytes.get(index) {
+            string.push(escaped);
             index += 1;
+        } else {
+            return Err("a backslash ends the text".into());
         }
-        if index >= bytes.len() {
-            break;
-        }
-        let quoted = bytes[index] == b'"';
-        if quoted {
-            index += 1;
-        }
-        let mut string = Vec::new();
-        loop {
-            let Some(&byte) = bytes.get(index) else {
-                if quoted {
-                    return Err("unterminated quoted string".into());
-                }
-                break;
-            };
-            if quoted && byte == b'"' {
-                index += 1;
-                break;
-            }
-            if !quoted && byte.is_ascii_whitespace() {
-                break;
-            }
-            index += 1;
-            if byte != b'\\' {
-                string.push(byte);
-                continue;
-            }
-            let digits = bytes
-                .get(index..index + 3)
-                .filter(|digits| digits.iter().all(u8::is_ascii_digit));
-            if let Some(digits) = digits {
-                let value: u32 = std::str::from_utf8(digits)
-                    .expect("digits")
-                    .parse()
-                    .expect("digits");
-                let value =
-                    u8::try_from(value).map_err(|_| format!("escape \\{value} is above 255"))?;
-                string.push(value);
-                index += 3;
-            } else if let Some(&escaped) = bytes.get(index) {
-                string.push(escaped);
-                index += 1;
-            } else {
-                return Err("a backslash ends the text".into());
-            }
-        }
-        if string.len() > 255 {
-            return Err(format!(
-                "a character-string is {} bytes; at most 255",
-                string.len()
-            ));
-        }
-        strings.push(string);
     }
-    if strings.is_empty() {
-        return Err("TXT needs at least one character-string".into());
+    if string.len() > 255 {
+        return Err(format!(
+            "a character-string is {} bytes; at most 255",
+            string.len()
+        ));
     }
-    Ok(strings)
+    Ok(string)
 }
 
 fn parse_ttl_token(text: &str) -> Option<u32> {
@@ -688,6 +674,21 @@ mod tests {
         assert_eq!(zone.records[1].record.record_type(), RecordType::NS);
         assert_eq!(zone.records[1].record.name.to_string(), "example.test.");
         assert_eq!(zone.records[2].line, 6);
+    }
+
+    #[test]
+    fn txt_spans_lines_with_comments_and_decodes_escapes() {
+        let zone = parse(
+            "$TTL 1\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nt TXT ( \"a\\\"b\" ; note\n  bare \"caf\\195\\169\" )\ng A \\# 4 ( 0a00\n 0001 )\n",
+        )
+        .unwrap();
+        let RData::TXT(txt) = &zone.records[2].record.data else {
+            panic!("a TXT record");
+        };
+        let strings: Vec<&[u8]> = txt.txt_data.iter().map(|string| &string[..]).collect();
+        assert_eq!(strings, [&b"a\"b"[..], b"bare", b"caf\xc3\xa9"]);
+        assert_eq!(zone.records[3].record.data.to_string(), "10.0.0.1");
+        assert!(parse("$TTL 1\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nt TXT \"\\256\"\n").is_err());
     }
 
     #[test]

@@ -338,9 +338,12 @@ fn a_swapped_snapshot_is_answered_from_the_next_query_on() {
             .unwrap();
     // Queries keep flowing on other threads while the writer swaps.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Each reader has an answer before the swap starts (the threads may start late).
+    let first_answers = std::sync::Arc::new(std::sync::Barrier::new(3));
     let readers: Vec<_> = (0..2)
         .map(|_| {
             let stop = stop.clone();
+            let first_answers = first_answers.clone();
             let address = server.address;
             std::thread::spawn(move || {
                 let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -358,11 +361,15 @@ fn a_swapped_snapshot_is_answered_from_the_next_query_on() {
                         .recv(&mut buffer)
                         .expect("every query is answered during swaps");
                     answered += 1;
+                    if answered == 1 {
+                        first_answers.wait();
+                    }
                 }
                 answered
             })
         })
         .collect();
+    first_answers.wait();
     server
         .snapshots
         .store(std::sync::Arc::new(healthdns::snapshot::Snapshot::build(

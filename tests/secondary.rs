@@ -12,7 +12,7 @@ use crate::golden::assert_checkzone_clean;
 use crate::support::backend::{backends, Behaviour};
 use crate::support::named::Named;
 use crate::support::{
-    binary, dig, free_port, rcode, wait_until, Fixture, Process, TestServer, CHANGE,
+    binary, dig, dig_serial, free_port, rcode, wait_until, Fixture, Process, TestServer, CHANGE,
     POOL_ZONE as ZONE,
 };
 
@@ -259,11 +259,7 @@ impl Daemon {
     }
 
     fn try_serial(&self) -> Option<u32> {
-        dig(self.address, &["+short", "example.test", "SOA"])
-            .split_whitespace()
-            .nth(2)?
-            .parse()
-            .ok()
+        dig_serial(self.address, "example.test")
     }
 
     fn stop(mut self) {

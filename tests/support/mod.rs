@@ -389,6 +389,15 @@ pub fn dig(address: SocketAddr, arguments: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The SOA serial `dig` reads from `address` for `zone`, if it answers one.
+pub fn dig_serial(address: SocketAddr, zone: &str) -> Option<u32> {
+    dig(address, &["+short", "+norecurse", zone, "SOA"])
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
 /// The built `healthdns` binary.
 pub fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_healthdns"))

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{dig, require_tool, wait_until, Process};
+use super::{dig, dig_serial, require_tool, wait_until, Process};
 
 /// A `named` process, secondary for some zones; stopped (by PID) when dropped.
 pub struct Named {
@@ -61,8 +61,7 @@ impl Named {
 
     /// The serial `named` serves for `zone`, if it has the zone loaded.
     pub fn serial(&self, zone: &str) -> Option<u32> {
-        let output = dig(self.address, &["+short", "+norecurse", zone, "SOA"]);
-        output.split_whitespace().nth(2)?.parse().ok()
+        dig_serial(self.address, zone)
     }
 
     /// `named`'s log so far.
