@@ -10,7 +10,6 @@
 //! channel (which keeps just the latest), so a slow disk delays files, never answers. A zone's
 //! file and state are written only when its serial changed.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,64 +17,11 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::atomic::{remove_stale_temporaries, write_atomically};
 use crate::config::ZoneConfig;
-use crate::render::{body, with_body};
-use crate::serial::{digest_with_body, State};
-use crate::snapshot::{name_key, Snapshot, Zone};
-
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let folder = match path.parent() {
-        Some(folder) if !folder.as_os_str().is_empty() => folder,
-        _ => Path::new("."),
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the path has no file name",
-        )
-    })?;
-    let mut temporary_name = std::ffi::OsString::from(".");
-    temporary_name.push(file_name);
-    temporary_name.push(format!(".tmp{}", std::process::id()));
-    let temporary = folder.join(temporary_name);
-    std::fs::create_dir_all(folder)?;
-    let result = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temporary, path)?;
-        std::fs::File::open(folder)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
-}
-
-/// Removes temporary files `write_atomically` left next to `path` when a process was killed
-/// mid-write (each has the writer's PID, so none can belong to a live writer of ours).
-pub fn remove_stale_temporaries(path: &Path) {
-    let (Some(folder), Some(file_name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let prefix = format!(".{}.tmp", file_name.to_string_lossy());
-    let own = format!("{prefix}{}", std::process::id());
-    let Ok(entries) = std::fs::read_dir(if folder.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        folder
-    }) else {
-        return;
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&prefix) && name != own {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
+use crate::zone::render::{body, with_body};
+use crate::zone::serial::{digest_with_body, State};
+use crate::zone::snapshot::{name_key, Snapshot, Zone};
 
 /// A snapshot file could not be written; the previous file, if any, is intact.
 #[derive(Debug, thiserror::Error)]
@@ -185,32 +131,5 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             changed = versions.changed() => if changed.is_err() { return },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_writes_replace_whole_files_and_stale_temporaries_go() {
-        let folder = tempfile::tempdir().unwrap();
-        let path = folder.path().join("sub/zone");
-        write_atomically(&path, b"one\n").unwrap();
-        write_atomically(&path, b"two\n").unwrap();
-        let stale = folder.path().join("sub/.zone.tmp999999999");
-        let other = folder.path().join("sub/.other.tmp1");
-        std::fs::write(&stale, b"half").unwrap();
-        std::fs::write(&other, b"not ours").unwrap();
-        remove_stale_temporaries(&path);
-        assert!(!stale.exists());
-        assert!(other.exists());
-        assert_eq!(
-            std::fs::read_dir(folder.path().join("sub"))
-                .unwrap()
-                .count(),
-            2
-        );
-        assert_eq!(std::fs::read(&path).unwrap(), b"two\n");
     }
 }

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use healthdns::config::Config;
-use healthdns::server::Listeners;
+use healthdns::dns::server::Listeners;
 use healthdns::service::Service;
 
 #[derive(Parser)]
@@ -83,7 +83,7 @@ fn run_check(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match healthdns::load_zones(&config) {
+    match healthdns::zone::load_zones(&config) {
         Ok(zones) => {
             for zone in &zones {
                 println!(
@@ -105,9 +105,11 @@ fn run_check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<(Config, Vec<healthdns::zonefile::ZoneData>)> {
+fn load(
+    path: &std::path::Path,
+) -> anyhow::Result<(Config, Vec<healthdns::zone::zonefile::ZoneData>)> {
     let config = Config::load(path)?;
-    let zones = healthdns::load_zones(&config).map_err(|errors| {
+    let zones = healthdns::zone::load_zones(&config).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("zone errors:\n{}", text.join("\n"))
     })?;
@@ -116,13 +118,13 @@ fn load(path: &std::path::Path) -> anyhow::Result<(Config, Vec<healthdns::zonefi
 
 fn run_export(path: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
     let (config, zones) = load(path)?;
-    let state = healthdns::serial::State::load(&config.server.state_file)?;
+    let state = healthdns::zone::serial::State::load(&config.server.state_file)?;
     let answers = healthdns::health::configured_answers(&config.pools);
-    let snapshot = healthdns::first_snapshot(&zones, &answers, &state);
+    let snapshot = healthdns::zone::first_snapshot(&zones, &answers, &state);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     for zone in &zones {
         let served = snapshot
-            .zone(&healthdns::snapshot::name_key(&zone.origin))
+            .zone(&healthdns::zone::snapshot::name_key(&zone.origin))
             .expect("every loaded zone is served");
         let origin = zone.origin.to_string();
         let stem = match origin.trim_end_matches('.') {
@@ -130,8 +132,11 @@ fn run_export(path: &std::path::Path, out: &std::path::Path) -> anyhow::Result<(
             stem => stem,
         };
         let file = out.join(format!("{stem}.zone"));
-        healthdns::export::write_atomically(&file, healthdns::render::render(served).as_bytes())
-            .with_context(|| format!("cannot write {}", file.display()))?;
+        healthdns::atomic::write_atomically(
+            &file,
+            healthdns::zone::render::render(served).as_bytes(),
+        )
+        .with_context(|| format!("cannot write {}", file.display()))?;
         println!(
             "{}: zone {} serial {}",
             file.display(),

@@ -29,10 +29,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::schedule::Probed;
+use crate::health::verdict::State;
 use crate::health::{Answers, Health, NameAnswer};
-use crate::schedule::Probed;
-use crate::snapshot::Snapshot;
-use crate::verdict::State;
+use crate::zone::snapshot::Snapshot;
 
 /// The most outcomes applied in one batch before answers are recomputed.
 const MAX_BATCH: usize = 4096;
@@ -197,9 +197,9 @@ impl Publisher {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::health::probe::Outcome;
     use crate::health::TargetId;
-    use crate::probe::Outcome;
-    use crate::zonefile::parse_zone;
+    use crate::zone::zonefile::parse_zone;
     use hickory_proto::rr::RecordType;
     use std::path::Path;
 
@@ -260,11 +260,13 @@ rise = 2
     fn served(snapshots: &ArcSwap<Snapshot>) -> usize {
         let snapshot = snapshots.load();
         let name = Name::from_ascii("www.example.test.").unwrap();
-        let question = crate::answer::Question {
+        let question = crate::dns::answer::Question {
             name: &name,
             record_type: RecordType::A,
         };
-        let count = crate::answer::resolve(&snapshot, question, 0).answer.len();
+        let count = crate::dns::answer::resolve(&snapshot, question, 0)
+            .answer
+            .len();
         count
     }
 
@@ -289,7 +291,7 @@ rise = 2
 
     fn serial(snapshots: &ArcSwap<Snapshot>) -> u32 {
         let origin = Name::from_ascii("example.test.").unwrap();
-        let key = crate::snapshot::name_key(&origin);
+        let key = crate::zone::snapshot::name_key(&origin);
         snapshots.load().zone(&key).unwrap().serial()
     }
 
@@ -305,7 +307,7 @@ rise = 2
         assert_eq!(
             versions
                 .borrow()
-                .zone(&crate::snapshot::name_key(
+                .zone(&crate::zone::snapshot::name_key(
                     &Name::from_ascii("example.test.").unwrap()
                 ))
                 .unwrap()

@@ -18,16 +18,16 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::handler::DnsHandler;
+use crate::dns::handler::DnsHandler;
+use crate::dns::server::{serve, Listeners};
+use crate::health::probe::{Checker, ProbeError, Probers};
+use crate::health::schedule::{self, Probed, Timing};
+use crate::health::verdict::State;
 use crate::health::{self, Health, TargetId};
-use crate::probe::{Checker, ProbeError, Probers};
 use crate::publish::Publisher;
-use crate::schedule::{self, Probed, Timing};
-use crate::serial::{State as SerialState, StateError};
-use crate::server::{serve, Listeners};
-use crate::snapshot::Snapshot;
-use crate::verdict::State;
-use crate::zonefile::ZoneData;
+use crate::zone::serial::{State as SerialState, StateError};
+use crate::zone::snapshot::Snapshot;
+use crate::zone::zonefile::ZoneData;
 
 /// Why the server could not start; the message names the fix.
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +53,16 @@ impl Service {
     pub async fn start(config: Config, zones: Vec<ZoneData>) -> Result<Self, StartError> {
         let state = SerialState::load(&config.server.state_file)?;
         let mut health = Health::new(&config.pools);
-        let probers = Probers::new(health.targets())?;
+        let probers = Probers::new(
+            health
+                .targets()
+                .iter()
+                .map(|target| (target.address, &target.check)),
+        )?;
         let checkers: Vec<Arc<Checker>> = health
             .targets()
             .iter()
-            .map(|target| probers.checker(target).map(Arc::new))
+            .map(|target| probers.checker(target.address, &target.check).map(Arc::new))
             .collect::<Result<_, _>>()?;
 
         let started = Instant::now();
@@ -99,7 +104,7 @@ impl Service {
             let addresses = answer.address_texts();
             tracing::info!(%name, ?addresses, servfail = answer.servfail, "first answer");
         }
-        let snapshot = crate::first_snapshot(&zones, &served, &state);
+        let snapshot = crate::zone::first_snapshot(&zones, &served, &state);
         for zone in snapshot.zones() {
             tracing::info!(zone = %zone.origin(), serial = zone.serial(), "starting serial");
         }
@@ -141,7 +146,7 @@ impl Service {
             self.state,
             shutdown.clone(),
         ));
-        tasks.spawn(crate::notify::run(
+        tasks.spawn(crate::dns::notify::run(
             self.publisher.subscribe(),
             self.config.zones.clone(),
             listeners.local_addresses(),

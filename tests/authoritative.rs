@@ -164,7 +164,10 @@ fn cname_out_of_zone_and_loops_stop() {
 
     let response = server.udp("loop1.example.test.", RecordType::A);
     assert_eq!(rcode(&response), ResponseCode::NoError);
-    assert_eq!(texts(&response.answers).len(), healthdns::answer::MAX_CHAIN);
+    assert_eq!(
+        texts(&response.answers).len(),
+        healthdns::dns::answer::MAX_CHAIN
+    );
 }
 
 #[test]
@@ -333,9 +336,12 @@ fn a_swapped_snapshot_is_answered_from_the_next_query_on() {
         .replace("www         A     192.0.2.10\n            A     192.0.2.11\n            A     192.0.2.12\n", "www         A     192.0.2.99\n");
     assert_ne!(replacement, crate::support::TEST_ZONE);
     let origin = hickory_proto::rr::Name::from_ascii("example.test.").unwrap();
-    let zone =
-        healthdns::zonefile::parse_zone(&replacement, std::path::Path::new("new.zone"), &origin)
-            .unwrap();
+    let zone = healthdns::zone::zonefile::parse_zone(
+        &replacement,
+        std::path::Path::new("new.zone"),
+        &origin,
+    )
+    .unwrap();
     // Queries keep flowing on other threads while the writer swaps.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Each reader has an answer before the swap starts (the threads may start late).
@@ -370,12 +376,9 @@ fn a_swapped_snapshot_is_answered_from_the_next_query_on() {
         })
         .collect();
     first_answers.wait();
-    server
-        .snapshots
-        .store(std::sync::Arc::new(healthdns::snapshot::Snapshot::build(
-            &[zone],
-            &Default::default(),
-        )));
+    server.snapshots.store(std::sync::Arc::new(
+        healthdns::zone::snapshot::Snapshot::build(&[zone], &Default::default()),
+    ));
     assert_eq!(
         addresses(&server.udp("www.example.test.", RecordType::A)),
         vec!["192.0.2.99"]

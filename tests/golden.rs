@@ -10,8 +10,8 @@ use std::process::Command;
 
 use healthdns::config::Config;
 use healthdns::health::configured_answers;
-use healthdns::render::render;
-use healthdns::snapshot::{name_key, Snapshot};
+use healthdns::zone::render::render;
+use healthdns::zone::snapshot::{name_key, Snapshot};
 
 use crate::support::require_tool;
 
@@ -29,7 +29,7 @@ fn rendered(origin: &str, file: &str) -> String {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/source");
     let text = format!("[[zone]]\norigin = \"{origin}\"\nfile = \"{file}\"\n{POOL}");
     let config = Config::parse(&text, &source.join("config.toml")).expect("config");
-    let zones = healthdns::load_zones(&config).expect("golden source zone loads");
+    let zones = healthdns::zone::load_zones(&config).expect("golden source zone loads");
     let snapshot = Snapshot::build(&zones, &configured_answers(&config.pools));
     let zone = snapshot
         .zone(&name_key(&zones[0].origin))
@@ -98,7 +98,7 @@ fn a_rendered_zone_loads_back_to_the_same_records() {
         &folder.path().join("config.toml"),
     )
     .unwrap();
-    let zones = healthdns::load_zones(&config).expect("the snapshot parses");
+    let zones = healthdns::zone::load_zones(&config).expect("the snapshot parses");
     let snapshot = Snapshot::build(&zones, &Default::default());
     let again = render(snapshot.zone(&name_key(&zones[0].origin)).unwrap());
     assert_eq!(again, text, "render(parse(render(z))) == render(z)");

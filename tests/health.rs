@@ -9,8 +9,8 @@ use hickory_proto::rr::RecordType;
 use sha2::{Digest, Sha256};
 
 use healthdns::config::{CheckConfig, CheckKind, HttpCheck};
+use healthdns::health::probe::{Check, Probers};
 use healthdns::health::Target;
-use healthdns::probe::{Check, Probers};
 
 use crate::support::backend::{backends, Behaviour, HEALTHY_BODY};
 use crate::support::{
@@ -197,9 +197,14 @@ fn http_probe_failures_say_why() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let targets: Vec<Target> = cases.iter().map(|(target, _)| target.clone()).collect();
-        let probers = Probers::new(&targets).unwrap();
+        let probers =
+            Probers::new(targets.iter().map(|target| (target.address, &target.check))).unwrap();
         for (target, expected) in &cases {
-            let outcome = probers.checker(target).unwrap().check().await;
+            let outcome = probers
+                .checker(target.address, &target.check)
+                .unwrap()
+                .check()
+                .await;
             match expected {
                 None => assert!(outcome.passed, "{}: {outcome:?}", target.address),
                 Some(reason) => {
@@ -213,7 +218,11 @@ fn http_probe_failures_say_why() {
             }
         }
         // A hanging backend costs the timeout, not more.
-        let outcome = probers.checker(&cases[4].0).unwrap().check().await;
+        let outcome = probers
+            .checker(cases[4].0.address, &cases[4].0.check)
+            .unwrap()
+            .check()
+            .await;
         assert!(outcome.latency < Duration::from_millis(600), "{outcome:?}");
     });
 }

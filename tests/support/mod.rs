@@ -19,9 +19,9 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tokio_util::sync::CancellationToken;
 
 use healthdns::config::Config;
-use healthdns::server::Listeners;
+use healthdns::dns::server::Listeners;
 use healthdns::service::Service;
-use healthdns::snapshot::Snapshot;
+use healthdns::zone::snapshot::Snapshot;
 
 /// How long a test waits for any single answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -182,7 +182,7 @@ impl TestServer {
     /// `healthdns serve` does: cold-start probe round, then probes, publisher and listeners.
     pub fn from_fixture(fixture: Fixture) -> Self {
         let config = Config::load(&fixture.config_path).expect("valid test config");
-        let zones = healthdns::load_zones(&config).expect("valid test zones");
+        let zones = healthdns::zone::load_zones(&config).expect("valid test zones");
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let (ready, started) = std::sync::mpsc::channel();

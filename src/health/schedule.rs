@@ -23,8 +23,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::health::probe::{Check, Outcome};
 use crate::health::TargetId;
-use crate::probe::{Check, Outcome};
 
 /// One finished probe.
 #[derive(Debug, Clone)]

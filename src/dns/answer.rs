@@ -22,7 +22,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, Record, RecordType};
 use smallvec::SmallVec;
 
-use crate::snapshot::{is_within, parent_key, Node, RrSet, Snapshot, Zone, MAX_NAME_LEN};
+use crate::zone::snapshot::{is_within, parent_key, Node, RrSet, Snapshot, Zone, MAX_NAME_LEN};
 
 /// How many CNAME links are followed inside a zone before the answer stops.
 pub const MAX_CHAIN: usize = 8;
@@ -131,7 +131,7 @@ pub struct Response<'a> {
 
 impl<'a> Response<'a> {
     /// An authoritative answer holding only `zone`'s SOA (IXFR over UDP, RFC 1995 §2).
-    pub fn soa_only(zone: &'a crate::snapshot::Zone) -> Self {
+    pub fn soa_only(zone: &'a crate::zone::snapshot::Zone) -> Self {
         let mut response = Self::new(ResponseCode::NoError, true);
         response
             .answer
@@ -171,7 +171,7 @@ pub fn resolve<'a>(
     rotation: usize,
 ) -> Response<'a> {
     let mut key_buffer = [0u8; MAX_NAME_LEN + 2];
-    let length = crate::snapshot::write_key(question.name, &mut key_buffer);
+    let length = crate::zone::snapshot::write_key(question.name, &mut key_buffer);
     let key = &key_buffer[..length];
     let Some(mut zone) = snapshot.find_zone(key) else {
         return Response::refused();
@@ -326,7 +326,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::zonefile::parse_zone;
+    use crate::zone::zonefile::parse_zone;
 
     const ZONE: &str = "$TTL 300\n@ SOA ns h 1 2 3 4 30\n@ NS ns\nns A 192.0.2.1\n\
         www A 192.0.2.10\nwww A 192.0.2.11\nwww A 192.0.2.12\nalias CNAME www\n\

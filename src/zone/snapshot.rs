@@ -23,7 +23,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rustc_hash::FxHashMap;
 
 use crate::health::Answers;
-use crate::zonefile::ZoneData;
+use crate::zone::zonefile::ZoneData;
 
 /// The longest wire-format name (RFC 1035 §3.1).
 pub const MAX_NAME_LEN: usize = 255;
@@ -719,9 +719,9 @@ mod tests {
 #[cfg(test)]
 mod overlay_tests {
     use super::*;
-    use crate::answer::{resolve, Question};
+    use crate::dns::answer::{resolve, Question};
     use crate::health::NameAnswer;
-    use crate::zonefile::parse_zone;
+    use crate::zone::zonefile::parse_zone;
     use hickory_proto::op::ResponseCode;
     use std::path::Path;
 

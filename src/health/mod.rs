@@ -6,6 +6,14 @@
 //! It is pure: the publisher feeds it outcomes and asks for answers; tests do the same
 //! without sockets or clocks.
 //!
+//! The folder holds the health side of the data flow, each step in its own module:
+//! - [`probe`]: how to check an address (ICMP, TCP, HTTP); stateless checkers.
+//! - [`schedule`]: when to check: one task per target, random phase, bounded overlap.
+//! - [`verdict`]: the pure `fall`/`rise` machine.
+//! - [`selection`]: the pure choice of a pool's answer (select, max_answers, all-down, canary).
+//!
+//! It depends only on `config`; `zone`, `publish` and `service` depend on it.
+//!
 //! Documented rules:
 //! - An address is up only while every check of its pool says up (the worst wins); before a
 //!   check's first result it is not up.
@@ -13,6 +21,11 @@
 //!   probes; an address's latency is the largest of its checks'.
 //! - Answers are recomputed only for pools that use a target whose verdict changed, so a
 //!   latency wiggle costs nothing and never changes an answer.
+
+pub mod probe;
+pub mod schedule;
+pub mod selection;
+pub mod verdict;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -22,9 +35,9 @@ use hickory_proto::rr::Name;
 use rustc_hash::FxHashMap;
 
 use crate::config::{CheckConfig, PoolConfig};
-use crate::probe::Outcome;
-use crate::selection::{self, Candidate, Policy, PoolAnswer, SelectionMemory};
-use crate::verdict::{State, Verdict};
+use crate::health::probe::Outcome;
+use crate::health::selection::{Candidate, Policy, PoolAnswer, SelectionMemory};
+use crate::health::verdict::{State, Verdict};
 
 /// Index of a probe target in `Health::targets`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

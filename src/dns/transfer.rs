@@ -22,7 +22,7 @@ use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_proto::ProtoError;
 
-use crate::snapshot::{with_serial, Change, Zone};
+use crate::zone::snapshot::{with_serial, Change, Zone};
 
 /// The largest transfer message written; well under the 65,535-byte TCP limit.
 pub const MAX_MESSAGE: u16 = 16 * 1024;

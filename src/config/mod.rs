@@ -909,7 +909,7 @@ mod tests {
 
     #[test]
     fn the_shipped_config_parses() {
-        let text = include_str!("../config.toml");
+        let text = include_str!("../../config.toml");
         let config = parse(text).unwrap();
         assert_eq!(
             config.server.listen,

@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::handler::{Answered, DnsHandler, Transport};
+use crate::dns::handler::{Answered, DnsHandler, Transport};
 
 /// How many times binding a port-0 address is retried when the UDP port is taken on TCP.
 const PORT_ZERO_ATTEMPTS: usize = 20;

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::export::write_atomically;
-use crate::render::write_record;
-use crate::snapshot::{with_serial, Zone};
+use crate::atomic::write_atomically;
+use crate::zone::render::write_record;
+use crate::zone::snapshot::{with_serial, Zone};
 
 /// True when `left` is greater than `right` in serial number arithmetic (RFC 1982 §3.2).
 pub fn serial_greater(left: u32, right: u32) -> bool {
@@ -35,7 +35,7 @@ pub fn serial_greater(left: u32, right: u32) -> bool {
 /// A digest of a zone version's records with the serial left out: equal digests mean equal
 /// content.
 pub fn content_digest(zone: &Zone) -> String {
-    digest_with_body(zone, &crate::render::body(zone))
+    digest_with_body(zone, &crate::zone::render::body(zone))
 }
 
 /// `content_digest` from the zone's already rendered `body` (`render::body`).
@@ -129,7 +129,7 @@ impl State {
         } else if recorded.digest == digest {
             recorded.serial
         } else {
-            crate::snapshot::next_serial(recorded.serial)
+            crate::zone::snapshot::next_serial(recorded.serial)
         }
     }
 
@@ -148,7 +148,7 @@ mod tests {
     use super::*;
 
     use crate::health::{Answers, NameAnswer};
-    use crate::snapshot::{name_key, Snapshot};
+    use crate::zone::snapshot::{name_key, Snapshot};
     use hickory_proto::rr::Name;
 
     fn zone(file_serial: u32, address: &str) -> std::sync::Arc<Zone> {
@@ -156,7 +156,7 @@ mod tests {
         let text = format!(
             "$TTL 300\n@ SOA ns h {file_serial} 3600 600 86400 60\n@ NS ns\nns A 192.0.2.1\n"
         );
-        let data = crate::zonefile::parse_zone(&text, Path::new("z"), &origin).unwrap();
+        let data = crate::zone::zonefile::parse_zone(&text, Path::new("z"), &origin).unwrap();
         let mut answers = Answers::new();
         answers.insert(
             Name::from_ascii("www.example.test.").unwrap(),

@@ -23,7 +23,7 @@ use std::fmt::Write;
 use hickory_proto::rr::{RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
-use crate::snapshot::Zone;
+use crate::zone::snapshot::Zone;
 
 /// The whole zone version as master-file text.
 pub fn render(zone: &Zone) -> String {

@@ -13,8 +13,9 @@ mod tcp;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::config::CheckKind;
-use crate::health::Target;
+use std::net::IpAddr;
+
+use crate::config::{CheckConfig, CheckKind};
 
 pub use http::{HttpChecker, MAX_BODY};
 pub use icmp::{IcmpChecker, IcmpClients};
@@ -111,18 +112,20 @@ pub struct Probers {
 }
 
 impl Probers {
-    /// Opens what `targets` need. Must run inside a tokio runtime (ICMP receivers are tasks).
-    pub fn new(targets: &[Target]) -> Result<Self, ProbeError> {
+    /// Opens what `targets` (address, check) need. Must run inside a tokio runtime (ICMP
+    /// receivers are tasks).
+    pub fn new<'a>(
+        targets: impl Iterator<Item = (IpAddr, &'a CheckConfig)> + Clone,
+    ) -> Result<Self, ProbeError> {
         let needs = |family_v4: bool| {
-            targets.iter().any(|target| {
-                matches!(target.check.kind, CheckKind::Icmp)
-                    && target.address.is_ipv4() == family_v4
+            targets.clone().any(|(address, check)| {
+                matches!(check.kind, CheckKind::Icmp) && address.is_ipv4() == family_v4
             })
         };
         let icmp = IcmpClients::open(needs(true), needs(false))?;
         let tls = targets
-            .iter()
-            .find_map(|target| match &target.check.kind {
+            .clone()
+            .find_map(|(_, check)| match &check.kind {
                 CheckKind::Http(http) => Some(http.url.clone()),
                 _ => None,
             })
@@ -131,17 +134,17 @@ impl Probers {
         Ok(Self { icmp, tls })
     }
 
-    /// The checker of one target.
-    pub fn checker(&self, target: &Target) -> Result<Checker, ProbeError> {
-        let timeout = target.check.timeout;
-        Ok(match &target.check.kind {
-            CheckKind::Icmp => Checker::Icmp(self.icmp.checker(target.address, timeout)),
+    /// The checker of `check` on `address`.
+    pub fn checker(&self, address: IpAddr, check: &CheckConfig) -> Result<Checker, ProbeError> {
+        let timeout = check.timeout;
+        Ok(match &check.kind {
+            CheckKind::Icmp => Checker::Icmp(self.icmp.checker(address, timeout)),
             CheckKind::Tcp { port } => {
-                Checker::Tcp(TcpChecker::new((target.address, *port).into(), timeout))
+                Checker::Tcp(TcpChecker::new((address, *port).into(), timeout))
             }
             CheckKind::Http(http) => Checker::Http(HttpChecker::new(
                 http,
-                target.address,
+                address,
                 timeout,
                 self.tls
                     .clone()

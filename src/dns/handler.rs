@@ -37,10 +37,10 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageRequest, MessageResponseBuilder};
 
-use crate::answer::{resolve, Question, Response, SectionIter};
 use crate::config::ZoneConfig;
-use crate::snapshot::{name_key, Snapshot};
-use crate::transfer::{client_serial, Transfer};
+use crate::dns::answer::{resolve, Question, Response, SectionIter};
+use crate::dns::transfer::{client_serial, Transfer};
+use crate::zone::snapshot::{name_key, Snapshot};
 
 /// The transport a request came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,7 +371,7 @@ mod tests {
     use hickory_proto::rr::Name;
 
     use super::*;
-    use crate::zonefile::parse_zone;
+    use crate::zone::zonefile::parse_zone;
 
     fn handler() -> DnsHandler {
         let mut zone = String::from("$TTL 300\n@ SOA ns h 1 2 3 4 30\n@ NS ns\nns A 192.0.2.1\n");

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ZoneConfig;
-use crate::snapshot::{name_key, Snapshot};
+use crate::zone::snapshot::{name_key, Snapshot};
 
 /// How long to wait for the answer to each try; five tries in all.
 const TRY_TIMEOUTS: [Duration; 5] = [

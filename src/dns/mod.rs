@@ -1,0 +1,15 @@
+//! DNS on the wire: sockets, message rules, answers, zone transfers and NOTIFY.
+//!
+//! Why this exists: it is the last step of the data flow, reading the current snapshot and
+//! never writing it. It may depend on `config` and `zone`; nothing but `service` depends on it.
+//! - [`answer`]: pure authoritative answering rules over a snapshot.
+//! - [`handler`]: request parsing rules, EDNS, truncation and encoding.
+//! - [`server`]: sockets (bound by the caller) and the serving loops.
+//! - [`transfer`]: AXFR/IXFR responses streamed from one zone version.
+//! - [`notify`]: NOTIFY to secondaries when a zone has a new serial.
+
+pub mod answer;
+pub mod handler;
+pub mod notify;
+pub mod server;
+pub mod transfer;
