@@ -7,15 +7,17 @@
 //! `kill -9`) mid-write leaves the previous file whole.
 //!
 //! The writer runs as its own task: the publisher only sends the new snapshot on a watch
-//! channel (which keeps just the latest), so a slow disk delays files, never answers. A zone's
-//! file and state are written only when its serial changed.
+//! channel (which keeps just the latest), so a slow disk delays files, never answers. Files
+//! are paced: at most one write per `min_serial_interval`, always of the newest version, so a
+//! flapping backend cannot make the disk (or file-based secondaries) churn. A zone's file is
+//! written only when its serial changed; its serial is recorded in the state file even when
+//! the file cannot be written.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use crate::atomic::{remove_stale_temporaries, write_atomically};
 use crate::config::ZoneConfig;
@@ -34,7 +36,7 @@ pub struct ExportError {
 /// Writes `zone` as a master file with its rendered `body` to `path`; `started` is when
 /// rendering began (logged as `took_ms`).
 fn write_zone(zone: &Zone, body: &str, path: &Path, started: Instant) -> Result<(), ExportError> {
-    let text = with_body(zone, body);
+    let text = with_body(zone, body, crate::zone::render::SERVED);
     write_atomically(path, text.as_bytes()).map_err(|source| ExportError {
         path: path.to_path_buf(),
         source,
@@ -60,26 +62,34 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes the snapshot file and records the state of each zone whose serial is new; each
-    /// such zone is rendered once, for both.
-    fn write_new_serials(&mut self, snapshot: &Snapshot) {
+    /// Writes the snapshot file and records the state of each zone whose serial is new (every
+    /// zone when `last`); each such zone is rendered once, for both. While running, the state
+    /// reserves serials ahead (`serial::RESERVE`); the `last` write, after the publisher has
+    /// stopped, records the exact final serials.
+    fn write(&mut self, snapshot: &Snapshot, last: bool) {
         let mut state_changed = false;
         for (config, written) in self.zones.iter().zip(&mut self.written) {
             let Some(zone) = snapshot.zone(&name_key(&config.origin)) else {
                 continue;
             };
-            if *written == Some(zone.serial()) {
+            if *written == Some(zone.serial()) && !last {
                 continue;
             }
             let started = Instant::now();
             let body = body(zone);
-            if let Some(path) = &config.snapshot {
-                if let Err(error) = write_zone(zone, &body, path, started) {
-                    tracing::error!(%error, "zone snapshot not written");
-                    continue;
+            if *written != Some(zone.serial()) {
+                if let Some(path) = &config.snapshot {
+                    // The serial is recorded below even when the file cannot be written, so
+                    // serials never go back after a restart.
+                    if let Err(error) = write_zone(zone, &body, path, started) {
+                        metrics::counter!("healthdns_snapshot_write_failures_total").increment(1);
+                        tracing::error!(%error, "zone snapshot not written");
+                    }
                 }
             }
-            state_changed |= self.state.record(zone, digest_with_body(zone, &body));
+            state_changed |= self
+                .state
+                .record(zone, digest_with_body(zone, &body), !last);
             *written = Some(zone.serial());
         }
         if state_changed {
@@ -90,14 +100,15 @@ impl Writer {
     }
 }
 
-/// Writes snapshot files and the state file for every new serial until `shutdown`; the
-/// first snapshot on `versions` is written at once.
+/// Writes snapshot files and the state file for new serials, at most once per `interval`
+/// and always for the newest version, until the publisher stops (the channel closes); then
+/// writes the final version and state. The first snapshot on `versions` is written at once.
 pub async fn run(
     mut versions: watch::Receiver<Arc<Snapshot>>,
     zones: Vec<ZoneConfig>,
     state_file: PathBuf,
     state: State,
-    shutdown: CancellationToken,
+    interval: Duration,
 ) {
     for path in zones
         .iter()
@@ -114,22 +125,41 @@ pub async fn run(
     };
     loop {
         let snapshot = versions.borrow_and_update().clone();
-        // Rendering a large zone takes a while: off the async threads.
-        writer = match tokio::task::spawn_blocking(move || {
-            writer.write_new_serials(&snapshot);
-            writer
-        })
-        .await
-        {
-            Ok(writer) => writer,
-            Err(error) => {
-                tracing::error!(%error, "the snapshot writer failed; no more snapshots are written");
-                return;
+        writer = write_off_thread(writer, snapshot, false).await;
+        let next_write = tokio::time::Instant::now() + interval;
+        // Wait for a new version, then for the end of the interval; stop when the
+        // publisher has stopped.
+        let mut open = versions.changed().await.is_ok();
+        if open {
+            let pause = tokio::time::sleep_until(next_write);
+            tokio::pin!(pause);
+            while open {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    changed = versions.changed() => open = changed.is_ok(),
+                }
             }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = versions.changed() => if changed.is_err() { return },
         }
+        if !open {
+            let snapshot = versions.borrow().clone();
+            write_off_thread(writer, snapshot, true).await;
+            return;
+        }
+    }
+}
+
+/// Runs one write on a blocking thread (rendering a large zone takes a while); a panic in it
+/// goes on to the supervisor.
+async fn write_off_thread(mut writer: Writer, snapshot: Arc<Snapshot>, last: bool) -> Writer {
+    match tokio::task::spawn_blocking(move || {
+        crate::fault::point("snapshot writer");
+        writer.write(&snapshot, last);
+        writer
+    })
+    .await
+    {
+        Ok(writer) => writer,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => panic!("the snapshot writer was cancelled: {error}"),
     }
 }

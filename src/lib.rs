@@ -12,6 +12,7 @@
 //! - [`atomic`]: whole-file writes that a crash cannot leave half done.
 //! - [`dns`]: sockets, message rules, answering, zone transfers and NOTIFY.
 //! - [`service`]: start-up and the supervisor that owns every long-running task.
+//! - [`fault`]: fault injection for the supervisor tests (debug builds only).
 //!
 //! A module may use the modules before it in this flow, never the ones after it.
 
@@ -19,6 +20,7 @@ pub mod atomic;
 pub mod config;
 pub mod dns;
 pub mod export;
+pub mod fault;
 pub mod health;
 pub mod publish;
 pub mod service;

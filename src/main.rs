@@ -118,9 +118,20 @@ fn load(
 
 fn run_export(path: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
     let (config, zones) = load(path)?;
-    let state = healthdns::zone::serial::State::load(&config.server.state_file)?;
+    let state_file = &config.server.state_file;
+    let mut state = healthdns::zone::serial::State::load(state_file)?;
+    // The exported serial is recorded in the state, so the server never publishes it later
+    // with other content; that needs the state to be the server's final word.
+    if state.reserved() {
+        anyhow::bail!(
+            "{}: a server is running with this state file, or stopped without recording its \
+             last serials; export would issue a serial it may publish with other content. \
+             Stop the server (or start and stop it once), or read its snapshot files instead",
+            state_file.display()
+        );
+    }
     let answers = healthdns::health::configured_answers(&config.pools);
-    let snapshot = healthdns::zone::first_snapshot(&zones, &answers, &state);
+    let snapshot = healthdns::zone::first_snapshot(&zones, &answers, &state, &config.zones);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     for zone in &zones {
         let served = snapshot
@@ -132,11 +143,19 @@ fn run_export(path: &std::path::Path, out: &std::path::Path) -> anyhow::Result<(
             stem => stem,
         };
         let file = out.join(format!("{stem}.zone"));
-        healthdns::atomic::write_atomically(
-            &file,
-            healthdns::zone::render::render(served).as_bytes(),
-        )
-        .with_context(|| format!("cannot write {}", file.display()))?;
+        let body = healthdns::zone::render::body(served);
+        let text = healthdns::zone::render::with_body(
+            served,
+            &body,
+            "static records and every pool address as if healthy (healthdns export)",
+        );
+        healthdns::atomic::write_atomically(&file, text.as_bytes())
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        state.record(
+            served,
+            healthdns::zone::serial::digest_with_body(served, &body),
+            false,
+        );
         println!(
             "{}: zone {} serial {}",
             file.display(),
@@ -144,6 +163,7 @@ fn run_export(path: &std::path::Path, out: &std::path::Path) -> anyhow::Result<(
             served.serial()
         );
     }
+    state.save(state_file)?;
     Ok(())
 }
 
@@ -160,9 +180,10 @@ fn run_serve(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        // Probe once before the DNS sockets open, so the first answer is health-checked.
-        let service = Service::start(config.clone(), zones).await?;
+        // Bind first, so a taken port or a missing capability shows at once; then probe
+        // once, so the first answer is health-checked; then answer.
         let listeners = Listeners::bind(&config.server.listen, config.server.udp_sockets)?;
+        let service = Service::start(config.clone(), zones).await?;
         service.run(listeners, shutdown).await?;
         anyhow::Ok(())
     })?;

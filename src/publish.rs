@@ -8,12 +8,12 @@
 //! and swaps the new snapshot in. Queries keep reading the old
 //! snapshot until the swap, and the next query reads the new one.
 //!
-//! Serials are coalesced: a swap changes zone serials, so two swaps are at least
-//! `min_serial_interval` apart (default 1 s, edgemanage's `dnschange_maxfreq`). The first
-//! change after a quiet interval is swapped in at once; changes that follow within the
-//! interval wait for its end and go out together, so a flapping backend cannot make
-//! secondaries transfer continuously. Each swap is also sent on a watch channel to the tasks
-//! that write snapshot files and send NOTIFY; sending never waits.
+//! Every swap that changes a zone's records gives it a new serial, so an SOA query, an AXFR
+//! and an IXFR always describe one version. Swaps are never delayed: a verdict change reaches
+//! the answers at once, whatever happened just before. Only what secondaries see is paced:
+//! each swapped-in snapshot is sent on a watch channel (which keeps just the newest) to the
+//! tasks that write snapshot files and send NOTIFY, and they act at most once per
+//! `min_serial_interval`, for the newest version (see `export` and `dns::notify`).
 //!
 //! It logs every verdict transition (address, pools, check, reason) and every answer change,
 //! with the time from the verdict change to the swap. In a dry run it logs what it would
@@ -23,7 +23,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -32,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::health::schedule::Probed;
 use crate::health::verdict::State;
 use crate::health::{Answers, Health, NameAnswer};
-use crate::zone::snapshot::Snapshot;
+use crate::zone::snapshot::{Snapshot, SnapshotWriter};
 
 /// The most outcomes applied in one batch before answers are recomputed.
 const MAX_BATCH: usize = 4096;
@@ -46,31 +45,20 @@ pub struct Published {
     pub swap_time: Option<Duration>,
 }
 
-/// Owns the health table and the snapshot swap.
+/// Owns the health table and the only write handle of the snapshot.
 pub struct Publisher {
     health: Health,
     /// What the pools answer now (in a dry run: what they would answer).
     answers: Answers,
-    snapshots: Arc<ArcSwap<Snapshot>>,
+    snapshots: SnapshotWriter,
     /// Every swapped-in snapshot, for the snapshot writer and the notifier.
     versions: watch::Sender<Arc<Snapshot>>,
     dry_run: bool,
-    min_serial_interval: Duration,
-    /// Names whose new answer is not swapped in yet, and when the first of them changed.
-    pending: BTreeSet<Name>,
-    pending_since: Option<Instant>,
-    last_swap: Option<Instant>,
 }
 
 impl Publisher {
     /// `answers` must be what the current snapshot serves (or, in a dry run, would serve).
-    pub fn new(
-        health: Health,
-        answers: Answers,
-        snapshots: Arc<ArcSwap<Snapshot>>,
-        dry_run: bool,
-        min_serial_interval: Duration,
-    ) -> Self {
+    pub fn new(health: Health, answers: Answers, snapshots: SnapshotWriter, dry_run: bool) -> Self {
         let (versions, _) = watch::channel(snapshots.load_full());
         Self {
             health,
@@ -78,41 +66,26 @@ impl Publisher {
             snapshots,
             versions,
             dry_run,
-            min_serial_interval,
-            pending: BTreeSet::new(),
-            pending_since: None,
-            last_swap: None,
         }
     }
 
-    /// A receiver of every snapshot swapped in (starting with the current one).
+    /// A receiver of every snapshot swapped in (starting with the current one). It sees the
+    /// channel closed when the publisher has stopped, so no snapshot can follow.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.versions.subscribe()
-    }
-
-    /// When the pending changes may be swapped in, if there are any.
-    fn due(&self) -> Option<Instant> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        Some(
-            self.last_swap
-                .map_or_else(Instant::now, |last| last + self.min_serial_interval),
-        )
     }
 
     /// Applies outcomes until `shutdown`.
     pub async fn run(mut self, mut outcomes: mpsc::Receiver<Probed>, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(64);
         loop {
-            let due = self.due();
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                    self.swap_if_due();
-                }
                 received = outcomes.recv_many(&mut batch, MAX_BATCH) => {
                     if received == 0 {
+                        // No probes (no pools): nothing will change until shutdown.
+                        shutdown.cancelled().await;
                         return;
                     }
                     self.apply(&batch);
@@ -122,7 +95,7 @@ impl Publisher {
         }
     }
 
-    /// Applies a batch of outcomes; swaps a new snapshot in if an answer changed.
+    /// Applies a batch of outcomes; swaps a new snapshot in at once if an answer changed.
     pub fn apply(&mut self, batch: &[Probed]) -> Published {
         let mut started: Option<Instant> = None;
         let mut pools: BTreeSet<usize> = BTreeSet::new();
@@ -141,6 +114,7 @@ impl Publisher {
         let Some(started) = started else {
             return Published::default();
         };
+        crate::fault::point("publisher");
         let mut changed = Vec::new();
         for pool in pools {
             for (name, answer) in self.health.pool_answers(pool) {
@@ -158,38 +132,30 @@ impl Publisher {
                 tracing::info!(%name, ?addresses, servfail = answer.servfail, "dry run: would answer (serving every configured address)");
             } else {
                 tracing::info!(%name, ?addresses, servfail = answer.servfail, "answer changed");
-                self.pending.insert(name.clone());
-                self.pending_since.get_or_insert(started);
             }
             self.answers.insert(name.clone(), answer.clone());
         }
-        Published {
-            changed,
-            swap_time: self.swap_if_due(),
+        if self.dry_run {
+            return Published {
+                changed,
+                swap_time: None,
+            };
         }
-    }
-
-    /// Swaps the pending answers in if the last swap is `min_serial_interval` ago; returns the
-    /// time from the first pending change to the swap.
-    pub fn swap_if_due(&mut self) -> Option<Duration> {
-        if self.due()? > Instant::now() {
-            return None;
-        }
-        let names: Vec<&Name> = self.pending.iter().collect();
+        let names: Vec<&Name> = changed.iter().map(|(name, _)| name).collect();
         let next = Arc::new(self.snapshots.load().with_answers(&names, &self.answers));
         self.snapshots.store(next.clone());
         self.versions.send_replace(next);
-        let now = Instant::now();
-        let swap_time = now - self.pending_since.take().unwrap_or(now);
-        self.last_swap = Some(now);
+        let swap_time = started.elapsed();
         metrics::histogram!("healthdns_publish_seconds").record(swap_time.as_secs_f64());
         tracing::info!(
             swap_us = swap_time.as_micros() as u64,
             names = names.len(),
             "new answers swapped in"
         );
-        self.pending.clear();
-        Some(swap_time)
+        Published {
+            changed,
+            swap_time: Some(swap_time),
+        }
     }
 }
 
@@ -199,6 +165,7 @@ mod tests {
     use crate::config::Config;
     use crate::health::probe::Outcome;
     use crate::health::TargetId;
+    use crate::zone::snapshot::SnapshotReader;
     use crate::zone::zonefile::parse_zone;
     use hickory_proto::rr::RecordType;
     use std::path::Path;
@@ -231,14 +198,7 @@ rise = 2
         }
     }
 
-    fn publisher(dry_run: bool) -> (Publisher, Arc<ArcSwap<Snapshot>>) {
-        publisher_with(dry_run, Duration::ZERO)
-    }
-
-    fn publisher_with(
-        dry_run: bool,
-        min_serial_interval: Duration,
-    ) -> (Publisher, Arc<ArcSwap<Snapshot>>) {
+    fn publisher(dry_run: bool) -> (Publisher, SnapshotReader) {
         let config = Config::parse(CONFIG, Path::new("c.toml")).unwrap();
         let origin = Name::from_ascii("example.test.").unwrap();
         let zones = vec![parse_zone(ZONE, Path::new("z"), &origin).unwrap()];
@@ -246,18 +206,12 @@ rise = 2
         health.observe(TargetId(0), &probed(0, true).outcome);
         health.observe(TargetId(1), &probed(1, true).outcome);
         let answers = health.answers();
-        let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(&zones, &answers)));
-        let publisher = Publisher::new(
-            health,
-            answers,
-            snapshots.clone(),
-            dry_run,
-            min_serial_interval,
-        );
-        (publisher, snapshots)
+        let writer = SnapshotWriter::new(Snapshot::build(&zones, &answers));
+        let reader = writer.reader();
+        (Publisher::new(health, answers, writer, dry_run), reader)
     }
 
-    fn served(snapshots: &ArcSwap<Snapshot>) -> usize {
+    fn served(snapshots: &SnapshotReader) -> usize {
         let snapshot = snapshots.load();
         let name = Name::from_ascii("www.example.test.").unwrap();
         let question = crate::dns::answer::Question {
@@ -289,49 +243,38 @@ rise = 2
         assert_eq!(served(&snapshots), 2);
     }
 
-    fn serial(snapshots: &ArcSwap<Snapshot>) -> u32 {
+    fn serial(snapshots: &SnapshotReader) -> u32 {
         let origin = Name::from_ascii("example.test.").unwrap();
         let key = crate::zone::snapshot::name_key(&origin);
         snapshots.load().zone(&key).unwrap().serial()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn changes_within_the_interval_go_out_together_under_one_serial() {
-        let (mut publisher, snapshots) = publisher_with(false, Duration::from_secs(1));
+    #[test]
+    fn every_change_is_swapped_in_at_once_under_a_new_serial() {
+        let (mut publisher, snapshots) = publisher(false);
         let versions = publisher.subscribe();
         assert_eq!(serial(&snapshots), 1);
-        // The first change after a quiet time is swapped in at once, with the next serial.
         let published = publisher.apply(&[probed(0, false), probed(0, false)]);
         assert!(published.swap_time.is_some());
         assert_eq!((served(&snapshots), serial(&snapshots)), (1, 2));
-        assert_eq!(
-            versions
-                .borrow()
-                .zone(&crate::zone::snapshot::name_key(
-                    &Name::from_ascii("example.test.").unwrap()
-                ))
-                .unwrap()
-                .serial(),
-            2
-        );
-        // A second change within the interval waits for its end.
+        let key = crate::zone::snapshot::name_key(&Name::from_ascii("example.test.").unwrap());
+        assert_eq!(versions.borrow().zone(&key).unwrap().serial(), 2);
+        // A second change right after the first is not held back: swapped, next serial.
         let published = publisher.apply(&[probed(1, false), probed(1, false)]);
-        assert_eq!((published.changed.len(), published.swap_time), (1, None));
-        assert_eq!(publisher.swap_if_due(), None);
-        assert_eq!((served(&snapshots), serial(&snapshots)), (1, 2));
-        tokio::time::advance(Duration::from_millis(999)).await;
-        assert_eq!(publisher.swap_if_due(), None);
-        tokio::time::advance(Duration::from_millis(1)).await;
-        // Both down: serve_all answers both addresses again; one swap, one serial.
-        assert!(publisher.swap_if_due().is_some());
+        assert!(published.swap_time.is_some());
+        // Both down: serve_all answers both addresses again.
         assert_eq!((served(&snapshots), serial(&snapshots)), (2, 3));
-
-        // A change and its reversal within the interval: swapped, but no new serial.
+        // Back up and down again: each is a swap with its own serial; serials only go up.
         publisher.apply(&[probed(0, true), probed(0, true)]);
+        assert_eq!((served(&snapshots), serial(&snapshots)), (1, 4));
         publisher.apply(&[probed(0, false), probed(0, false)]);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(publisher.swap_if_due().is_some());
-        assert_eq!((served(&snapshots), serial(&snapshots)), (2, 3));
+        assert_eq!((served(&snapshots), serial(&snapshots)), (2, 5));
+        assert_eq!(versions.borrow().zone(&key).unwrap().serial(), 5);
+        // Every change is kept for IXFR, from any of the serials to the newest.
+        let zone = snapshots.load_full().zone(&key).unwrap().clone();
+        for from in 1..5 {
+            assert_eq!(zone.changes_since(from).unwrap().len(), (5 - from) as usize);
+        }
     }
 
     #[test]
@@ -341,6 +284,7 @@ rise = 2
         let published = publisher.apply(&[probed(0, false), probed(0, false)]);
         assert_eq!(published.changed.len(), 1);
         assert_eq!(published.swap_time, None);
+        assert_eq!(served(&snapshots), 2);
         assert!(Arc::ptr_eq(&before, &snapshots.load_full()));
     }
 }

@@ -1,20 +1,30 @@
-//! The running server: probes, publisher and DNS listeners wired together.
+//! The running server: start-up, then every long-running task under one supervisor.
 //!
-//! Why this exists: `main` and the tests must start the same thing. `Service::start` opens
-//! the probe sockets and runs the cold-start probe round, so that the first snapshot is already
-//! health-checked; the caller then binds the DNS sockets (the tests bind port 0) and calls
-//! `run`, which probes, publishes and serves until the shutdown token is cancelled.
+//! Why this exists: `main` and the tests must start the same thing, and no task may die
+//! unnoticed. `Service::start` opens the probe sockets and runs the cold-start probe round, so
+//! that the first snapshot is already health-checked; the caller binds the DNS sockets first
+//! (the tests bind port 0, and a bind error shows before any probing) and then calls `run`,
+//! which probes, publishes and serves until the shutdown token is cancelled.
 //!
-//! Documented starting state: before the DNS sockets open, every target is probed once (all at
-//! once, bounded by the largest timeout) and that one result decides each verdict. Startup
-//! fails, naming the fix, if a needed ICMP socket cannot be opened.
+//! Documented rules:
+//! - Starting state: before DNS is answered, every target is probed once (all at once,
+//!   bounded by the largest timeout) and that one result decides each verdict. Startup fails,
+//!   naming the fix, if a needed ICMP socket cannot be opened.
+//! - Supervision: `run` owns every task (probes, publisher, snapshot writer, notifier, DNS
+//!   listeners). If one of them ends before shutdown, by returning or by panicking, the
+//!   failure is logged with the task's name and cause, every other task is stopped, and `run`
+//!   returns an error, so the process exits non-zero and systemd or Docker restarts it. A
+//!   server that answers from a snapshot nobody updates any more is worse than a restart.
+//! - Shutdown: the publisher stops first; the snapshot writer then writes the newest version
+//!   and the final serial state, so a clean stop loses nothing.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -26,7 +36,7 @@ use crate::health::verdict::State;
 use crate::health::{self, Health, TargetId};
 use crate::publish::Publisher;
 use crate::zone::serial::{State as SerialState, StateError};
-use crate::zone::snapshot::Snapshot;
+use crate::zone::snapshot::{SnapshotReader, SnapshotWriter};
 use crate::zone::zonefile::ZoneData;
 
 /// Why the server could not start; the message names the fix.
@@ -38,14 +48,21 @@ pub enum StartError {
     State(#[from] StateError),
 }
 
+/// Why a running server stopped before it was asked to; restart it (systemd and Docker do).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the {task} task stopped unexpectedly: {cause}")]
+    TaskFailed { task: String, cause: String },
+}
+
 /// A server that has probed once and is ready to serve.
 pub struct Service {
     config: Config,
     state: SerialState,
-    /// Each target's checker and timing.
-    probes: Vec<(TargetId, Arc<Checker>, Timing)>,
+    /// Each target's checker and timing, with a name for the supervisor.
+    probes: Vec<(TargetId, Arc<Checker>, Timing, String)>,
     publisher: Publisher,
-    snapshots: Arc<ArcSwap<Snapshot>>,
+    snapshots: SnapshotReader,
 }
 
 impl Service {
@@ -85,12 +102,13 @@ impl Service {
             .into_iter()
             .enumerate()
             .map(|(index, checker)| {
-                let check = &health.targets()[index].check;
+                let target = &health.targets()[index];
                 let timing = Timing {
-                    interval: check.interval,
-                    timeout: check.timeout,
+                    interval: target.check.interval,
+                    timeout: target.check.timeout,
                 };
-                (TargetId(index), checker, timing)
+                let name = format!("probe {} {}", target.address, target.check.kind);
+                (TargetId(index), checker, timing, name)
             })
             .collect();
         let answers = health.answers();
@@ -100,22 +118,23 @@ impl Service {
         } else {
             answers.clone()
         };
-        for (name, answer) in &answers {
+        for (name, answer) in &served {
             let addresses = answer.address_texts();
             tracing::info!(%name, ?addresses, servfail = answer.servfail, "first answer");
         }
-        let snapshot = crate::zone::first_snapshot(&zones, &served, &state);
+        if config.server.dry_run {
+            for (name, answer) in &answers {
+                let addresses = answer.address_texts();
+                tracing::info!(%name, ?addresses, servfail = answer.servfail, "dry run: would answer");
+            }
+        }
+        let snapshot = crate::zone::first_snapshot(&zones, &served, &state, &config.zones);
         for zone in snapshot.zones() {
             tracing::info!(zone = %zone.origin(), serial = zone.serial(), "starting serial");
         }
-        let snapshots = Arc::new(ArcSwap::from_pointee(snapshot));
-        let publisher = Publisher::new(
-            health,
-            answers,
-            snapshots.clone(),
-            config.server.dry_run,
-            config.server.min_serial_interval,
-        );
+        let writer = SnapshotWriter::new(snapshot);
+        let snapshots = writer.reader();
+        let publisher = Publisher::new(health, answers, writer, config.server.dry_run);
         Ok(Self {
             config,
             state,
@@ -125,47 +144,162 @@ impl Service {
         })
     }
 
-    /// The snapshot queries are answered from.
-    pub fn snapshots(&self) -> Arc<ArcSwap<Snapshot>> {
+    /// A read handle to the snapshot queries are answered from.
+    pub fn snapshots(&self) -> SnapshotReader {
         self.snapshots.clone()
     }
 
-    /// Probes, publishes and serves on `listeners` until `shutdown`.
+    /// Probes, publishes and serves on `listeners` until `shutdown`, or until a task fails.
     pub async fn run(
         self,
         listeners: Listeners,
         shutdown: CancellationToken,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), RunError> {
+        let mut supervisor = Supervisor::new(shutdown.clone());
         let (sender, receiver) = mpsc::channel::<Probed>(4096);
-        let mut tasks = JoinSet::new();
-        schedule::spawn_probes(self.probes, sender, shutdown.clone(), &mut tasks);
-        tasks.spawn(crate::export::run(
-            self.publisher.subscribe(),
-            self.config.zones.clone(),
-            self.config.server.state_file.clone(),
-            self.state,
-            shutdown.clone(),
-        ));
-        tasks.spawn(crate::dns::notify::run(
-            self.publisher.subscribe(),
-            self.config.zones.clone(),
-            listeners.local_addresses(),
-            shutdown.clone(),
-        ));
-        tasks.spawn(self.publisher.run(receiver, shutdown.clone()));
+        for (target, checker, timing, name) in self.probes {
+            supervisor.spawn(
+                name,
+                schedule::probe_loop(target, checker, timing, sender.clone(), shutdown.clone()),
+            );
+        }
+        drop(sender);
+        let interval = self.config.server.min_serial_interval;
+        supervisor.spawn(
+            "snapshot writer".into(),
+            crate::export::run(
+                self.publisher.subscribe(),
+                self.config.zones.clone(),
+                self.config.server.state_file.clone(),
+                self.state,
+                interval,
+            ),
+        );
+        supervisor.spawn(
+            "notify".into(),
+            crate::dns::notify::run(
+                self.publisher.subscribe(),
+                self.config.zones.clone(),
+                listeners.local_addresses(),
+                interval,
+                shutdown.clone(),
+            ),
+        );
+        supervisor.spawn(
+            "publisher".into(),
+            self.publisher.run(receiver, shutdown.clone()),
+        );
         let handler = DnsHandler::new(
             self.snapshots,
             self.config.server.udp_payload,
             Arc::new(self.config.zones.clone()),
         );
-        let served = serve(
-            listeners,
-            handler,
-            self.config.server.tcp_idle_timeout,
+        let idle = self.config.server.tcp_idle_timeout;
+        let token = shutdown.clone();
+        supervisor.spawn("dns listeners".into(), async move {
+            if let Err(error) = serve(listeners, handler, idle, token).await {
+                panic!("{error}");
+            }
+        });
+        supervisor.wait().await
+    }
+}
+
+/// Owns a set of tasks that must all run until shutdown.
+pub struct Supervisor {
+    tasks: JoinSet<()>,
+    names: HashMap<Id, String>,
+    shutdown: CancellationToken,
+}
+
+impl Supervisor {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            names: HashMap::new(),
             shutdown,
-        )
-        .await;
-        while tasks.join_next().await.is_some() {}
-        served
+        }
+    }
+
+    /// Runs `task`, which must not end before shutdown.
+    pub fn spawn(&mut self, name: String, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = self.tasks.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits for every task to end after shutdown; the first task that ends before it
+    /// stops all the others and is returned as the error.
+    pub async fn wait(mut self) -> Result<(), RunError> {
+        let mut failure = None;
+        while let Some(ended) = self.tasks.join_next_with_id().await {
+            let (id, cause) = match ended {
+                Ok((id, ())) => (id, "it returned".to_string()),
+                Err(error) if error.is_panic() => {
+                    let id = error.id();
+                    let payload = error.into_panic();
+                    let cause = payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
+                        .unwrap_or_else(|| "a panic".into());
+                    (id, format!("panicked: {cause}"))
+                }
+                Err(error) => (error.id(), "it was cancelled".to_string()),
+            };
+            let task = self.names.remove(&id).unwrap_or_default();
+            if self.shutdown.is_cancelled() && !cause.starts_with("panicked") {
+                continue;
+            }
+            if failure.is_none() {
+                tracing::error!(%task, %cause, "a task stopped unexpectedly; stopping the server");
+                metrics::counter!("healthdns_task_failures_total").increment(1);
+                failure = Some(RunError::TaskFailed { task, cause });
+                self.shutdown.cancel();
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_dies_stops_the_others_and_is_reported() {
+        let shutdown = CancellationToken::new();
+        let mut supervisor = Supervisor::new(shutdown.clone());
+        let token = shutdown.clone();
+        supervisor.spawn("waiter".into(), async move { token.cancelled().await });
+        supervisor.spawn("broken".into(), async { panic!("boom") });
+        let error = supervisor.wait().await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the broken task stopped unexpectedly: panicked: boom"
+        );
+        assert!(shutdown.is_cancelled());
+
+        let shutdown = CancellationToken::new();
+        let mut supervisor = Supervisor::new(shutdown.clone());
+        supervisor.spawn("quitter".into(), async {});
+        let error = supervisor.wait().await.unwrap_err();
+        assert!(error
+            .to_string()
+            .contains("quitter task stopped unexpectedly: it returned"));
+    }
+
+    #[tokio::test]
+    async fn tasks_that_end_after_shutdown_are_fine() {
+        let shutdown = CancellationToken::new();
+        let mut supervisor = Supervisor::new(shutdown.clone());
+        for index in 0..3 {
+            let token = shutdown.clone();
+            supervisor.spawn(
+                format!("task {index}"),
+                async move { token.cancelled().await },
+            );
+        }
+        shutdown.cancel();
+        assert!(supervisor.wait().await.is_ok());
     }
 }

@@ -327,21 +327,33 @@ fn ipv6_listen_address_is_served() {
 
 #[test]
 fn a_swapped_snapshot_is_answered_from_the_next_query_on() {
-    let server = TestServer::start();
-    assert_eq!(
-        addresses(&server.udp("www.example.test.", RecordType::A)).len(),
-        3
-    );
+    let origin = hickory_proto::rr::Name::from_ascii("example.test.").unwrap();
+    let parse = |text: &str| {
+        healthdns::zone::zonefile::parse_zone(text, std::path::Path::new("t.zone"), &origin)
+            .unwrap()
+    };
+    let server = crate::support::SwapServer::start(healthdns::zone::snapshot::Snapshot::build(
+        &[parse(crate::support::TEST_ZONE)],
+        &Default::default(),
+    ));
+    let ask = || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let query = crate::support::query("www.example.test.", RecordType::A, None);
+        socket
+            .send_to(&query.to_vec().unwrap(), server.address)
+            .unwrap();
+        let mut buffer = [0u8; 1500];
+        let length = socket.recv(&mut buffer).unwrap();
+        hickory_proto::op::Message::from_vec(&buffer[..length]).unwrap()
+    };
+    assert_eq!(addresses(&ask()).len(), 3);
     let replacement = crate::support::TEST_ZONE
         .replace("www         A     192.0.2.10\n            A     192.0.2.11\n            A     192.0.2.12\n", "www         A     192.0.2.99\n");
     assert_ne!(replacement, crate::support::TEST_ZONE);
-    let origin = hickory_proto::rr::Name::from_ascii("example.test.").unwrap();
-    let zone = healthdns::zone::zonefile::parse_zone(
-        &replacement,
-        std::path::Path::new("new.zone"),
-        &origin,
-    )
-    .unwrap();
+    let zone = parse(&replacement);
     // Queries keep flowing on other threads while the writer swaps.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Each reader has an answer before the swap starts (the threads may start late).
@@ -376,13 +388,10 @@ fn a_swapped_snapshot_is_answered_from_the_next_query_on() {
         })
         .collect();
     first_answers.wait();
-    server.snapshots.store(std::sync::Arc::new(
+    server.writer.store(std::sync::Arc::new(
         healthdns::zone::snapshot::Snapshot::build(&[zone], &Default::default()),
     ));
-    assert_eq!(
-        addresses(&server.udp("www.example.test.", RecordType::A)),
-        vec!["192.0.2.99"]
-    );
+    assert_eq!(addresses(&ask()), vec!["192.0.2.99"]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for reader in readers {
         assert!(reader.join().unwrap() > 0);

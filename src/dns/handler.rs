@@ -29,7 +29,6 @@ use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 
-use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
@@ -40,7 +39,7 @@ use hickory_server::zone_handler::{MessageRequest, MessageResponseBuilder};
 use crate::config::ZoneConfig;
 use crate::dns::answer::{resolve, Question, Response, SectionIter};
 use crate::dns::transfer::{client_serial, Transfer};
-use crate::zone::snapshot::{name_key, Snapshot};
+use crate::zone::snapshot::{name_key, Snapshot, SnapshotReader};
 
 /// The transport a request came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,26 +97,25 @@ enum Fit {
 /// Answers DNS requests from the current snapshot.
 #[derive(Clone)]
 pub struct DnsHandler {
-    snapshots: Arc<ArcSwap<Snapshot>>,
-    /// Our OPT record: advertised UDP payload, version 0, DO clear.
-    edns: Edns,
+    snapshots: SnapshotReader,
+    /// Our OPT records: advertised UDP payload, version 0, DO clear and DO set. DO is copied
+    /// from the query (RFC 3225 §3), though nothing is signed.
+    edns: [Edns; 2],
     /// Who may transfer which zone.
     zones: Arc<Vec<ZoneConfig>>,
 }
 
 impl DnsHandler {
-    pub fn new(
-        snapshots: Arc<ArcSwap<Snapshot>>,
-        udp_payload: u16,
-        zones: Arc<Vec<ZoneConfig>>,
-    ) -> Self {
+    pub fn new(snapshots: SnapshotReader, udp_payload: u16, zones: Arc<Vec<ZoneConfig>>) -> Self {
         let mut edns = Edns::new();
         edns.set_max_payload(udp_payload.max(MIN_UDP_PAYLOAD));
         edns.set_version(0);
         edns.set_dnssec_ok(false);
+        let mut edns_do = edns.clone();
+        edns_do.set_dnssec_ok(true);
         Self {
             snapshots,
-            edns,
+            edns: [edns, edns_do],
             zones,
         }
     }
@@ -220,7 +218,10 @@ impl DnsHandler {
 
     /// Our OPT for a response, present only when the request had one.
     fn response_edns(&self, request: &MessageRequest) -> Option<&Edns> {
-        request.edns.as_ref().map(|_| &self.edns)
+        request
+            .edns
+            .as_ref()
+            .map(|edns| &self.edns[usize::from(edns.flags().dnssec_ok)])
     }
 
     /// Answers one UDP datagram into `out`; returns false when nothing should be sent.
@@ -262,7 +263,7 @@ impl DnsHandler {
             (None, Transport::Udp) => MIN_UDP_PAYLOAD,
             (Some(edns), Transport::Udp) => edns
                 .max_payload()
-                .min(self.edns.max_payload())
+                .min(self.edns[0].max_payload())
                 .max(MIN_UDP_PAYLOAD),
         };
         let snapshot = self.snapshots.load();
@@ -381,10 +382,11 @@ mod tests {
         let origin = Name::from_ascii("example.test.").unwrap();
         let data = parse_zone(&zone, Path::new("t.zone"), &origin).unwrap();
         DnsHandler::new(
-            Arc::new(ArcSwap::from_pointee(Snapshot::build(
+            crate::zone::snapshot::SnapshotWriter::new(Snapshot::build(
                 &[data],
                 &Default::default(),
-            ))),
+            ))
+            .reader(),
             1232,
             Arc::new(Vec::new()),
         )

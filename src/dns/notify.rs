@@ -14,6 +14,8 @@
 //!   logged and not retried: the secondary has answered.
 //! - A newer serial cancels the retries of the older one. Sending never blocks the publisher:
 //!   this task follows the published snapshots on a watch channel.
+//! - Paced: at most one round per `min_serial_interval`, always for the newest serial; the
+//!   secondary's IXFR then brings every change since its serial.
 //! - Also sent for the serial served at start, so a secondary catches up after a restart.
 
 use std::collections::HashMap;
@@ -45,6 +47,7 @@ pub async fn run(
     mut versions: watch::Receiver<Arc<Snapshot>>,
     zones: Vec<ZoneConfig>,
     listen: Vec<SocketAddr>,
+    interval: Duration,
     shutdown: CancellationToken,
 ) {
     let mut notified: HashMap<usize, (u32, CancellationToken)> = HashMap::new();
@@ -81,10 +84,23 @@ pub async fn run(
                 ));
             }
         }
-        while senders.try_join_next().is_some() {}
+        while let Some(ended) = senders.try_join_next() {
+            if let Err(error) = ended {
+                if error.is_panic() {
+                    std::panic::resume_unwind(error.into_panic());
+                }
+            }
+        }
+        // At most one round per interval, for the newest serial: wait for a new version, then
+        // for the end of the interval.
+        let next_round = tokio::time::Instant::now() + interval;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             changed = versions.changed() => if changed.is_err() { break },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(next_round) => {}
         }
     }
     senders.shutdown().await;

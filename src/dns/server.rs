@@ -157,13 +157,29 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let mut udp_threads = Vec::with_capacity(listeners.udp.len());
+    // Each UDP thread says here when it ends; before shutdown that is a failure.
+    let (ended_sender, mut ended) = tokio::sync::mpsc::unbounded_channel::<String>();
     for (index, socket) in listeners.udp.into_iter().enumerate() {
         let handler = handler.clone();
         let shutdown = shutdown.clone();
+        let ended_sender = ended_sender.clone();
         udp_threads.push(
             std::thread::Builder::new()
                 .name(format!("udp-{index}"))
-                .spawn(move || serve_udp(socket, handler, shutdown))?,
+                .spawn(move || {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        serve_udp(socket, handler, shutdown)
+                    }));
+                    let cause = match result {
+                        Ok(()) => "it returned".to_string(),
+                        Err(payload) => payload
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
+                            .unwrap_or_else(|| "a panic".into()),
+                    };
+                    let _ = ended_sender.send(format!("UDP thread {index}: {cause}"));
+                })?,
         );
     }
     let mut tcp = JoinSet::new();
@@ -178,7 +194,17 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
-    shutdown.cancelled().await;
+    let failure = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        Some(cause) = ended.recv() => Some(cause),
+        Some(result) = tcp.join_next() => Some(match result {
+            Err(error) if error.is_panic() => format!("a TCP listener panicked: {error}"),
+            _ => "a TCP listener stopped".to_string(),
+        }),
+    };
+    if failure.is_some() {
+        shutdown.cancel();
+    }
     while tcp.join_next().await.is_some() {}
     tokio::task::spawn_blocking(move || {
         for thread in udp_threads {
@@ -186,7 +212,11 @@ pub async fn serve(
         }
     })
     .await
-    .map_err(io::Error::other)
+    .map_err(io::Error::other)?;
+    match failure {
+        Some(cause) => Err(io::Error::other(cause)),
+        None => Ok(()),
+    }
 }
 
 /// One UDP socket's thread: receive, answer in place, send, until shutdown.

@@ -175,6 +175,9 @@ impl Transfer {
             self.query.emit(&mut encoder)?;
         }
         let mut count = 0usize;
+        // Where the last whole record ends: a record that does not fit leaves part of itself
+        // in the buffer, which must not be sent (Knot refuses "trailing data").
+        let mut end = encoder.offset();
         for item in items {
             let soa;
             let record = match item {
@@ -185,7 +188,10 @@ impl Transfer {
                 }
             };
             match encoder.emit_all(std::iter::once(record)) {
-                Ok(_) => count += 1,
+                Ok(_) => {
+                    count += 1;
+                    end = encoder.offset();
+                }
                 Err(ProtoError::NotAllRecordsWritten { .. }) => break,
                 Err(error) => return Err(error),
             }
@@ -195,6 +201,7 @@ impl Transfer {
                 "a record does not fit in a transfer message",
             ));
         }
+        out.truncate(end);
         out[4..6].copy_from_slice(&u16::from(first).to_be_bytes());
         out[6..8].copy_from_slice(&(count as u16).to_be_bytes());
         Ok(count)

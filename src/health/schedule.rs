@@ -79,19 +79,29 @@ pub fn spawn_probes<C: Check>(
     tasks: &mut JoinSet<()>,
 ) {
     for (target, checker, timing) in targets {
-        let phase = timing.interval.mul_f64(fastrand::f64());
         tasks.spawn(probe_loop(
             target,
             checker,
             timing,
-            phase,
             sender.clone(),
             shutdown.clone(),
         ));
     }
 }
 
-async fn probe_loop<C: Check>(
+/// Probes one target every interval, from a random phase, until `shutdown`.
+pub async fn probe_loop<C: Check>(
+    target: TargetId,
+    checker: Arc<C>,
+    timing: Timing,
+    sender: mpsc::Sender<Probed>,
+    shutdown: CancellationToken,
+) {
+    let phase = timing.interval.mul_f64(fastrand::f64());
+    probe_loop_from(target, checker, timing, phase, sender, shutdown).await
+}
+
+async fn probe_loop_from<C: Check>(
     target: TargetId,
     checker: Arc<C>,
     timing: Timing,
@@ -113,7 +123,12 @@ async fn probe_loop<C: Check>(
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => due = true,
             Some(finished) = in_flight.join_next() => {
-                let Ok((sequence, outcome)) = finished else { continue };
+                let (sequence, outcome) = match finished {
+                    Ok(finished) => finished,
+                    // A checker that panics is a bug: the supervisor reports it.
+                    Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                    Err(_) => continue,
+                };
                 // A probe overtaken by a later one is stale: its result is dropped.
                 if sequence > delivered {
                     delivered = sequence;

@@ -23,12 +23,18 @@ pub fn first_snapshot(
     zones: &[ZoneData],
     answers: &crate::health::Answers,
     state: &serial::State,
+    configs: &[crate::config::ZoneConfig],
 ) -> snapshot::Snapshot {
     let mut snapshot = snapshot::Snapshot::build(zones, answers);
     for data in zones {
         let key = snapshot::name_key(&data.origin);
         let zone = snapshot.zone(&key).expect("built zones are served").clone();
-        let serial = state.starting_serial(&zone, &serial::content_digest(&zone));
+        let snapshot_serial = configs
+            .iter()
+            .find(|config| config.origin == data.origin)
+            .and_then(|config| config.snapshot.as_deref())
+            .and_then(serial::snapshot_file_serial);
+        let serial = state.starting_serial(&zone, &serial::content_digest(&zone), snapshot_serial);
         if serial != zone.serial() {
             snapshot = snapshot.with_serial(&key, serial);
         }

@@ -20,15 +20,18 @@
 
 use std::fmt::Write;
 
-use hickory_proto::rr::{RData, Record};
+use hickory_proto::rr::{RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 use crate::zone::snapshot::Zone;
 
 /// The whole zone version as master-file text.
 pub fn render(zone: &Zone) -> String {
-    with_body(zone, &body(zone))
+    with_body(zone, &body(zone), SERVED)
 }
+
+/// What a snapshot file holds, for its header.
+pub const SERVED: &str = "static records and the pools' current answers";
 
 /// Every record after the SOA, one line each: the part of a rendering the serial does not
 /// touch (the serial state digests it, so a zone is rendered once per serial).
@@ -40,13 +43,14 @@ pub fn body(zone: &Zone) -> String {
     text
 }
 
-/// The master file: a comment header, `$ORIGIN`, `$TTL`, the SOA, then `body`.
-pub fn with_body(zone: &Zone, body: &str) -> String {
+/// The master file: a comment header saying it holds `what`, `$ORIGIN`, `$TTL`, the SOA,
+/// then `body`.
+pub fn with_body(zone: &Zone, body: &str, what: &str) -> String {
     let soa = zone.soa();
     let mut text = String::with_capacity(body.len() + 512);
     let _ = writeln!(
         text,
-        "; {} at serial {}, written by healthdns: static records and the pools' current answers.",
+        "; {} at serial {}, written by healthdns: {what}.",
         zone.origin(),
         zone.serial()
     );
@@ -59,13 +63,12 @@ pub fn with_body(zone: &Zone, body: &str) -> String {
 
 /// One record as a master-file line.
 pub fn write_record(text: &mut String, record: &Record) {
-    let _ = write!(
-        text,
-        "{}\t{}\tIN\t{}\t",
-        record.name,
-        record.ttl,
-        record.record_type()
-    );
+    let _ = match record.record_type() {
+        RecordType::Unknown(code) => {
+            write!(text, "{}\t{}\tIN\tTYPE{code}\t", record.name, record.ttl)
+        }
+        known => write!(text, "{}\t{}\tIN\t{known}\t", record.name, record.ttl),
+    };
     write_rdata(text, &record.data);
     text.push('\n');
 }

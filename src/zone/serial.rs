@@ -14,8 +14,18 @@
 //!   serial is greater (then the file's: the operator bumped it).
 //! - With state and other content: the file's serial if it is greater than the recorded one,
 //!   else the recorded serial + 1.
-//! - The state is written (atomically) after each new serial is swapped in; a crash in the
-//!   few milliseconds between could reissue one serial after restart.
+//! - While running, every zone's state reserves serials ahead: it records `reserved`, the
+//!   current serial + `RESERVE`, and is rewritten at most once per `min_serial_interval`.
+//!   A clean stop records the exact last serial and drops the reservation. After an unclean
+//!   stop (crash, `kill -9`, power loss) the zone starts above the reservation, so a serial
+//!   published but not yet recorded is never reissued with other content.
+//! - With no state for a zone (first start, or the state file lost): the zone file's serial,
+//!   or, if the zone's snapshot file is there and its serial is greater, that serial + 1: the
+//!   snapshot file is the second record of what secondaries may have seen. Lose both and
+//!   serials restart from the zone file: bump its serial (or use a date-based one) then.
+//! - `healthdns export` takes its serial through the same state (it records it), and
+//!   refuses while the state holds a reservation (a server is running, or stopped uncleanly),
+//!   so an exported serial is never published later with other content.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +34,22 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::atomic::write_atomically;
+
+/// The serial of the SOA in a snapshot file written by healthdns (`render`), read from its
+/// first lines; None if the file is missing or not ours.
+pub fn snapshot_file_serial(path: &Path) -> Option<u32> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).ok()?;
+    std::io::BufReader::new(file)
+        .lines()
+        .take(8)
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let soa = fields.iter().position(|field| *field == "SOA")?;
+            fields.get(soa + 3)?.parse().ok()
+        })
+}
 use crate::zone::render::write_record;
 use crate::zone::snapshot::{with_serial, Zone};
 
@@ -54,7 +80,13 @@ pub fn digest_with_body(zone: &Zone, body: &str) -> String {
 pub struct ZoneState {
     pub serial: u32,
     pub digest: String,
+    /// Set while a server runs: serials up to this one may have been served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<u32>,
 }
+
+/// How far ahead a running server reserves serials (see the module rules).
+pub const RESERVE: u32 = 1000;
 
 /// The state file's contents.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,28 +150,58 @@ impl State {
         })
     }
 
-    /// The serial to start `zone` at (see the module rules); `zone` is at its file's serial.
-    pub fn starting_serial(&self, zone: &Zone, digest: &str) -> u32 {
+    /// The serial to start `zone` at (see the module rules); `zone` is at its file's serial,
+    /// and `snapshot_serial` is the serial of its snapshot file, if there is one.
+    pub fn starting_serial(&self, zone: &Zone, digest: &str, snapshot_serial: Option<u32>) -> u32 {
         let file_serial = zone.serial();
-        let Some(recorded) = self.zones.get(&zone.origin().to_string()) else {
-            return file_serial;
+        let next = crate::zone::snapshot::next_serial;
+        let candidate = match self.zones.get(&zone.origin().to_string()) {
+            None => match snapshot_serial {
+                Some(serial) => next(serial),
+                None => return file_serial,
+            },
+            Some(ZoneState {
+                reserved: Some(reserved),
+                ..
+            }) => next(*reserved),
+            Some(recorded) if recorded.digest == digest => recorded.serial,
+            Some(recorded) => next(recorded.serial),
         };
-        if serial_greater(file_serial, recorded.serial) {
+        if serial_greater(file_serial, candidate) {
             file_serial
-        } else if recorded.digest == digest {
-            recorded.serial
         } else {
-            crate::zone::snapshot::next_serial(recorded.serial)
+            candidate
         }
     }
 
-    /// Records `zone`'s serial and digest; true when that changed the state.
-    pub fn record(&mut self, zone: &Zone, digest: String) -> bool {
+    /// Records `zone`'s serial and digest, with a reservation while `running`; true when that
+    /// changed the state.
+    pub fn record(&mut self, zone: &Zone, digest: String, running: bool) -> bool {
+        let origin = zone.origin().to_string();
+        let reserved = match self.zones.get(&origin) {
+            // A reservation that still covers this serial with room to spare is kept, so the
+            // state is not rewritten for every serial.
+            Some(ZoneState {
+                reserved: Some(reserved),
+                ..
+            }) if running && serial_greater(*reserved, zone.serial().wrapping_add(RESERVE / 2)) => {
+                Some(*reserved)
+            }
+            _ if running => Some(zone.serial().wrapping_add(RESERVE)),
+            _ => None,
+        };
         let entry = ZoneState {
             serial: zone.serial(),
             digest,
+            reserved,
         };
-        self.zones.insert(zone.origin().to_string(), entry.clone()) != Some(entry)
+        self.zones.insert(origin, entry.clone()) != Some(entry)
+    }
+
+    /// True when some zone holds a reservation: a server is running with this state, or one
+    /// stopped without recording its last serials.
+    pub fn reserved(&self) -> bool {
+        self.zones.values().any(|zone| zone.reserved.is_some())
     }
 }
 
@@ -178,29 +240,57 @@ mod tests {
         let first = zone(100, "10.0.0.1");
         let digest = content_digest(&first);
         assert_eq!(
-            state.starting_serial(&first, &digest),
+            state.starting_serial(&first, &digest, None),
             100,
             "no state: the file's"
         );
-        // Recorded at 105 (five changes while running) with this content.
+        assert_eq!(
+            state.starting_serial(&first, &digest, Some(150)),
+            151,
+            "no state but a snapshot file: above its serial"
+        );
+        // Recorded at 105 (five changes while running) with this content, at a clean stop.
         let recorded = first.at_serial(105);
-        assert!(state.record(&recorded, content_digest(&recorded)));
+        assert!(state.record(&recorded, content_digest(&recorded), false));
         assert!(
-            !state.record(&recorded, content_digest(&recorded)),
+            !state.record(&recorded, content_digest(&recorded), false),
             "unchanged"
         );
-        assert_eq!(state.starting_serial(&first, &digest), 105, "same content");
+        assert!(!state.reserved());
+        assert_eq!(
+            state.starting_serial(&first, &digest, Some(150)),
+            105,
+            "same content"
+        );
         let other = zone(100, "10.0.0.2");
         assert_eq!(
-            state.starting_serial(&other, &content_digest(&other)),
+            state.starting_serial(&other, &content_digest(&other), None),
             106,
             "other content"
         );
         let bumped = zone(2026112201, "10.0.0.2");
         assert_eq!(
-            state.starting_serial(&bumped, &content_digest(&bumped)),
+            state.starting_serial(&bumped, &content_digest(&bumped), None),
             2026112201,
             "file greater"
+        );
+        // While running, serials are reserved ahead; the reservation moves only when half used.
+        assert!(state.record(&recorded, content_digest(&recorded), true));
+        assert!(state.reserved());
+        assert_eq!(state.zones["example.test."].reserved, Some(105 + RESERVE));
+        let later = first.at_serial(105 + RESERVE / 2 - 1);
+        state.record(&later, content_digest(&later), true);
+        assert_eq!(state.zones["example.test."].reserved, Some(105 + RESERVE));
+        let later = first.at_serial(105 + RESERVE / 2);
+        state.record(&later, content_digest(&later), true);
+        assert_eq!(
+            state.zones["example.test."].reserved,
+            Some(105 + RESERVE / 2 + RESERVE)
+        );
+        // An unclean stop: start above the reservation, whatever the content.
+        assert_eq!(
+            state.starting_serial(&first, &digest, None),
+            105 + RESERVE / 2 + RESERVE + 1
         );
         // The serial does not change the digest; the content does.
         assert_eq!(content_digest(&first), content_digest(&recorded));
@@ -215,6 +305,15 @@ mod tests {
             State::load(&path),
             Err(StateError::Damaged { .. })
         ));
+        // A snapshot file's serial is read back from the rendered text.
+        let snapshot = folder.path().join("zone");
+        std::fs::write(
+            &snapshot,
+            crate::zone::render::render(&other.at_serial(4321)),
+        )
+        .unwrap();
+        assert_eq!(snapshot_file_serial(&snapshot), Some(4321));
+        assert_eq!(snapshot_file_serial(&folder.path().join("missing")), None);
     }
 
     #[test]

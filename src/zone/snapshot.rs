@@ -157,6 +157,52 @@ impl Snapshot {
     }
 }
 
+/// Read access to the served snapshot: it can only load. Every part of the server that answers,
+/// transfers or reports holds one of these.
+#[derive(Clone)]
+pub struct SnapshotReader(Arc<arc_swap::ArcSwap<Snapshot>>);
+
+impl SnapshotReader {
+    /// The current snapshot, without a lock; cheap enough for every query.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.0.load()
+    }
+
+    /// The current snapshot, to keep.
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+}
+
+/// The one handle that can swap in a new snapshot. It is not `Clone`: whoever owns it (the
+/// publisher) is the only writer, and readers get a [`SnapshotReader`].
+pub struct SnapshotWriter(Arc<arc_swap::ArcSwap<Snapshot>>);
+
+impl SnapshotWriter {
+    /// Starts serving `first`.
+    pub fn new(first: Snapshot) -> Self {
+        Self(Arc::new(arc_swap::ArcSwap::from_pointee(first)))
+    }
+
+    /// A read handle to what this writer publishes.
+    pub fn reader(&self) -> SnapshotReader {
+        SnapshotReader(self.0.clone())
+    }
+
+    /// Swaps `next` in: the next query reads it.
+    pub fn store(&self, next: Arc<Snapshot>) {
+        self.0.store(next);
+    }
+
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.0.load()
+    }
+
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+}
+
 /// The index of the most specific zone (of `origins`) that holds `name`.
 pub fn zone_index_of(name: &Name, origins: &[&Name]) -> Option<usize> {
     origins
@@ -183,7 +229,7 @@ pub struct Zone {
 }
 
 /// How many changes a zone keeps for IXFR; a secondary further behind gets the whole zone.
-pub const HISTORY_LENGTH: usize = 64;
+pub const HISTORY_LENGTH: usize = 1024;
 
 /// One serial change of a zone: the records that left and came (RFC 1995 §4).
 #[derive(Debug, PartialEq)]

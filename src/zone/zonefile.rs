@@ -266,13 +266,18 @@ impl Reader {
             }
             let upper = token.text.to_ascii_uppercase();
             if class.is_none() {
-                if let Ok(parsed) = DNSClass::from_str(&upper) {
+                // RFC 3597 §5: CLASS1 is IN.
+                let parsed = match upper.strip_prefix("CLASS").map(str::parse::<u16>) {
+                    Some(Ok(code)) => Ok(DNSClass::from(code)),
+                    _ => DNSClass::from_str(&upper),
+                };
+                if let Ok(parsed) = parsed {
                     class = Some(parsed);
                     continue;
                 }
             }
-            let record_type = RecordType::from_str(&upper)
-                .map_err(|_| format!("unknown record type or bad field {:?}", token.text))?;
+            let record_type = parse_type(&upper)
+                .ok_or_else(|| format!("unknown record type or bad field {:?}", token.text))?;
             break (record_type, token.end);
         };
         let (record_type, rdata_start) = record_type;
@@ -309,6 +314,19 @@ impl Reader {
     }
 }
 
+/// A type mnemonic, or the RFC 3597 §5 form `TYPEnnn` for any type, known or not.
+fn parse_type(upper: &str) -> Option<RecordType> {
+    if let Some(digits) = upper.strip_prefix("TYPE") {
+        if !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit()) {
+            return digits.parse::<u16>().ok().map(RecordType::from);
+        }
+    }
+    match RecordType::from_str(upper) {
+        Ok(RecordType::Unknown(_)) | Err(_) => None,
+        Ok(known) => Some(known),
+    }
+}
+
 /// Parses one record's RDATA: the RFC 3597 generic form and TXT from the lexer's tokens,
 /// every other type with hickory's presentation-format parsers.
 fn parse_record(
@@ -324,6 +342,11 @@ fn parse_record(
             let data = parse_generic(record_type, rest)?;
             return Ok(Record::from_rdata(owner.clone(), ttl, data));
         }
+    }
+    if let RecordType::Unknown(code) = record_type {
+        return Err(format!(
+            "TYPE{code} has no known text form: write its data as \\# <length> <hex> (RFC 3597)"
+        ));
     }
     if record_type == RecordType::TXT {
         // hickory's parser decodes `\DDD` above 127 as a Unicode code point (two or more

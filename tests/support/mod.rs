@@ -13,7 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use healthdns::config::Config;
 use healthdns::dns::server::Listeners;
 use healthdns::service::Service;
-use healthdns::zone::snapshot::Snapshot;
+use healthdns::zone::snapshot::{Snapshot, SnapshotReader, SnapshotWriter};
 
 /// How long a test waits for any single answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -155,10 +154,61 @@ impl Fixture {
     }
 }
 
+/// DNS served in this process from a snapshot the test itself swaps (no probes, no
+/// publisher): the test holds the only write handle.
+pub struct SwapServer {
+    pub address: SocketAddr,
+    pub writer: SnapshotWriter,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SwapServer {
+    pub fn start(first: Snapshot) -> Self {
+        let writer = SnapshotWriter::new(first);
+        let handler =
+            healthdns::dns::handler::DnsHandler::new(writer.reader(), 1232, Arc::new(Vec::new()));
+        let listeners = Listeners::bind(&["127.0.0.1:0".parse().unwrap()], 2).expect("bind port 0");
+        let address = listeners.local_addresses()[0];
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime
+                .block_on(healthdns::dns::server::serve(
+                    listeners,
+                    handler,
+                    Duration::from_secs(10),
+                    token,
+                ))
+                .expect("serve");
+        });
+        Self {
+            address,
+            writer,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SwapServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A server running in this process on its own runtime thread; stopped when dropped.
 pub struct TestServer {
     pub address: SocketAddr,
-    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    pub snapshots: SnapshotReader,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
     _fixture: Fixture,
