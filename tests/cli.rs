@@ -271,3 +271,63 @@ fn serve_without_icmp_permission_names_the_fix() {
     assert!(log.contains("CAP_NET_RAW"), "{log}");
     assert!(log.contains("ping_group_range"), "{log}");
 }
+
+/// A task that dies is never silent: with a fault injected (debug builds only), `serve`
+/// logs which task stopped and why, stops, and exits non-zero for systemd or Docker to
+/// restart it.
+#[test]
+fn a_task_that_panics_makes_serve_exit_non_zero_with_the_cause() {
+    use crate::support::backend::{backends, Behaviour};
+    let prefix = "127.63.7";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let pool = format!(
+        "[[pool]]\nname = \"web\"\nnames = [\"www.example.test\"]\n\
+         addresses = [\"{prefix}.1\", \"{prefix}.2\"]\n\
+         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{port}/health\"\n\
+         interval = \"100ms\"\ntimeout = \"100ms\"\nfall = 1\nrise = 1\n"
+    );
+    for (task, needs_change) in [("snapshot writer", false), ("publisher", true)] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let fixture = Fixture::custom(
+            &listen,
+            &[("example.test", crate::support::POOL_ZONE)],
+            "",
+            "",
+            &pool,
+        );
+        let mut process = Process::spawn(
+            binary()
+                .env("HEALTHDNS_FAULT", task)
+                .args(["serve", "--config"])
+                .arg(&fixture.config_path),
+        );
+        if needs_change {
+            // The publisher fails at its first verdict change.
+            assert!(
+                wait_until(Duration::from_secs(10), || dig(
+                    listen.parse().unwrap(),
+                    &["+short", "www.example.test", "A"]
+                )
+                .lines()
+                .count()
+                    == 2),
+                "the server answers before the change"
+            );
+            backends[1].stop();
+        }
+        let status = process
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("serve exits when the {task} task dies"));
+        let stderr = process.stderr_text();
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "the {task} task stopped unexpectedly: panicked: injected fault"
+            )),
+            "{stderr}"
+        );
+        if needs_change {
+            backends[1].resume();
+        }
+    }
+}

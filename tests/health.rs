@@ -416,3 +416,58 @@ fn a_tcp_check_follows_the_listening_port() {
         answer(&server, "www.example.test.") == prefix_addresses(prefix, &[1, 2])
     }));
 }
+
+/// Issue 9's regression: a change that follows another within `min_serial_interval` must
+/// still reach the answers at once. A backend killed a few hundred milliseconds after the
+/// previous change was swapped in leaves within fall × interval + timeout + 150 ms.
+#[test]
+fn a_backend_killed_right_after_a_change_still_leaves_at_once() {
+    let prefix = "127.61.9";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 3]);
+    let pool = format!(
+        "[[pool]]\nname = \"web\"\nnames = [\"www.example.test\"]\n\
+         addresses = [\"{prefix}.1\", \"{prefix}.2\", \"{prefix}.3\"]\n\
+         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{port}/health\"\n\
+         interval = \"100ms\"\ntimeout = \"200ms\"\nfall = 2\nrise = 2\n"
+    );
+    let server = TestServer::from_fixture(Fixture::custom(
+        "127.0.0.1:0",
+        &[("example.test", ZONE)],
+        "min_serial_interval = \"1s\"",
+        "",
+        &pool,
+    ));
+    let bound = Duration::from_millis(2 * 100 + 200 + 150);
+    let first_serial = server.serial("example.test.");
+    let mut previous_change = None;
+    for (round, host) in [1u8, 2].into_iter().enumerate() {
+        if let Some(changed) = previous_change {
+            // A few hundred milliseconds after the previous change was swapped in: well
+            // inside min_serial_interval.
+            std::thread::sleep(
+                Duration::from_millis(300)
+                    .saturating_sub(std::time::Instant::now().duration_since(changed)),
+            );
+        }
+        let killed = format!("{prefix}.{host}");
+        backends[usize::from(host) - 1].stop();
+        let started = std::time::Instant::now();
+        assert!(
+            wait_until(CHANGE, || !answer(&server, "www.example.test.")
+                .contains(&killed)),
+            "{killed} leaves"
+        );
+        let took = started.elapsed();
+        assert!(
+            took <= bound,
+            "round {round}: {killed} left after {took:?}, over the bound {bound:?}"
+        );
+        previous_change = Some(std::time::Instant::now());
+    }
+    assert_eq!(
+        answer(&server, "www.example.test."),
+        vec![format!("{prefix}.3")]
+    );
+    // Each change was swapped in under its own serial.
+    assert_eq!(server.serial("example.test."), first_serial.wrapping_add(2));
+}

@@ -8,8 +8,13 @@
 //! Documented rules:
 //! - Starting state: unknown. The first result decides at once (up if it passed, down if it
 //!   failed), so the cold-start probe round gives a health-checked first answer.
-//! - An up target goes down after `fall` consecutive failures; a down target comes back after
-//!   `rise` consecutive successes. A result that agrees with the state resets the count.
+//! - An up target goes down once it has failed `fall` probes with no run of `rise`
+//!   consecutive passes between them. A steady failure therefore still takes `fall`
+//!   consecutive failures, but a flaky target (failing every other probe, say) goes down too
+//!   instead of staying in the answers forever; only `rise` passes in a row, the same proof
+//!   that brings a down target back, clear its failure count (gdnsd's `ok_thresh` does the
+//!   same). With `rise = 1` a single pass clears it, which is the old consecutive rule.
+//! - A down target comes back after `rise` consecutive passes; any failure restarts that run.
 
 /// What is believed about one (address, check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,8 +29,10 @@ pub enum State {
 #[derive(Debug, Clone, Copy)]
 pub struct Verdict {
     state: State,
-    /// Consecutive results that disagree with `state`.
+    /// Up: failures since the last run of `rise` passes. Down: consecutive passes.
     streak: u32,
+    /// Up: consecutive passes since the last failure.
+    passes: u32,
 }
 
 impl Default for Verdict {
@@ -39,6 +46,7 @@ impl Verdict {
         Self {
             state: State::Unknown,
             streak: 0,
+            passes: 0,
         }
     }
 
@@ -52,24 +60,38 @@ impl Verdict {
 
     /// Records one probe result; returns the new state when it changed.
     pub fn observe(&mut self, passed: bool, fall: u32, rise: u32) -> Option<State> {
-        let (agrees, threshold, next) = match self.state {
-            State::Unknown => {
+        match (self.state, passed) {
+            (State::Unknown, _) => {
                 self.state = if passed { State::Up } else { State::Down };
                 self.streak = 0;
+                self.passes = 0;
                 return Some(self.state);
             }
-            State::Up => (passed, fall, State::Down),
-            State::Down => (!passed, rise, State::Up),
-        };
-        if agrees {
-            self.streak = 0;
-            return None;
-        }
-        self.streak += 1;
-        if self.streak >= threshold {
-            self.state = next;
-            self.streak = 0;
-            return Some(next);
+            (State::Up, true) => {
+                self.passes += 1;
+                if self.passes >= rise {
+                    self.streak = 0;
+                }
+            }
+            (State::Up, false) => {
+                self.passes = 0;
+                self.streak += 1;
+                if self.streak >= fall {
+                    self.state = State::Down;
+                    self.streak = 0;
+                    return Some(State::Down);
+                }
+            }
+            (State::Down, false) => self.streak = 0,
+            (State::Down, true) => {
+                self.streak += 1;
+                if self.streak >= rise {
+                    self.state = State::Up;
+                    self.streak = 0;
+                    self.passes = 0;
+                    return Some(State::Up);
+                }
+            }
         }
         None
     }
@@ -94,7 +116,8 @@ mod tests {
         verdict.observe(true, 3, 2);
         assert_eq!(verdict.observe(false, 3, 2), None);
         assert_eq!(verdict.observe(false, 3, 2), None);
-        // A pass in between resets the count.
+        // `rise` passes in a row clear the count.
+        assert_eq!(verdict.observe(true, 3, 2), None);
         assert_eq!(verdict.observe(true, 3, 2), None);
         assert_eq!(verdict.observe(false, 3, 2), None);
         assert_eq!(verdict.observe(false, 3, 2), None);
@@ -114,6 +137,43 @@ mod tests {
         // Once up, a single failure does not flip it back with fall = 2.
         assert_eq!(verdict.observe(false, 2, 2), None);
         assert_eq!(verdict.observe(false, 2, 2), Some(State::Down));
+    }
+
+    #[test]
+    fn a_flaky_target_goes_down() {
+        // Failing every other probe: with fall 3, rise 2 it leaves after its third failure.
+        let mut verdict = Verdict::new();
+        verdict.observe(true, 3, 2);
+        let mut results = Vec::new();
+        for probe in 0..10 {
+            results.push(verdict.observe(probe % 2 == 0, 3, 2));
+        }
+        // Even probes pass, odd ones fail: the failures at 1, 3 and 5 take it down at 5.
+        assert_eq!(results.iter().position(Option::is_some), Some(5));
+        assert_eq!(results[5], Some(State::Down));
+        // Flaky while down: it never gets `rise` passes in a row, so it stays down.
+        assert!(results[6..].iter().all(Option::is_none));
+        assert!(!verdict.is_up());
+        // Two passes for every failure, but never `rise` = 3 in a row: down as well.
+        let mut verdict = Verdict::new();
+        verdict.observe(true, 3, 3);
+        let pattern = [true, true, false];
+        let flips: Vec<_> = (0..9)
+            .map(|probe| verdict.observe(pattern[probe % 3], 3, 3))
+            .collect();
+        assert_eq!(flips[8], Some(State::Down), "{flips:?}");
+    }
+
+    #[test]
+    fn rise_of_one_keeps_the_consecutive_rule() {
+        let mut verdict = Verdict::new();
+        verdict.observe(true, 3, 1);
+        for _ in 0..5 {
+            assert_eq!(verdict.observe(false, 3, 1), None);
+            assert_eq!(verdict.observe(false, 3, 1), None);
+            assert_eq!(verdict.observe(true, 3, 1), None);
+        }
+        assert!(verdict.is_up());
     }
 
     #[test]
