@@ -2,6 +2,10 @@
 //! must agree in RCODE, AA, TC, the answer and authority sections, and the additional section
 //! of referrals and NS answers.
 //!
+//! The zone adds RFC 3597 records (`TYPE65280 \# ...`, and `TYPE1 \# 4 ...` which is an A
+//! record) to the usual test zone, and every question is also asked with DO set, which both
+//! must copy into the response (RFC 3225 §3), truncated answers included.
+//!
 //! Known, deliberate differences (NSD runs with `minimal-responses: yes`, like Knot):
 //! - healthdns adds in-zone addresses of MX and SRV targets; minimal NSD does not.
 //! - NSD writes answer owners as a pointer to the question, so they take the query's case;
@@ -25,13 +29,20 @@ struct Nsd {
     _folder: tempfile::TempDir,
 }
 
+/// The test zone plus RFC 3597 records: an unknown type, and an A record in generic form.
+fn compared_zone() -> String {
+    format!(
+        "{TEST_ZONE}unk         IN TYPE65280 \\# 4 0A000001\ngeneric     TYPE1 \\# 4 C0000201\nplain       A     192.0.2.1\n"
+    )
+}
+
 impl Nsd {
-    fn start() -> Self {
+    fn start(zone: &str) -> Self {
         let nsd = require_tool("nsd", "nsd");
         let folder = tempfile::tempdir().unwrap();
         let port = free_port();
         let dir = folder.path().display().to_string();
-        std::fs::write(folder.path().join("example.test.zone"), TEST_ZONE).unwrap();
+        std::fs::write(folder.path().join("example.test.zone"), zone).unwrap();
         std::fs::write(
             folder.path().join("nsd.conf"),
             format!(
@@ -86,8 +97,9 @@ fn summary(message: &Message, record_type: RecordType) -> String {
     } else {
         "(not compared)".to_string()
     };
+    let dnssec_ok = message.edns.as_ref().map(|edns| edns.flags().dnssec_ok);
     format!(
-        "rcode={} aa={} tc={}\n  answer: {}\n  authority: {}\n  additional: {}",
+        "rcode={} aa={} tc={} do={dnssec_ok:?}\n  answer: {}\n  authority: {}\n  additional: {}",
         message.metadata.response_code,
         message.metadata.authoritative,
         message.metadata.truncation,
@@ -99,8 +111,9 @@ fn summary(message: &Message, record_type: RecordType) -> String {
 
 #[test]
 fn answers_match_nsd_on_the_same_zone() {
-    let nsd = Nsd::start();
-    let server = TestServer::start();
+    let zone = compared_zone();
+    let nsd = Nsd::start(&zone);
+    let server = TestServer::with_zones(&[("example.test", &zone)]);
     let questions: &[(&str, RecordType)] = &[
         ("www.example.test.", RecordType::A),
         ("www.example.test.", RecordType::AAAA),
@@ -131,20 +144,53 @@ fn answers_match_nsd_on_the_same_zone() {
         ("sub.example.test.", RecordType::DS),
         ("nods.example.test.", RecordType::DS),
         ("big.example.test.", RecordType::TXT),
+        ("unk.example.test.", RecordType::Unknown(65280)),
+        ("unk.example.test.", RecordType::A),
+        ("generic.example.test.", RecordType::A),
+        ("plain.example.test.", RecordType::A),
     ];
     let mut differences = Vec::new();
     for &(name, record_type) in questions {
-        for payload in [None, Some(1232)] {
-            let message = query(name, record_type, payload);
+        for (payload, dnssec_ok) in [
+            (None, false),
+            (Some(1232), false),
+            (Some(1232), true),
+            (Some(512), true),
+        ] {
+            let mut message = query(name, record_type, payload);
+            if let Some(edns) = message.edns.as_mut() {
+                edns.set_dnssec_ok(dnssec_ok);
+            }
             let ours = server.exchange_udp(&message);
             let theirs = exchange(nsd.address, &message).expect("NSD answers");
             let (ours, theirs) = (summary(&ours, record_type), summary(&theirs, record_type));
             if ours != theirs {
                 differences.push(format!(
-                    "{name} {record_type} edns={payload:?}\n healthdns {ours}\n nsd       {theirs}"
+                    "{name} {record_type} edns={payload:?} do={dnssec_ok}\n healthdns {ours}\n nsd       {theirs}"
                 ));
             }
         }
     }
     assert!(differences.is_empty(), "{}", differences.join("\n\n"));
+}
+
+/// The RFC 3597 forms load as the records they stand for: `TYPE1 \# 4 C0000201` is exactly
+/// `A 192.0.2.1`, and an unknown type is served as its bytes.
+#[test]
+fn rfc_3597_records_are_served_as_written() {
+    let server = TestServer::with_zones(&[("example.test", &compared_zone())]);
+    let generic = server.udp("generic.example.test.", RecordType::A);
+    let plain = server.udp("plain.example.test.", RecordType::A);
+    assert_eq!(crate::support::addresses(&generic), vec!["192.0.2.1"]);
+    assert_eq!(
+        generic.answers[0].data, plain.answers[0].data,
+        "TYPE1 \\# equals A"
+    );
+    let unknown = server.udp("unk.example.test.", RecordType::Unknown(65280));
+    assert_eq!(unknown.answers.len(), 1);
+    let mut bytes = Vec::new();
+    let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut bytes);
+    hickory_proto::serialize::binary::BinEncodable::emit(&unknown.answers[0].data, &mut encoder)
+        .unwrap();
+    assert_eq!(bytes, [0x0a, 0, 0, 1]);
 }

@@ -412,3 +412,115 @@ fn wait_until_busy(limit: Duration, mut condition: impl FnMut() -> bool) -> bool
     }
     false
 }
+
+/// BIND, NSD and Knot each transfer a 20,000-record zone (many AXFR messages) and follow a
+/// health change through NOTIFY and IXFR. Knot refuses a message with trailing bytes, so
+/// this is also the check that every transfer message holds exactly what its counts say.
+#[test]
+fn bind_nsd_and_knot_transfer_a_large_zone_and_follow_notify() {
+    use crate::support::named::Secondary;
+    let prefix = "127.62.5";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let mut zone = ZONE.to_string();
+    for index in 0..20_000u32 {
+        zone.push_str(&format!(
+            "bulk{index} A 10.9.{}.{}\n",
+            (index >> 8) & 255,
+            index & 255
+        ));
+    }
+    let ports = [free_port(), free_port(), free_port()];
+    let notify: Vec<String> = ports
+        .iter()
+        .map(|port| format!("\"127.0.0.1:{port}\""))
+        .collect();
+    let server = TestServer::from_fixture(Fixture::custom(
+        "127.0.0.1:0",
+        &[("example.test", &zone)],
+        "",
+        &format!(
+            "allow_transfer = [\"127.0.0.1\"]\nalso_notify = [{}]",
+            notify.join(", ")
+        ),
+        &pool(prefix, 2, port),
+    ));
+    // kdig reads every message strictly and warns about trailing data.
+    let kdig = crate::support::require_tool("kdig", "knot-dnsutils");
+    let output = Command::new(kdig)
+        .arg(format!("@{}", server.address.ip()))
+        .args([
+            "-p",
+            &server.address.port().to_string(),
+            "example.test",
+            "AXFR",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !text.contains("trailing"),
+        "{}",
+        &text[..text.len().min(3000)]
+    );
+    let summary = text
+        .lines()
+        .find(|line| line.contains("Received"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(summary.contains("messages"), "{summary}");
+
+    let named = Named::secondary(&["example.test"], server.address, ports[0]);
+    let nsd = Secondary::nsd("example.test", server.address, ports[1]);
+    let knot = Secondary::knot("example.test", server.address, ports[2]);
+    let serials = || {
+        [
+            named.serial("example.test"),
+            nsd.serial("example.test"),
+            knot.serial("example.test"),
+        ]
+    };
+    let logs = || {
+        format!(
+            "named:\n{}\nnsd:\n{}\nknot:\n{}",
+            named.log(),
+            nsd.log(),
+            knot.log()
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || serials() == [Some(100); 3]),
+        "every secondary loads serial 100: {:?}\n{}",
+        serials(),
+        logs()
+    );
+    for address in [named.address, nsd.address, knot.address] {
+        assert_eq!(www_addresses(address), ["127.62.5.1", "127.62.5.2"]);
+        let last = dig(
+            address,
+            &["+short", "+norecurse", "bulk19999.example.test", "A"],
+        );
+        assert_eq!(last.trim(), "10.9.78.31", "{address}");
+    }
+
+    backends[0].stop();
+    assert!(wait_until(CHANGE, || server.serial("example.test.") == 101));
+    let swapped = Instant::now();
+    // Refresh timers are an hour: only NOTIFY brings them to 101 this fast.
+    let followed = wait_until(Duration::from_secs(3), || {
+        serials() == [Some(101); 3]
+            && [named.address, nsd.address, knot.address]
+                .iter()
+                .all(|address| www_addresses(*address) == ["127.62.5.2"])
+    });
+    assert!(
+        followed,
+        "every secondary serves 101 and the new address set within 3 s (after {:?}): {:?}\n{}",
+        swapped.elapsed(),
+        serials(),
+        logs()
+    );
+}
