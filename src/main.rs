@@ -35,12 +35,15 @@ enum Command {
     },
     /// Check the config and every zone file; print every error and exit 1 if there is one.
     Check {
+        /// The config file; zone paths in it are relative to its folder.
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
     },
-    /// Write each zone as served with every pool address healthy (no probing), as
-    /// <DIR>/<zone>.zone, to bootstrap a secondary. The serial is what `serve` would start at.
+    /// Write each zone with every pool address as if healthy (no probing), as
+    /// <DIR>/<zone>.zone, to bootstrap a secondary. The serial is recorded in the state file,
+    /// so the server never publishes it with other content; refused while a server runs.
     Export {
+        /// The config file; zone paths and the state file are relative to its folder.
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
         /// The folder to write into (created if missing).

@@ -138,7 +138,11 @@ fn served_binary_answers_dig_and_stops_on_sigterm() {
     let status = process
         .wait_exit(Duration::from_secs(10))
         .expect("stops on SIGTERM");
-    assert!(status.success(), "graceful stop exits 0: {status:?}");
+    assert!(
+        status.success(),
+        "graceful stop exits 0: {status:?}\n{}",
+        process.stderr_text()
+    );
 }
 
 #[test]
@@ -183,7 +187,8 @@ fn serve_dry_run_probes_and_logs_but_answers_every_address() {
     };
     assert!(
         wait_until(Duration::from_secs(20), || sorted_answer() == every),
-        "a dry run answers every address, the failing one too"
+        "a dry run answers every address, the failing one too: {}",
+        process.stderr_text()
     );
     backends[0].stop();
     // Let the probes see it (fall = 2 at 100 ms), then check nothing changed in DNS.
@@ -265,8 +270,8 @@ fn serve_without_icmp_permission_names_the_fix() {
     let status = process
         .wait_exit(Duration::from_secs(20))
         .expect("startup fails without ICMP permission");
-    assert_eq!(status.code(), Some(1));
     let log = process.stderr_text();
+    assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("cannot open an ICMP socket for IPv4"), "{log}");
     assert!(log.contains("CAP_NET_RAW"), "{log}");
     assert!(log.contains("ping_group_range"), "{log}");

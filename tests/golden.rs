@@ -103,3 +103,15 @@ fn a_rendered_zone_loads_back_to_the_same_records() {
     let again = render(snapshot.zone(&name_key(&zones[0].origin)).unwrap());
     assert_eq!(again, text, "render(parse(render(z))) == render(z)");
 }
+
+/// The shipped demo zone is what users copy: it must pass named-checkzone with every check
+/// strict, and `check` must accept it with the shipped config (no static records a pool hides).
+#[test]
+fn the_shipped_zone_is_clean() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/zones/example.test.zone"
+    ))
+    .unwrap();
+    assert_checkzone_clean("example.test", &text);
+}

@@ -471,3 +471,26 @@ fn a_backend_killed_right_after_a_change_still_leaves_at_once() {
     // Each change was swapped in under its own serial.
     assert_eq!(server.serial("example.test."), first_serial.wrapping_add(2));
 }
+
+/// A pool replaces only the address families it has addresses for: an IPv4-only pool at a name
+/// leaves the zone file's AAAA there served, never silently dropped.
+#[test]
+fn a_pool_replaces_only_the_families_it_has() {
+    let prefix = "127.61.10";
+    let (port, _backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let zone = format!("{ZONE}www AAAA 2001:db8::5\nwww A 192.0.2.99\n");
+    let server = TestServer::from_fixture(Fixture::with_pools(
+        "127.0.0.1:0",
+        &[("example.test", &zone)],
+        &http_pool("\"www.example.test\"", prefix, 2, port, "", ""),
+    ));
+    // A comes from the pool (the static A is replaced), AAAA from the zone file.
+    assert_eq!(
+        answer(&server, "www.example.test."),
+        prefix_addresses(prefix, &[1, 2])
+    );
+    assert_eq!(
+        addresses(&server.udp("www.example.test.", RecordType::AAAA)),
+        vec!["2001:db8::5"]
+    );
+}

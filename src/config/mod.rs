@@ -186,6 +186,9 @@ pub enum ConfigError {
     },
 }
 
+/// The most UDP sockets (one thread each) per listen address.
+pub const MAX_UDP_SOCKETS: usize = 256;
+
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -382,7 +385,10 @@ impl Config {
         let raw: file::ConfigFile = toml::from_str(text).map_err(|error| ConfigError::Syntax {
             path: path.to_path_buf(),
             line: error.span().map_or(1, line_of),
-            message: error.message().to_string(),
+            message: match error.span().and_then(|span| key_and_value(text, span)) {
+                Some((key, value)) => format!("{} (at {key} = {value})", error.message()),
+                None => error.message().to_string(),
+            },
         })?;
         let invalid = |span: Range<usize>, key: &str, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -391,6 +397,34 @@ impl Config {
             message,
         };
 
+        // Where a plain `[server]` key is written (these keys carry no span of their own).
+        let key_span = |key: &str| {
+            let mut offset = 0;
+            for line in text.split_inclusive('\n') {
+                if line.trim_start().starts_with(key) {
+                    return offset..offset + line.len();
+                }
+                offset += line.len();
+            }
+            0..0
+        };
+        if raw.server.tcp_idle_timeout.is_zero() {
+            return Err(invalid(
+                key_span("tcp_idle_timeout"),
+                "server.tcp_idle_timeout",
+                "\"0s\" would close every TCP connection before its first query; use at least \"1s\" (default \"10s\")".into(),
+            ));
+        }
+        if raw.server.udp_sockets > MAX_UDP_SOCKETS {
+            return Err(invalid(
+                key_span("udp_sockets"),
+                "server.udp_sockets",
+                format!(
+                    "{} is more than {MAX_UDP_SOCKETS}; each socket is a thread, and more than the CPU cores gains nothing (0 means one per core)",
+                    raw.server.udp_sockets
+                ),
+            ));
+        }
         let listen_span = raw.server.listen.span();
         let listen = raw.server.listen.into_inner();
         if listen.is_empty() {
@@ -533,6 +567,29 @@ impl Config {
             pools,
         })
     }
+}
+
+/// The key and the offending value of a TOML error at `span`, when the span is a value (not a
+/// key or a whole table): the key is the nearest `key =` at or before the value's line.
+fn key_and_value(text: &str, span: Range<usize>) -> Option<(String, String)> {
+    let value = text.get(span.clone())?.trim();
+    let is_key = text
+        .get(span.end..)
+        .is_some_and(|rest| rest.trim_start_matches([' ', '\t']).starts_with('='));
+    if value.is_empty() || value.contains('\n') || value.starts_with('[') || is_key {
+        return None;
+    }
+    let before = text.get(..span.end)?;
+    let line = before.lines().rev().find(|line| {
+        let line = line.trim_start();
+        line.contains('=') && !line.starts_with('#')
+    })?;
+    let key = line.split('=').next()?.trim();
+    if key.is_empty() || key == value {
+        return None;
+    }
+    let value: String = value.chars().take(80).collect();
+    Some((key.to_string(), value))
 }
 
 /// "192.0.2.1", "10.0.0.0/8", "::1" or "2001:db8::/32".
@@ -908,6 +965,33 @@ mod tests {
     }
 
     #[test]
+    fn values_that_make_no_sense_are_rejected_with_line_key_and_value() {
+        let base = "[[zone]]\norigin = \"example.test\"\nfile = \"z\"\n";
+        let error = parse(&format!("[server]\ntcp_idle_timeout = \"0s\"\n{base}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("config.toml:2: server.tcp_idle_timeout: \"0s\""),
+            "{error}"
+        );
+        let error = parse(&format!("[server]\nudp_sockets = 100000\n{base}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("config.toml:2: server.udp_sockets: 100000 is more than 256"),
+            "{error}"
+        );
+        let pool = "[[pool]]\nname = \"p\"\nnames = [\"www.example.test\"]\naddresses = [\"10.0.0.1\", \"300.1.1.1\"]\n[[pool.check]]\nkind = \"icmp\"\n";
+        let error = parse(&format!("{base}{pool}")).unwrap_err().to_string();
+        assert!(
+            error.contains(
+                "config.toml:7: invalid IP address syntax (at addresses = \"300.1.1.1\")"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_shipped_config_parses() {
         let text = include_str!("../../config.toml");
         let config = parse(text).unwrap();
@@ -1060,6 +1144,7 @@ mod tests {
             text.starts_with("/etc/healthdns/config.toml:3: unknown field `lisen`"),
             "{text}"
         );
+        assert!(!text.contains("(at "), "a key is not a value: {text}");
     }
 
     #[test]

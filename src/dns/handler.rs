@@ -147,7 +147,10 @@ impl DnsHandler {
         metrics::counter!("healthdns_transfers_total", "type" => record_type.to_string(), "result" => outcome)
             .increment(1);
         if !allowed {
-            tracing::warn!(zone = %zone.origin(), %source, %record_type, "transfer refused: source not in allow_transfer");
+            static GATE: crate::dns::LogGate = crate::dns::LogGate::new();
+            if let Some(suppressed) = GATE.allow() {
+                tracing::warn!(zone = %zone.origin(), %source, %record_type, suppressed, "transfer refused: source not in allow_transfer (at most one line per 10 s; see healthdns_transfers_total)");
+            }
             return Plan::Error(ResponseCode::Refused);
         }
         let query = request.queries.queries()[0].original().clone();
@@ -242,9 +245,11 @@ impl DnsHandler {
     ) -> Answered {
         out.clear();
         let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
+            metrics::counter!("healthdns_malformed_total", "result" => "dropped").increment(1);
             return Answered::Nothing;
         };
         if header.metadata.message_type == MessageType::Response {
+            metrics::counter!("healthdns_malformed_total", "result" => "dropped").increment(1);
             return Answered::Nothing;
         }
         let protocol = match transport {
@@ -254,6 +259,7 @@ impl DnsHandler {
         let request = match Request::from_bytes(packet.to_vec(), source, protocol) {
             Ok(request) => request,
             Err(_) => {
+                metrics::counter!("healthdns_malformed_total", "result" => "formerr").increment(1);
                 encode_header_only(&header.metadata, ResponseCode::FormErr, out);
                 return Answered::Message;
             }
@@ -299,7 +305,11 @@ impl DnsHandler {
                     };
                 }
                 Err(error) => {
-                    tracing::warn!(%error, %source, "cannot encode a response; sending SERVFAIL");
+                    metrics::counter!("healthdns_encode_failures_total").increment(1);
+                    static GATE: crate::dns::LogGate = crate::dns::LogGate::new();
+                    if let Some(suppressed) = GATE.allow() {
+                        tracing::warn!(%error, %source, suppressed, "cannot encode a response; sending SERVFAIL");
+                    }
                     encode_header_only(&request.metadata, ResponseCode::ServFail, out);
                     return Answered::Message;
                 }

@@ -46,11 +46,27 @@ const MAX_TCP_CONNECTIONS: usize = 1024;
 
 /// Why the listen addresses could not be bound; the operator fixes the address or frees it.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {address} ({transport}): {source}")]
+#[error("cannot listen on {address} ({transport}): {error}{}", advice(*address, error))]
 pub struct BindError {
     pub address: SocketAddr,
     pub transport: &'static str,
-    pub source: io::Error,
+    /// Not a `source`: the message already shows it, and `{:#}` would print it twice.
+    pub error: io::Error,
+}
+
+/// What to do about a bind error, when there is something specific to say.
+fn advice(address: SocketAddr, error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::PermissionDenied if address.port() < 1024 => {
+            "; ports below 1024 need CAP_NET_BIND_SERVICE (`setcap cap_net_bind_service+ep \
+             healthdns`, AmbientCapabilities=CAP_NET_BIND_SERVICE in systemd), or run as root"
+        }
+        io::ErrorKind::AddrInUse => {
+            "; another process serves this address (`ss -ulpn`, `ss -tlpn`)"
+        }
+        io::ErrorKind::AddrNotAvailable => "; this machine has no such address",
+        _ => "",
+    }
 }
 
 /// Bound sockets, ready to serve.
@@ -105,10 +121,10 @@ fn bind_address(
     address: SocketAddr,
     count: usize,
 ) -> Result<(Vec<std::net::UdpSocket>, std::net::TcpListener), BindError> {
-    let error = |transport, source| BindError {
+    let error = |transport, error| BindError {
         address,
         transport,
-        source,
+        error,
     };
     let mut bound = address;
     let mut udp = Vec::with_capacity(count);
@@ -195,6 +211,7 @@ pub async fn serve(
         ));
     }
     let failure = tokio::select! {
+        biased;
         _ = shutdown.cancelled() => None,
         Some(cause) = ended.recv() => Some(cause),
         Some(result) = tcp.join_next() => Some(match result {
@@ -202,6 +219,8 @@ pub async fn serve(
             _ => "a TCP listener stopped".to_string(),
         }),
     };
+    // A listener that ends because shutdown began has not failed.
+    let failure = failure.filter(|_| !shutdown.is_cancelled());
     if failure.is_some() {
         shutdown.cancel();
     }

@@ -58,6 +58,9 @@ pub struct NameAnswer {
     pub addresses: Vec<IpAddr>,
     /// SERVFAIL for A and AAAA (the `servfail` all-down policy).
     pub servfail: bool,
+    /// The address families the pool has addresses for, [IPv4, IPv6]: it answers (and
+    /// replaces the zone file's) A only if it has an IPv4 address, AAAA only with an IPv6 one.
+    pub families: [bool; 2],
 }
 
 impl NameAnswer {
@@ -272,6 +275,10 @@ fn name_answers(
                     ttl: pool.ttl,
                     addresses: answer.addresses,
                     servfail: answer.servfail,
+                    families: [
+                        pool.addresses.iter().any(IpAddr::is_ipv4),
+                        pool.addresses.iter().any(IpAddr::is_ipv6),
+                    ],
                 },
             )
         })

@@ -226,6 +226,7 @@ mod tests {
                 ttl: 30,
                 addresses: vec![address.parse().unwrap()],
                 servfail: false,
+                families: [true, true],
             },
         );
         Snapshot::build(&[data], &answers)

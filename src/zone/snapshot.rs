@@ -91,9 +91,10 @@ impl Snapshot {
             .iter()
             .enumerate()
             .map(|(index, zone)| {
-                let pool_names: Vec<&Name> = answers
-                    .keys()
-                    .filter(|name| zone_index_of(name, &origins) == Some(index))
+                let pool_names: Vec<(&Name, [bool; 2])> = answers
+                    .iter()
+                    .filter(|(name, _)| zone_index_of(name, &origins) == Some(index))
+                    .map(|(name, answer)| (name, answer.families))
                     .collect();
                 let base = Arc::new(ZoneBase::build(zone, &pool_names));
                 let serial = zone.soa_serial();
@@ -273,12 +274,17 @@ pub struct ZoneBase {
 }
 
 impl ZoneBase {
-    /// Builds the static part; the A/AAAA of `pool_names` are left out (the pools answer them).
-    pub fn build(data: &ZoneData, pool_names: &[&Name]) -> Self {
+    /// Builds the static part; at each of `pool_names`, the A (AAAA) records are left out when
+    /// its pool has IPv4 (IPv6) addresses, [IPv4, IPv6] (the pool answers them).
+    pub fn build(data: &ZoneData, pool_names: &[(&Name, [bool; 2])]) -> Self {
         let key = name_key(&data.origin);
         let pool_keys: FxHashMap<NameKey, Name> = pool_names
             .iter()
-            .map(|name| (name_key(name), (*name).clone()))
+            .map(|(name, _)| (name_key(name), (*name).clone()))
+            .collect();
+        let replaced: FxHashMap<NameKey, [bool; 2]> = pool_names
+            .iter()
+            .map(|(name, families)| (name_key(name), *families))
             .collect();
         let mut nodes: FxHashMap<NameKey, Node> = FxHashMap::default();
         for pool_key in pool_keys.keys() {
@@ -287,10 +293,15 @@ impl ZoneBase {
         for sourced in &data.records {
             let record = &sourced.record;
             let owner = name_key(&record.name);
-            if matches!(record.record_type(), RecordType::A | RecordType::AAAA)
-                && pool_keys.contains_key(&owner)
-            {
-                continue;
+            let family = match record.record_type() {
+                RecordType::A => Some(0),
+                RecordType::AAAA => Some(1),
+                _ => None,
+            };
+            if let (Some(family), Some(families)) = (family, replaced.get(&owner)) {
+                if families[family] {
+                    continue;
+                }
             }
             let node = nodes.entry(owner).or_default();
             match node
@@ -453,7 +464,11 @@ impl Zone {
             let mut node = base.nodes.get(key).cloned().expect("pool names exist");
             if let Some(answer) = answers.get(name) {
                 node.servfail_addresses = answer.servfail;
-                for is_v4 in [true, false] {
+                for (family, is_v4) in [(0, true), (1, false)] {
+                    if !answer.families[family] {
+                        // Not the pool's family: the zone file's records stay.
+                        continue;
+                    }
                     let records = answer
                         .addresses
                         .iter()
@@ -785,6 +800,7 @@ mail     TXT \"kept\"
             ttl: 30,
             addresses: addresses.iter().map(|text| text.parse().unwrap()).collect(),
             servfail,
+            families: [true, true],
         }
     }
 
