@@ -131,6 +131,7 @@ fn every_kind_of_failure_removes_its_address() {
 /// Builds the HTTP checker of one target, the way the server does.
 fn http_target(address: IpAddr, port: u16, configure: impl FnOnce(&mut HttpCheck)) -> Target {
     let mut http = HttpCheck {
+        ca_file: None,
         url: format!("http://{{address}}:{port}/health"),
         host: None,
         expect_status: vec![200],

@@ -9,4 +9,5 @@ mod golden;
 mod health;
 mod icmp;
 mod secondary;
+mod tls;
 mod transport;

@@ -152,6 +152,7 @@ mod file {
         pub max_latency: Option<Spanned<HumanDuration>>,
         pub body_sha256: Option<Spanned<String>>,
         pub follow_redirects: Option<Spanned<bool>>,
+        pub ca_file: Option<Spanned<String>>,
         pub port: Option<Spanned<u16>>,
         pub interval: Option<Spanned<HumanDuration>>,
         pub timeout: Option<Spanned<HumanDuration>>,
@@ -350,6 +351,8 @@ pub struct HttpCheck {
     /// The body must hash to this.
     pub body_sha256: Option<[u8; 32]>,
     pub follow_redirects: bool,
+    /// PEM certificates to trust for https instead of the system store (an internal CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl HttpCheck {
@@ -531,6 +534,7 @@ impl Config {
                 span.clone(),
                 line_of(span.clone()),
                 &zones,
+                folder,
                 &invalid,
             )?;
             if pools.iter().any(|other| other.name == pool.name) {
@@ -592,6 +596,21 @@ fn key_and_value(text: &str, span: Range<usize>) -> Option<(String, String)> {
     Some((key.to_string(), value))
 }
 
+/// The PEM certificates in `path`: at least one, or why not.
+pub fn read_certificates(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certificates = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|error| format!("cannot read certificates: {error}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("not a PEM certificate file: {error}"))?;
+    if certificates.is_empty() {
+        return Err("holds no PEM certificate".into());
+    }
+    Ok(certificates)
+}
+
 /// "192.0.2.1", "10.0.0.0/8", "::1" or "2001:db8::/32".
 fn parse_prefix(text: &str) -> Option<ipnet::IpNet> {
     let text = text.trim();
@@ -635,6 +654,7 @@ fn parse_pool(
     span: Range<usize>,
     line: usize,
     zones: &[ZoneConfig],
+    folder: &Path,
     invalid: &Invalid,
 ) -> Result<PoolConfig, ConfigError> {
     let name = raw.name.get_ref().trim().to_string();
@@ -728,7 +748,7 @@ fn parse_pool(
         .into_iter()
         .map(|check| {
             let check_line = check.span();
-            parse_check(check.into_inner(), check_line, invalid)
+            parse_check(check.into_inner(), check_line, folder, invalid)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(PoolConfig {
@@ -748,6 +768,7 @@ fn parse_pool(
 fn parse_check(
     raw: file::Check,
     span: Range<usize>,
+    folder: &Path,
     invalid: &Invalid,
 ) -> Result<CheckConfig, ConfigError> {
     let duration =
@@ -796,6 +817,7 @@ fn parse_check(
             "follow_redirects",
             raw.follow_redirects.as_ref().map(|value| value.span()),
         ),
+        ("ca_file", raw.ca_file.as_ref().map(|value| value.span())),
     ];
     let reject = |keys: &[(&str, Option<Range<usize>>)], kind: &str| {
         for (key, key_span) in keys {
@@ -831,7 +853,7 @@ fn parse_check(
         }
         file::CheckKind::Http => {
             reject(&port_key, "http")?;
-            CheckKind::Http(parse_http_check(&raw, span, timeout, invalid)?)
+            CheckKind::Http(parse_http_check(&raw, span, timeout, folder, invalid)?)
         }
     };
     Ok(CheckConfig {
@@ -847,6 +869,7 @@ fn parse_http_check(
     raw: &file::Check,
     span: Range<usize>,
     timeout: Duration,
+    folder: &Path,
     invalid: &Invalid,
 ) -> Result<HttpCheck, ConfigError> {
     let Some(url) = &raw.url else {
@@ -883,6 +906,20 @@ fn parse_http_check(
             .follow_redirects
             .as_ref()
             .is_some_and(|value| *value.get_ref()),
+        ca_file: match &raw.ca_file {
+            None => None,
+            Some(text) => {
+                let path = folder.join(text.get_ref());
+                if let Err(message) = read_certificates(&path) {
+                    return Err(invalid(
+                        text.span(),
+                        "pool.check.ca_file",
+                        format!("{}: {message}", path.display()),
+                    ));
+                }
+                Some(path)
+            }
+        },
     };
     if !check.url.contains("{address}") {
         return Err(invalid(

@@ -21,6 +21,24 @@ pub const MAX_BODY: usize = 1 << 20;
 /// The User-Agent of every probe.
 const USER_AGENT: &str = concat!("healthdns/", env!("CARGO_PKG_VERSION"), " (health check)");
 
+/// TLS for HTTPS probes that trust only the certificates in `ca_file` (an internal CA).
+pub fn tls_config_with_ca(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in crate::config::read_certificates(ca_file)? {
+        roots
+            .add(certificate)
+            .map_err(|error| format!("{}: {error}", ca_file.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// TLS for HTTPS probes: the system's trust store (rustls-platform-verifier), ring crypto.
 pub fn tls_config() -> Result<rustls::ClientConfig, String> {
     use rustls_platform_verifier::BuilderVerifierExt;

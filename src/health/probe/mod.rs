@@ -142,14 +142,21 @@ impl Probers {
             CheckKind::Tcp { port } => {
                 Checker::Tcp(TcpChecker::new((address, *port).into(), timeout))
             }
-            CheckKind::Http(http) => Checker::Http(HttpChecker::new(
-                http,
-                address,
-                timeout,
-                self.tls
-                    .clone()
-                    .expect("TLS is set up when there is an HTTP target"),
-            )?),
+            CheckKind::Http(http) => {
+                let tls = match &http.ca_file {
+                    Some(ca_file) => {
+                        http::tls_config_with_ca(ca_file).map_err(|message| ProbeError::Http {
+                            url: http.url.clone(),
+                            message,
+                        })?
+                    }
+                    None => self
+                        .tls
+                        .clone()
+                        .expect("TLS is set up when there is an HTTP target"),
+                };
+                Checker::Http(HttpChecker::new(http, address, timeout, tls)?)
+            }
         })
     }
 }
