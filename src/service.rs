@@ -227,13 +227,14 @@ impl Supervisor {
         self.names.insert(handle.id(), name);
     }
 
-    /// Waits for every task to end after shutdown; the first task that ends before it
-    /// stops all the others and is returned as the error.
+    /// Waits for every task to end after shutdown. A task that ends before it stops all the
+    /// others and is returned as the error; a panic wins over a task that merely returned
+    /// (a consumer returns when the producer it reads from has panicked).
     pub async fn wait(mut self) -> Result<(), RunError> {
-        let mut failure = None;
+        let mut failures: Vec<(bool, RunError)> = Vec::new();
         while let Some(ended) = self.tasks.join_next_with_id().await {
-            let (id, cause) = match ended {
-                Ok((id, ())) => (id, "it returned".to_string()),
+            let (id, panicked, cause) = match ended {
+                Ok((id, ())) => (id, false, "it returned".to_string()),
                 Err(error) if error.is_panic() => {
                     let id = error.id();
                     let payload = error.into_panic();
@@ -242,22 +243,32 @@ impl Supervisor {
                         .cloned()
                         .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
                         .unwrap_or_else(|| "a panic".into());
-                    (id, format!("panicked: {cause}"))
+                    (id, true, format!("panicked: {cause}"))
                 }
-                Err(error) => (error.id(), "it was cancelled".to_string()),
+                Err(error) => (error.id(), false, "it was cancelled".to_string()),
             };
             let task = self.names.remove(&id).unwrap_or_default();
-            if self.shutdown.is_cancelled() && !cause.starts_with("panicked") {
+            if self.shutdown.is_cancelled() && failures.is_empty() && !panicked {
                 continue;
             }
-            if failure.is_none() {
-                tracing::error!(%task, %cause, "a task stopped unexpectedly; stopping the server");
-                metrics::counter!("healthdns_task_failures_total").increment(1);
-                failure = Some(RunError::TaskFailed { task, cause });
+            if failures.is_empty() {
+                // Stop everything else at once; the cause is chosen when all have ended.
                 self.shutdown.cancel();
             }
+            failures.push((panicked, RunError::TaskFailed { task, cause }));
         }
-        failure.map_or(Ok(()), Err)
+        let index = failures
+            .iter()
+            .position(|(panicked, _)| *panicked)
+            .unwrap_or(0);
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let (_, failure) = failures.swap_remove(index);
+        let RunError::TaskFailed { task, cause } = &failure;
+        tracing::error!(%task, %cause, "a task stopped unexpectedly; stopping the server");
+        metrics::counter!("healthdns_task_failures_total").increment(1);
+        Err(failure)
     }
 }
 
@@ -272,6 +283,8 @@ mod tests {
         let token = shutdown.clone();
         supervisor.spawn("waiter".into(), async move { token.cancelled().await });
         supervisor.spawn("broken".into(), async { panic!("boom") });
+        // A consumer of the broken task returns first: the panic is still the cause.
+        supervisor.spawn("consumer".into(), async {});
         let error = supervisor.wait().await.unwrap_err();
         assert_eq!(
             error.to_string(),

@@ -191,8 +191,16 @@ fn serve_dry_run_probes_and_logs_but_answers_every_address() {
         process.stderr_text()
     );
     backends[0].stop();
-    // Let the probes see it (fall = 2 at 100 ms), then check nothing changed in DNS.
-    std::thread::sleep(Duration::from_millis(600));
+    // The publisher sees the change (fall = 2 at 100 ms) and logs what it would answer...
+    let would = format!("dry run: would answer (serving every configured address) name=www.example.test. addresses=[\"{prefix}.2\"]");
+    assert!(
+        wait_until(Duration::from_secs(10), || process
+            .stderr_now()
+            .contains(&would)),
+        "{}",
+        process.stderr_now()
+    );
+    // ...and DNS still answers every address.
     assert_eq!(sorted_answer(), every);
 
     process.signal("TERM");

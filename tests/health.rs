@@ -80,8 +80,9 @@ fn a_killed_backend_leaves_the_answer_and_comes_back_after_rise() {
         wait_until(CHANGE, || answer(&server, "www.example.test.") == without),
         "the stopped backend leaves the answer"
     );
-    // It stays out while it is down.
-    std::thread::sleep(Duration::from_millis(400));
+    // It stays out while it is down: four more probe rounds (seen by a live backend) change
+    // nothing.
+    backends[0].await_probes(4);
     assert_eq!(answer(&server, "www.example.test."), without);
 
     backends[1].resume();
@@ -251,77 +252,76 @@ fn a_frozen_backend_is_removed_by_timeouts() {
 fn all_down_policies_answer_as_configured() {
     let prefix = "127.61.4";
     let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
-    let names = "\"www.example.test\"";
-    let servfail = server(&http_pool(
-        names,
-        prefix,
-        2,
-        port,
-        "all_down = \"servfail\"",
-        "",
-    ));
-    let empty = server(&http_pool(
-        names,
-        prefix,
-        2,
-        port,
-        "all_down = \"empty\"",
-        "",
-    ));
-    let serve_all = server(&http_pool(
-        names,
-        prefix,
-        2,
-        port,
-        "all_down = \"serve_all\"",
-        "",
-    ));
-    let keep_last = server(&http_pool(
-        names,
-        prefix,
-        2,
-        port,
-        "all_down = \"keep_last\"",
-        "",
-    ));
+    // One server, four pools over the same two addresses with the same check: the targets are
+    // probed once and shared, so every pool sees each verdict in the same swap, and what one
+    // pool answers tells when the others saw it too.
+    let pools: String = ["servfail", "empty", "serve_all", "keep_last"]
+        .iter()
+        .map(|policy| {
+            // servfail answers at www, whose TXT must stay answered.
+            let name = if *policy == "servfail" {
+                "www".to_string()
+            } else {
+                policy.replace('_', "-")
+            };
+            http_pool(
+                &format!("\"{name}.example.test\""),
+                prefix,
+                2,
+                port,
+                &format!("all_down = \"{policy}\""),
+                "",
+            )
+            .replace("name = \"web\"", &format!("name = \"{policy}\""))
+        })
+        .collect();
+    let server = server(&pools);
+    let (servfail, empty, serve_all, keep_last) = (
+        "www.example.test.",
+        "empty.example.test.",
+        "serve-all.example.test.",
+        "keep-last.example.test.",
+    );
     let both = prefix_addresses(prefix, &[1, 2]);
-    for server in [&servfail, &empty, &serve_all, &keep_last] {
-        assert_eq!(answer(server, "www.example.test."), both);
+    for name in [servfail, empty, serve_all, keep_last] {
+        assert_eq!(answer(&server, name), both);
     }
     backends[0].stop();
     assert!(wait_until(CHANGE, || {
-        answer(&keep_last, "www.example.test.") == prefix_addresses(prefix, &[2])
+        answer(&server, keep_last) == prefix_addresses(prefix, &[2])
     }));
+    assert_eq!(answer(&server, serve_all), prefix_addresses(prefix, &[2]));
     backends[1].stop();
-    assert!(wait_until(CHANGE, || {
-        rcode(&servfail.udp("www.example.test.", RecordType::A)) == ResponseCode::ServFail
-    }));
-    let response = servfail.udp("www.example.test.", RecordType::A);
+    // serve_all answers every address again only once all are down...
+    assert!(wait_until(CHANGE, || answer(&server, serve_all) == both));
+    // ...and in that same snapshot keep_last still answers the last healthy set, servfail
+    // fails and empty is empty.
+    assert_eq!(answer(&server, keep_last), prefix_addresses(prefix, &[2]));
+    let response = server.udp(servfail, RecordType::A);
+    assert_eq!(rcode(&response), ResponseCode::ServFail);
     assert!(!response.metadata.authoritative);
     // Other types at the name are still answered.
     assert_eq!(
-        rcode(&servfail.udp("www.example.test.", RecordType::TXT)),
+        rcode(&server.udp(servfail, RecordType::TXT)),
         ResponseCode::NoError
     );
-
-    assert!(wait_until(CHANGE, || {
-        empty
-            .udp("www.example.test.", RecordType::A)
-            .answers
-            .is_empty()
-    }));
-    let response = empty.udp("www.example.test.", RecordType::A);
+    let response = server.udp(empty, RecordType::A);
+    assert!(response.answers.is_empty());
     assert_eq!(rcode(&response), ResponseCode::NoError);
     assert!(response.metadata.authoritative);
     assert_eq!(response.authorities[0].record_type(), RecordType::SOA);
-
-    // serve_all answers every address all along; keep_last keeps the last healthy set.
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(answer(&serve_all, "www.example.test."), both);
-    assert_eq!(
-        answer(&keep_last, "www.example.test."),
-        prefix_addresses(prefix, &[2])
-    );
+    // A backend coming back ends the all-down state for every pool.
+    backends[0].resume();
+    assert!(wait_until(CHANGE, || {
+        answer(&server, serve_all) == prefix_addresses(prefix, &[1])
+    }));
+    for name in [servfail, empty, keep_last] {
+        assert_eq!(
+            answer(&server, name),
+            prefix_addresses(prefix, &[1]),
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -440,10 +440,16 @@ mod tests {
             .collect();
         assert_ne!(orders[0][0], orders[1][0]);
         assert_ne!(orders[1][0], orders[2][0]);
+        // Each order is the same set, rotated: the zone's order shifted by the rotation.
+        let mut expected = orders[0].clone();
         for order in &orders {
             let mut sorted = order.clone();
             sorted.sort();
-            assert_eq!(sorted.len(), 3);
+            let mut all = orders[0].clone();
+            all.sort();
+            assert_eq!(sorted, all, "the same records in every order");
+            assert_eq!(order, &expected, "a rotation of the previous order");
+            expected.rotate_left(1);
         }
     }
 

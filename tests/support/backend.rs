@@ -31,6 +31,8 @@ pub enum Behaviour {
 pub struct Backend {
     pub address: SocketAddr,
     behaviour: Arc<Mutex<Behaviour>>,
+    /// Connections accepted so far: each probe is one.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     running: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
@@ -40,9 +42,27 @@ impl Backend {
         let mut backend = Self {
             address,
             behaviour: Arc::new(Mutex::new(behaviour)),
+            accepted: Arc::default(),
             running: None,
         };
         backend.try_resume().then_some(backend)
+    }
+
+    /// How many connections (probes) this backend has accepted.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Waits until this backend has seen `count` more probes than now: the server has gone
+    /// through that many probe rounds (a condition to await instead of a sleep).
+    pub fn await_probes(&self, count: usize) {
+        let target = self.accepted() + count;
+        assert!(
+            super::wait_until(Duration::from_secs(10), || self.accepted() >= target),
+            "{} saw {} more probes in 10 s",
+            self.address,
+            count
+        );
     }
 
     /// Changes how later requests are answered.
@@ -80,12 +100,14 @@ impl Backend {
         let stopping = Arc::new(AtomicBool::new(false));
         let behaviour = self.behaviour.clone();
         let flag = stopping.clone();
+        let accepted = self.accepted.clone();
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if flag.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let behaviour = behaviour.lock().unwrap().clone();
                 let flag = flag.clone();
                 std::thread::spawn(move || answer(stream, behaviour, &flag));

@@ -456,16 +456,55 @@ pub fn binary() -> Command {
 /// The binary started as a process; killed (if still running) when dropped.
 pub struct Process {
     pub child: Child,
+    /// What it wrote to stderr so far, read by a thread as it comes.
+    stderr: Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Process {
     pub fn spawn(command: &mut Command) -> Self {
-        let child = command
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start healthdns");
-        Self { child }
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = child.stderr.take().map(|pipe| {
+            let stderr = stderr.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut text = stderr.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            })
+        });
+        Self {
+            child,
+            stderr,
+            reader,
+        }
+    }
+
+    /// Starts a process whose stderr goes to `log` (a file the test reads itself).
+    pub fn spawn_with_stderr(command: &mut Command, log: std::fs::File) -> Self {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the process");
+        Self {
+            child,
+            stderr: Arc::default(),
+            reader: None,
+        }
+    }
+
+    /// What the process has written to stderr so far (it may still be running).
+    pub fn stderr_now(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// Sends a signal to our own child, by PID.
@@ -480,11 +519,10 @@ impl Process {
 
     /// Everything the process wrote to stderr; call after it exited.
     pub fn stderr_text(&mut self) -> String {
-        let mut text = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            stderr.read_to_string(&mut text).expect("read stderr");
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
-        text
+        self.stderr_now()
     }
 
     /// Waits up to `limit` for the process to exit.

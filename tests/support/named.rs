@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::{dig, dig_serial, require_tool, wait_until, Process};
@@ -40,16 +40,15 @@ impl Named {
         let config_path = folder.path().join("named.conf");
         std::fs::write(&config_path, config).expect("write named.conf");
         let log = std::fs::File::create(folder.path().join("named.log")).expect("named log");
-        let child = Command::new(named)
-            .args(["-g", "-n", "1", "-c"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start named");
+        let process = Process::spawn_with_stderr(
+            Command::new(named)
+                .args(["-g", "-n", "1", "-c"])
+                .arg(&config_path),
+            log,
+        );
         let named = Self {
             address: SocketAddr::from(([127, 0, 0, 1], port)),
-            process: Process { child },
+            process,
             folder,
         };
         let listening = wait_until(Duration::from_secs(20), || {
