@@ -67,6 +67,11 @@ impl Writer {
     /// reserves serials ahead (`serial::RESERVE`); the `last` write, after the publisher has
     /// stopped, records the exact final serials.
     fn write(&mut self, snapshot: &Snapshot, last: bool) {
+        // First the reservation, which is quick: serials up to it may be served while the
+        // slow part below runs, and a crash at any point must not let them be reissued.
+        if !last {
+            self.reserve(snapshot);
+        }
         let mut state_changed = false;
         for (config, written) in self.zones.iter().zip(&mut self.written) {
             let Some(zone) = snapshot.zone(&name_key(&config.origin)) else {
@@ -98,6 +103,42 @@ impl Writer {
             }
         }
     }
+}
+
+impl Writer {
+    /// Records (and saves) a reservation covering every zone's serial in `snapshot`.
+    fn reserve(&mut self, snapshot: &Snapshot) {
+        let mut changed = false;
+        for config in &self.zones {
+            if let Some(zone) = snapshot.zone(&name_key(&config.origin)) {
+                changed |= self.state.reserve(zone);
+            }
+        }
+        if changed {
+            if let Err(error) = self.state.save(&self.state_file) {
+                tracing::error!(%error, "serial reservation not saved");
+            }
+        }
+    }
+}
+
+/// Reserves serials for the first snapshot before it is served (see `zone::serial`): called
+/// once at start, so that a crash during the first, possibly slow, snapshot write cannot
+/// reissue the serials served meanwhile.
+pub fn reserve_at_start(
+    snapshot: &Snapshot,
+    zones: &[ZoneConfig],
+    state_file: &std::path::Path,
+    state: &mut State,
+) {
+    let mut writer = Writer {
+        written: Vec::new(),
+        zones: zones.to_vec(),
+        state_file: state_file.to_path_buf(),
+        state: std::mem::take(state),
+    };
+    writer.reserve(snapshot);
+    *state = writer.state;
 }
 
 /// Writes snapshot files and the state file for new serials, at most once per `interval`

@@ -132,6 +132,13 @@ impl Service {
         for zone in snapshot.zones() {
             tracing::info!(zone = %zone.origin(), serial = zone.serial(), "starting serial");
         }
+        let mut state = state;
+        crate::export::reserve_at_start(
+            &snapshot,
+            &config.zones,
+            &config.server.state_file,
+            &mut state,
+        );
         let writer = SnapshotWriter::new(snapshot);
         let snapshots = writer.reader();
         let publisher = Publisher::new(health, answers, writer, config.server.dry_run);

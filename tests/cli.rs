@@ -344,3 +344,78 @@ fn a_task_that_panics_makes_serve_exit_non_zero_with_the_cause() {
         }
     }
 }
+
+/// `export` writes every pool address as if healthy and records its serial in the state file,
+/// so the server never publishes that serial with other content; while a server runs with
+/// that state file, `export` refuses.
+#[test]
+fn an_exported_serial_is_never_reused_by_the_server() {
+    use crate::support::backend::{backends, Behaviour};
+    let prefix = "127.63.8";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    backends[1].stop();
+    let pool = format!(
+        "[[pool]]\nname = \"web\"\nnames = [\"www.example.test\"]\n\
+         addresses = [\"{prefix}.1\", \"{prefix}.2\"]\n\
+         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{port}/health\"\n\
+         interval = \"100ms\"\ntimeout = \"100ms\"\nfall = 1\nrise = 1\n"
+    );
+    let listen = format!("127.0.0.1:{}", free_port());
+    let fixture = Fixture::custom(
+        &listen,
+        &[("example.test", crate::support::POOL_ZONE)],
+        "",
+        "",
+        &pool,
+    );
+    let out = fixture.path("exported");
+    let export = |expect_success: bool| {
+        let output = binary()
+            .args(["export", "--out"])
+            .arg(&out)
+            .arg("--config")
+            .arg(&fixture.config_path)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.success(), expect_success, "{text}");
+        text
+    };
+    export(true);
+    let exported = std::fs::read_to_string(out.join("example.test.zone")).unwrap();
+    assert!(
+        exported.contains("every pool address as if healthy"),
+        "{exported}"
+    );
+    assert!(exported.contains(&format!("{prefix}.1")) && exported.contains(&format!("{prefix}.2")));
+    assert!(
+        exported.contains(" 100 3600 "),
+        "the zone file's serial: {exported}"
+    );
+
+    // The server sees .2 down: other content, so another serial than the exported one.
+    let mut process = Process::spawn(
+        binary()
+            .args(["serve", "--config"])
+            .arg(&fixture.config_path),
+    );
+    let address = listen.parse().unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        crate::support::dig_serial(address, "example.test").is_some()
+    }));
+    assert_eq!(
+        crate::support::dig_serial(address, "example.test"),
+        Some(101)
+    );
+    let refused = export(false);
+    assert!(
+        refused.contains("a server is running with this state file"),
+        "{refused}"
+    );
+    process.signal("TERM");
+    assert!(process.wait_exit(Duration::from_secs(10)).is_some());
+}

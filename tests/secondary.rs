@@ -352,11 +352,22 @@ fn kill_9_during_snapshot_writes_never_leaves_a_partial_file() {
     // SOA, NS, ns1 A, www TXT and the fillers; the pool adds one or two addresses.
     let static_records = 4 + 20_000;
     let mut interrupted = 0;
+    // The serial seen just before each kill: after the restart the zone must start above it
+    // (the state reserved serials ahead), never reissue it.
+    let mut last_seen: Option<u32> = None;
     for round in 0..6 {
         let mut daemon = Daemon::start(&fixture);
+        let started_at = daemon.try_serial().expect("a serial after the restart");
+        if let Some(last) = last_seen {
+            assert!(
+                started_at != last && started_at.wrapping_sub(last) < (1 << 31),
+                "round {round}: restarted at {started_at}, not above {last} seen before kill -9"
+            );
+        }
         // There is a previous snapshot to keep (the first start's first write completes).
         assert!(wait_until(Duration::from_secs(10), || snapshot.exists()));
         // kill -9 the moment a write is under way (its temporary file exists).
+        last_seen = daemon.try_serial();
         let caught = wait_until_busy(Duration::from_secs(5), temporary_exists);
         daemon.process.signal("KILL");
         assert!(daemon.process.wait_exit(Duration::from_secs(5)).is_some());
@@ -522,5 +533,137 @@ fn bind_nsd_and_knot_transfer_a_large_zone_and_follow_notify() {
         swapped.elapsed(),
         serials(),
         logs()
+    );
+}
+
+/// Answers never wait, but what secondaries see is paced: with a flapping backend the serial
+/// goes up at every change, while snapshot files and NOTIFY go out at most once per
+/// `min_serial_interval` (here 1 s), each for the newest serial.
+#[test]
+fn snapshot_files_and_notify_are_paced_but_serials_are_not() {
+    let prefix = "127.62.6";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    // A stand-in secondary: counts NOTIFYs and acknowledges each.
+    let secondary = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    secondary
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let notify_port = secondary.local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let fixture = Fixture::custom(
+        &listen,
+        &[("example.test", ZONE)],
+        "min_serial_interval = \"1s\"",
+        &format!(
+            "snapshot = \"snapshots/example.test.zone\"\nalso_notify = [\"127.0.0.1:{notify_port}\"]"
+        ),
+        &pool(prefix, 2, port),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let received: std::sync::Arc<std::sync::Mutex<Vec<(Instant, u32)>>> = Default::default();
+    let counter = {
+        let stop = stop.clone();
+        let notifies = received.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((length, from)) = secondary.recv_from(&mut buffer) else {
+                    continue;
+                };
+                let Ok(message) = Message::from_vec(&buffer[..length]) else {
+                    continue;
+                };
+                if message.metadata.op_code != OpCode::Notify {
+                    continue;
+                }
+                let serial = message
+                    .answers
+                    .iter()
+                    .find_map(|record| match &record.data {
+                        hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+                        _ => None,
+                    });
+                notifies
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), serial.unwrap_or_default()));
+                let mut response = message.clone();
+                response.metadata.message_type = MessageType::Response;
+                let _ = secondary.send_to(&response.to_vec().unwrap(), from);
+            }
+        })
+    };
+    let mut daemon = Daemon::start(&fixture);
+    let first = daemon.try_serial().unwrap();
+    // Flap one backend for about 3 s: stopped and resumed every 150 ms (fall 1, rise 1 at
+    // 100 ms), so the answer changes several times a second.
+    let started = Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < Duration::from_secs(3) && rounds < 40 {
+        backends[1].stop();
+        backends[0].await_probes(2);
+        backends[1].resume();
+        backends[0].await_probes(2);
+        rounds += 1;
+    }
+    let flapped = started.elapsed();
+    let last = daemon.try_serial().unwrap();
+    let changes = last.wrapping_sub(first);
+    assert!(
+        changes >= 6,
+        "the serial follows every change: {first} -> {last}"
+    );
+    // The newest serial reaches the file and the secondary within the interval.
+    let snapshot = fixture.path("snapshots/example.test.zone");
+    assert!(wait_until(Duration::from_secs(3), || {
+        std::fs::read_to_string(&snapshot).is_ok_and(|text| text.contains(&format!(" {last} ")))
+    }));
+    assert!(
+        wait_until(Duration::from_secs(3), || received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, serial)| *serial == last)),
+        "the newest serial {last} is notified"
+    );
+    daemon.process.signal("TERM");
+    assert!(daemon.process.wait_exit(Duration::from_secs(10)).is_some());
+    let log = daemon.process.stderr_text();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    counter.join().unwrap();
+    let notifies = received.lock().unwrap().clone();
+    let writes = log.matches("zone snapshot written").count();
+    // One per started second at most, plus the one at start and the final one.
+    let bound = flapped.as_secs() as usize + 3;
+    assert!(
+        writes <= bound,
+        "{writes} snapshot writes for {changes} serials in {flapped:?}:\n{log}"
+    );
+    let rounds_sent: std::collections::BTreeSet<u32> =
+        notifies.iter().map(|(_, serial)| *serial).collect();
+    assert!(
+        rounds_sent.len() <= bound && rounds_sent.len() < changes as usize,
+        "{} NOTIFY serials for {changes} serials: {rounds_sent:?}",
+        rounds_sent.len()
+    );
+    // NOTIFY rounds for different serials are at least the interval apart (a little slack
+    // for scheduling).
+    let mut firsts: Vec<Instant> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (at, serial) in &notifies {
+        if seen.insert(*serial) {
+            firsts.push(*at);
+        }
+    }
+    for pair in firsts.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(950),
+            "NOTIFY rounds {:?} apart",
+            pair[1] - pair[0]
+        );
+    }
+    assert!(
+        rounds_sent.contains(&last),
+        "the newest serial {last} was notified: {rounds_sent:?}"
     );
 }

@@ -198,6 +198,28 @@ impl State {
         self.zones.insert(origin, entry.clone()) != Some(entry)
     }
 
+    /// Makes sure the reservation covers `zone`'s serial with room to spare, before anything
+    /// slow (rendering, snapshot files) happens; true when that changed the state. A zone
+    /// with no record yet is recorded with an unknown digest.
+    pub fn reserve(&mut self, zone: &Zone) -> bool {
+        let serial = zone.serial();
+        let entry = self
+            .zones
+            .entry(zone.origin().to_string())
+            .or_insert_with(|| ZoneState {
+                serial,
+                digest: String::new(),
+                reserved: None,
+            });
+        match entry.reserved {
+            Some(reserved) if serial_greater(reserved, serial.wrapping_add(RESERVE / 2)) => false,
+            _ => {
+                entry.reserved = Some(serial.wrapping_add(RESERVE));
+                true
+            }
+        }
+    }
+
     /// True when some zone holds a reservation: a server is running with this state, or one
     /// stopped without recording its last serials.
     pub fn reserved(&self) -> bool {
