@@ -293,12 +293,7 @@ fn a_task_that_panics_makes_serve_exit_non_zero_with_the_cause() {
     use crate::support::backend::{backends, Behaviour};
     let prefix = "127.63.7";
     let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
-    let pool = format!(
-        "[[pool]]\nname = \"web\"\nnames = [\"www.example.test\"]\n\
-         addresses = [\"{prefix}.1\", \"{prefix}.2\"]\n\
-         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{port}/health\"\n\
-         interval = \"100ms\"\ntimeout = \"100ms\"\nfall = 1\nrise = 1\n"
-    );
+    let pool = crate::support::fast_pool(prefix, 2, port);
     for (task, needs_change) in [("snapshot writer", false), ("publisher", true)] {
         let listen = format!("127.0.0.1:{}", free_port());
         let fixture = Fixture::custom(
@@ -354,12 +349,7 @@ fn an_exported_serial_is_never_reused_by_the_server() {
     let prefix = "127.63.8";
     let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
     backends[1].stop();
-    let pool = format!(
-        "[[pool]]\nname = \"web\"\nnames = [\"www.example.test\"]\n\
-         addresses = [\"{prefix}.1\", \"{prefix}.2\"]\n\
-         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{port}/health\"\n\
-         interval = \"100ms\"\ntimeout = \"100ms\"\nfall = 1\nrise = 1\n"
-    );
+    let pool = crate::support::fast_pool(prefix, 2, port);
     let listen = format!("127.0.0.1:{}", free_port());
     let fixture = Fixture::custom(
         &listen,
@@ -418,4 +408,78 @@ fn an_exported_serial_is_never_reused_by_the_server() {
     );
     process.signal("TERM");
     assert!(process.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+/// A port that cannot be bound fails `serve` at once, before any probing, with the cause
+/// once and what to do about it: a taken port names the other server, a privileged port
+/// names CAP_NET_BIND_SERVICE.
+#[test]
+fn serve_names_the_fix_for_a_port_it_cannot_bind() {
+    use std::os::unix::fs::PermissionsExt;
+    let port = free_port();
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let pool = "[[pool]]\nname = \"edge\"\nnames = [\"www.example.test\"]\n\
+                addresses = [\"127.0.0.1\"]\n[[pool.check]]\nkind = \"tcp\"\nport = 9\n";
+    let fixture = Fixture::with_pools(
+        &format!("127.0.0.1:{port}"),
+        &[("example.test", TEST_ZONE)],
+        pool,
+    );
+    let output = run(&["serve"], &fixture.config_path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("another process serves this address"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("cold-start probe round"),
+        "bind comes first: {stderr}"
+    );
+
+    // A privileged port as an unprivileged user.
+    let setpriv = crate::support::require_tool("setpriv", "util-linux");
+    let start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(1024);
+    assert!(
+        start > 1023,
+        "net.ipv4.ip_unprivileged_port_start is {start}: port 1023 is not privileged here, so \
+         this test cannot check the CAP_NET_BIND_SERVICE message"
+    );
+    let fixture = Fixture::with_pools("127.0.0.1:1023", &[("example.test", TEST_ZONE)], pool);
+    std::fs::set_permissions(
+        fixture.folder.path(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let output = std::process::Command::new(setpriv)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(binary().get_program())
+        .args(["serve", "--config"])
+        .arg(&fixture.config_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen on 127.0.0.1:1023"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("CAP_NET_BIND_SERVICE"), "{stderr}");
 }

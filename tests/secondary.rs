@@ -12,22 +12,9 @@ use crate::golden::assert_checkzone_clean;
 use crate::support::backend::{backends, Behaviour};
 use crate::support::named::Named;
 use crate::support::{
-    binary, dig, dig_serial, free_port, rcode, wait_until, Fixture, Process, TestServer, CHANGE,
-    POOL_ZONE as ZONE,
+    binary, dig, dig_serial, fast_pool as pool, free_port, rcode, wait_until, Fixture, Process,
+    TestServer, CHANGE, POOL_ZONE as ZONE,
 };
-
-/// A pool on www over `prefix.1..=count` probed every 100 ms (fall 1, rise 1).
-fn pool(prefix: &str, count: u8, port: u16) -> String {
-    let addresses: Vec<String> = (1..=count)
-        .map(|host| format!("\"{prefix}.{host}\""))
-        .collect();
-    format!(
-        "[[pool]]\nname = \"web\"\nnames = [\"www.example.test\"]\naddresses = [{}]\n\
-         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{port}/health\"\n\
-         interval = \"100ms\"\ntimeout = \"100ms\"\nfall = 1\nrise = 1\n",
-        addresses.join(", ")
-    )
-}
 
 /// `dig` output lines that are records (no comments, no blanks).
 fn records(output: &str) -> Vec<&str> {

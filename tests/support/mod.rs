@@ -569,3 +569,16 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// A pool on www over `prefix.1..=count` probed every 100 ms (fall 1, rise 1).
+pub fn fast_pool(prefix: &str, count: u8, port: u16) -> String {
+    let addresses: Vec<String> = (1..=count)
+        .map(|host| format!("\"{prefix}.{host}\""))
+        .collect();
+    format!(
+        "[[pool]]\nname = \"web\"\nnames = [\"www.example.test\"]\naddresses = [{}]\n\
+         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{port}/health\"\n\
+         interval = \"100ms\"\ntimeout = \"100ms\"\nfall = 1\nrise = 1\n",
+        addresses.join(", ")
+    )
+}
