@@ -204,3 +204,51 @@ async fn write_off_thread(mut writer: Writer, snapshot: Arc<Snapshot>, last: boo
         Err(error) => panic!("the snapshot writer was cancelled: {error}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::snapshot::SnapshotWriter;
+
+    /// The serial state is recorded even when a snapshot file cannot be written, so serials
+    /// never go back after a restart.
+    #[test]
+    fn the_state_is_recorded_when_the_snapshot_file_cannot_be_written() {
+        let folder = tempfile::tempdir().unwrap();
+        // The snapshot's folder is a regular file: the write fails.
+        std::fs::write(folder.path().join("blocked"), "a file, not a folder").unwrap();
+        let config = crate::config::Config::parse(
+            "[[zone]]\norigin = \"example.test\"\nfile = \"z\"\nsnapshot = \"blocked/zone\"\n",
+            &folder.path().join("config.toml"),
+        )
+        .unwrap();
+        let origin = config.zones[0].origin.clone();
+        let data = crate::zone::zonefile::parse_zone(
+            "$TTL 60\n@ SOA ns h 7 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n",
+            Path::new("z"),
+            &origin,
+        )
+        .unwrap();
+        let snapshot = SnapshotWriter::new(Snapshot::build(&[data], &Default::default()))
+            .load_full()
+            .with_serial(&name_key(&origin), 42);
+        let state_file = folder.path().join("state");
+        let mut writer = Writer {
+            written: vec![None],
+            zones: config.zones.clone(),
+            state_file: state_file.clone(),
+            state: State::default(),
+        };
+        writer.write(&snapshot, false);
+        assert!(!folder.path().join("blocked/zone").exists());
+        let state = State::load(&state_file).unwrap();
+        let zone = &state.zones["example.test."];
+        assert_eq!(zone.serial, 42);
+        assert_eq!(zone.reserved, Some(42 + crate::zone::serial::RESERVE));
+        // The clean stop records the exact serial and drops the reservation.
+        writer.write(&snapshot, true);
+        let state = State::load(&state_file).unwrap();
+        assert_eq!(state.zones["example.test."].reserved, None);
+        assert!(!state.reserved());
+    }
+}

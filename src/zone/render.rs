@@ -160,4 +160,45 @@ mod tests {
         write_character_string(&mut text, b"a \"q\" \\ ;\x01\xc3\xa9");
         assert_eq!(text, r#""a \"q\" \\ ;\001\195\169""#);
     }
+
+    #[test]
+    fn unknown_types_render_in_rfc_3597_form_and_load_back() {
+        use crate::zone::snapshot::{name_key, Snapshot};
+        let origin = hickory_proto::rr::Name::from_ascii("example.test.").unwrap();
+        let text = "$TTL 60\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\n\
+                    unk TYPE65280 \\# 4 0A000001\ntyped CLASS1 TYPE1 \\# 4 C0000201\n";
+        let load = |text: &str| {
+            let data = crate::zone::zonefile::parse_zone(text, std::path::Path::new("z"), &origin)
+                .unwrap();
+            let snapshot = Snapshot::build(&[data], &Default::default());
+            render(snapshot.zone(&name_key(&origin)).unwrap())
+        };
+        let rendered = load(text);
+        assert!(
+            rendered.contains("unk.example.test.\t60\tIN\tTYPE65280\t\\# 4 0a000001\n"),
+            "{rendered}"
+        );
+        // TYPE1 is A, and is written as one.
+        assert!(
+            rendered.contains("typed.example.test.\t60\tIN\tA\t192.0.2.1\n"),
+            "{rendered}"
+        );
+        assert_eq!(
+            load(&rendered),
+            rendered,
+            "render(parse(render(z))) == render(z)"
+        );
+        // An unknown type needs the generic form.
+        let error = crate::zone::zonefile::parse_zone(
+            "$TTL 60\n@ SOA ns h 1 1 1 1 1\n@ NS ns\nns A 192.0.2.1\nx TYPE65280 abc\n",
+            std::path::Path::new("z"),
+            &origin,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("z:5: TYPE65280 has no known text form"),
+            "{error}"
+        );
+    }
 }

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Instructions per answered query, counted by valgrind's callgrind: repeatable on a shared
+# machine, where CPU time is noise. Each server (NSD and one or more healthdns binaries) serves
+# the same generated zone under callgrind, once with Q queries of a kind and once with 2Q; the
+# difference divided by Q is the cost of one query, start-up and zone loading cancelled out.
+# Prints instructions per query for each server and kind, and each healthdns binary's ratio
+# to NSD.
+# Needs: valgrind, nsd, dig, python3, a release build of healthdns.
+# Usage: bench/instructions.sh [QUERIES] [HEALTHDNS_BINARY...]
+#   (default 2000 queries; binaries default to ./target/release/healthdns; pass another build,
+#   e.g. of an earlier commit, to compare two versions side by side in one run)
+set -euo pipefail
+QUERIES=${1:-2000}
+shift || true
+cd "$(dirname "$0")/.."
+for tool in valgrind nsd dig python3; do
+  command -v "$tool" >/dev/null || { echo "bench/instructions.sh needs $tool (apt-get install -y valgrind nsd bind9-dnsutils)" >&2; exit 1; }
+done
+source bench/common.sh
+BINARIES=("$@")
+[ ${#BINARIES[@]} -gt 0 ] || BINARIES=(./target/release/healthdns)
+PORT=$(free_port)
+
+{
+  echo '$ORIGIN bench.test.'; echo '$TTL 300'
+  echo '@ SOA ns1 hostmaster 1 3600 600 1209600 60'
+  echo '@ NS ns1'; echo 'ns1 A 127.0.0.1'
+  for i in $(seq 1 2000); do echo "www$i A 192.0.2.$((i % 250 + 1))"; done
+  for i in $(seq 1 200); do echo "d$i NS ns.d$i"; echo "ns.d$i A 198.51.100.$((i % 250 + 1))"; done
+} > "$work/bench.test.zone"
+for i in $(seq 1 1000); do echo "www$i.bench.test A"; done > "$work/positive"
+for i in $(seq 1 1000); do echo "nx$i.bench.test A"; done > "$work/nxdomain"
+for i in $(seq 1 1000); do echo "www$i.bench.test MX"; done > "$work/nodata"
+for i in $(seq 1 200); do echo "host.d$i.bench.test A"; done > "$work/referral"
+cat > "$work/nsd.conf" <<CONF
+server:
+  ip-address: 127.0.0.1@$PORT
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "$work"
+  pidfile: "$work/nsd.pid"
+  database: ""
+  xfrdfile: "$work/xfrd.state"
+  zonelistfile: "$work/zone.list"
+  logfile: "$work/nsd.log"
+  rrl-ratelimit: 0
+  minimal-responses: yes
+remote-control:
+  control-enable: no
+zone:
+  name: bench.test
+  zonefile: bench.test.zone
+CONF
+cat > "$work/config.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$PORT"]
+udp_sockets = 1
+state_file = "$work/state"
+[[zone]]
+origin = "bench.test"
+file = "bench.test.zone"
+CONF
+
+# Total instructions of server $1 (nsd or a healthdns binary) answering $3 queries of kind $2.
+count() {
+  local server=$1 kind=$2 queries=$3 out="$work/cg.$RANDOM" pid
+  rm -f "$out".*
+  if [ "$server" = nsd ]; then
+    valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out.%p" \
+      nsd -d -c "$work/nsd.conf" >/dev/null 2>&1 &
+  else
+    valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+      "$server" serve --config "$work/config.toml" >/dev/null 2>&1 &
+  fi
+  pid=$!; pids+=("$pid")
+  for _ in $(seq 1 600); do
+    dig @127.0.0.1 -p "$PORT" +time=1 +tries=1 bench.test SOA 2>/dev/null | grep -q 'status: NOERROR' && break
+    sleep 0.1
+  done
+  # One query at a time, so none is dropped under valgrind's slowness.
+  python3 - "$PORT" "$work/$kind" "$queries" <<'PY'
+import socket, sys, struct, random
+port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+names = [line.split() for line in open(path)]
+types = {"A": 1, "MX": 15}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+answered = 0
+for i in range(count):
+    name, qtype = names[i % len(names)]
+    wire = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    ident = random.randrange(65536)
+    s.sendto(struct.pack(">HHHHHH", ident, 0, 1, 0, 0, 0) + wire + struct.pack(">HH", types[qtype], 1), ("127.0.0.1", port))
+    try:
+        s.recv(4096); answered += 1
+    except socket.timeout:
+        pass
+if answered != count:
+    print(f"only {answered} of {count} answered", file=sys.stderr); sys.exit(1)
+PY
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  [ "$server" = nsd ] && { kill -TERM "$(cat "$work/nsd.pid" 2>/dev/null)" 2>/dev/null || true; sleep 1; }
+  # Sum every process's total (NSD forks a server child).
+  cat "$out".* 2>/dev/null | awk '/^summary:/ {sum += $2} END {print sum + 0}'
+}
+
+printf '%-10s %-40s %14s\n' kind server instructions/query
+for kind in positive nxdomain nodata referral; do
+  nsd_cost=""
+  for server in nsd "${BINARIES[@]}"; do
+    one=$(count "$server" "$kind" "$QUERIES")
+    two=$(count "$server" "$kind" $(( 2 * QUERIES )))
+    cost=$(( (two - one) / QUERIES ))
+    [ "$server" = nsd ] && nsd_cost=$cost
+    ratio=$(python3 -c "print(f'{$cost / $nsd_cost:.2f}')")
+    printf '%-10s %-40s %14d  ratio to nsd %s\n' "$kind" "$server" "$cost" "$ratio"
+  done
+done
