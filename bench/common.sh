@@ -33,3 +33,32 @@ flip_backend() {
     start_backend "$1"
   fi
 }
+
+# An NSD config serving $work/bench.test.zone on 127.0.0.1:$1, one server process, RRL off;
+# further arguments are extra `server:` lines.
+nsd_conf() { # $1 = port, then extra server lines
+  local port=$1; shift
+  cat <<CONF
+server:
+  ip-address: 127.0.0.1@$port
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "$work"
+  pidfile: "$work/nsd.pid"
+  database: ""
+  xfrdfile: "$work/xfrd.state"
+  zonelistfile: "$work/zone.list"
+  logfile: "$work/nsd.log"
+  verbosity: 0
+  hide-version: yes
+  # Debian builds NSD with response-rate limiting on; off, so every query is answered.
+  rrl-ratelimit: 0
+$(printf '  %s\n' "$@")
+remote-control:
+  control-enable: no
+zone:
+  name: bench.test
+  zonefile: bench.test.zone
+CONF
+}

@@ -32,26 +32,7 @@ for i in $(seq 1 1000); do echo "www$i.bench.test A"; done > "$work/positive"
 for i in $(seq 1 1000); do echo "nx$i.bench.test A"; done > "$work/nxdomain"
 for i in $(seq 1 1000); do echo "www$i.bench.test MX"; done > "$work/nodata"
 for i in $(seq 1 200); do echo "host.d$i.bench.test A"; done > "$work/referral"
-cat > "$work/nsd.conf" <<CONF
-server:
-  ip-address: 127.0.0.1@$PORT
-  server-count: 1
-  username: ""
-  chroot: ""
-  zonesdir: "$work"
-  pidfile: "$work/nsd.pid"
-  database: ""
-  xfrdfile: "$work/xfrd.state"
-  zonelistfile: "$work/zone.list"
-  logfile: "$work/nsd.log"
-  rrl-ratelimit: 0
-  minimal-responses: yes
-remote-control:
-  control-enable: no
-zone:
-  name: bench.test
-  zonefile: bench.test.zone
-CONF
+nsd_conf "$PORT" "minimal-responses: yes" > "$work/nsd.conf"
 cat > "$work/config.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$PORT"]

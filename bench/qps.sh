@@ -35,29 +35,7 @@ for i in $(seq 1 $NAMES); do echo "www$i.bench.test MX"; done > "$work/nodata"
 for i in $(seq 1 1000); do echo "host.d$i.bench.test A"; done > "$work/referral"
 
 # NSD, one server process.
-cat > "$work/nsd.conf" <<CONF
-server:
-  ip-address: 127.0.0.1@$NSD_PORT
-  port: $NSD_PORT
-  server-count: 1
-  username: ""
-  chroot: ""
-  zonesdir: "$work"
-  pidfile: "$work/nsd.pid"
-  database: ""
-  xfrdfile: "$work/xfrd.state"
-  zonelistfile: "$work/zone.list"
-  logfile: "$work/nsd.log"
-  verbosity: 0
-  hide-version: yes
-  # Debian builds NSD with response-rate limiting on; off, so every query is answered.
-  rrl-ratelimit: 0
-remote-control:
-  control-enable: no
-zone:
-  name: bench.test
-  zonefile: bench.test.zone
-CONF
+nsd_conf "$NSD_PORT" > "$work/nsd.conf"
 nsd -d -c "$work/nsd.conf" & pids+=($!); NSD_PID=$!
 
 cat > "$work/config.toml" <<CONF
