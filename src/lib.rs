@@ -11,11 +11,13 @@
 //! - [`export`]: snapshot files and the state file, written off the answer path.
 //! - [`atomic`]: whole-file writes that a crash cannot leave half done.
 //! - [`dns`]: sockets, message rules, answering, zone transfers and NOTIFY.
+//! - [`api`]: the HTTP API (metrics, health, status), reading the publisher's report.
 //! - [`service`]: start-up and the supervisor that owns every long-running task.
 //! - [`fault`]: fault injection for the supervisor tests (debug builds only).
 //!
 //! A module may use the modules before it in this flow, never the ones after it.
 
+pub mod api;
 pub mod atomic;
 pub mod config;
 pub mod dns;

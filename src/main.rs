@@ -42,6 +42,16 @@ enum Command {
     /// Write each zone with every pool address as if healthy (no probing), as
     /// <DIR>/<zone>.zone, to bootstrap a secondary. The serial is recorded in the state file,
     /// so the server never publishes it with other content; refused while a server runs.
+    /// Show every pool and address as the running server sees it (through its HTTP API).
+    Status {
+        /// The server's API address (`[api] listen`).
+        #[arg(long, default_value = "http://127.0.0.1:8053")]
+        api: String,
+        /// Print one Nagios plugin line and exit 0 (OK), 1 (WARNING: a pool is degraded),
+        /// 2 (CRITICAL: a pool has no address up) or 3 (UNKNOWN: the API cannot be read).
+        #[arg(long)]
+        nagios: bool,
+    },
     Export {
         /// The config file; zone paths and the state file are relative to its folder.
         #[arg(long, short, default_value = "config.toml")]
@@ -67,6 +77,7 @@ fn main() -> ExitCode {
         Command::Serve { config, dry_run } => run_serve(&config, dry_run),
         Command::Check { config } => return run_check(&config),
         Command::Export { config, out } => run_export(&config, &out),
+        Command::Status { api, nagios } => return run_status(&api, nagios),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,6 +86,108 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reads `/status` from the API at `base`.
+fn fetch_status(base: &str) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}/status", base.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let tls = healthdns::health::probe::tls_config().map_err(anyhow::Error::msg)?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        if !response.status().is_success() {
+            anyhow::bail!("{url} answered {}", response.status());
+        }
+        let body = response.bytes().await?;
+        Ok(serde_json::from_slice(&body)?)
+    })
+}
+
+/// `healthdns status`: a table, or one Nagios line with its exit code.
+fn run_status(base: &str, nagios: bool) -> ExitCode {
+    let report = match fetch_status(base) {
+        Ok(report) => report,
+        Err(error) => {
+            if nagios {
+                println!("HEALTHDNS UNKNOWN - {error:#}");
+                return ExitCode::from(3);
+            }
+            eprintln!("healthdns: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let empty = Vec::new();
+    let pools = report["pools"].as_array().unwrap_or(&empty);
+    if nagios {
+        let mut critical = Vec::new();
+        let mut warning = Vec::new();
+        for pool in pools {
+            let name = pool["name"].as_str().unwrap_or("?");
+            let addresses: Vec<&serde_json::Value> = pool["addresses"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .filter(|address| address["canary"] != true)
+                .collect();
+            let up = addresses
+                .iter()
+                .filter(|address| address["state"] == "up")
+                .count();
+            if up == 0 && !addresses.is_empty() {
+                critical.push(format!("{name} 0/{} up", addresses.len()));
+            } else if up < addresses.len() {
+                warning.push(format!("{name} {up}/{} up", addresses.len()));
+            }
+        }
+        let (code, word, detail) = if !critical.is_empty() {
+            (2, "CRITICAL", [critical, warning].concat().join(", "))
+        } else if !warning.is_empty() {
+            (1, "WARNING", warning.join(", "))
+        } else {
+            (0, "OK", format!("{} pools, every address up", pools.len()))
+        };
+        println!("HEALTHDNS {word} - {detail}");
+        return ExitCode::from(code);
+    }
+    println!(
+        "{:<16} {:<40} {:<8} {:>10}  SINCE",
+        "POOL", "ADDRESS", "STATE", "LATENCY"
+    );
+    for pool in pools {
+        for address in pool["addresses"].as_array().unwrap_or(&empty) {
+            let latency = address["checks"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .filter_map(|check| check["smoothed_latency_ms"].as_f64())
+                .fold(None, |max: Option<f64>, value| {
+                    Some(max.map_or(value, |m| m.max(value)))
+                });
+            let mut text = address["address"].as_str().unwrap_or("?").to_string();
+            if address["canary"] == true {
+                text.push_str(" (canary)");
+            }
+            println!(
+                "{:<16} {:<40} {:<8} {:>10}  {}",
+                pool["name"].as_str().unwrap_or("?"),
+                text,
+                address["state"].as_str().unwrap_or("?"),
+                latency.map_or_else(|| "-".to_string(), |ms| format!("{ms:.1} ms")),
+                address["since"].as_str().unwrap_or("-"),
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Prints every problem in the config and its zones; exit 0 only if there is none.
@@ -186,7 +299,26 @@ fn run_serve(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
         // Bind first, so a taken port or a missing capability shows at once; then probe
         // once, so the first answer is health-checked; then answer.
         let listeners = Listeners::bind(&config.server.listen, config.server.udp_sockets)?;
-        let service = Service::start(config.clone(), zones).await?;
+        let api = match &config.api {
+            None => None,
+            Some(api) => Some(
+                std::net::TcpListener::bind(api.listen)
+                    .with_context(|| format!("cannot listen on {} (api)", api.listen))?,
+            ),
+        };
+        // The recorder comes before the first probe round, so nothing it counts is lost.
+        let metrics = match api {
+            None => None,
+            Some(_) => Some(
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .install_recorder()
+                    .context("cannot install the metrics recorder")?,
+            ),
+        };
+        let mut service = Service::start(config.clone(), zones).await?;
+        if let Some(listener) = api {
+            service = service.with_api(listener, metrics);
+        }
         service.run(listeners, shutdown).await?;
         anyhow::Ok(())
     })?;

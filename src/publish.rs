@@ -33,6 +33,43 @@ use crate::health::verdict::State;
 use crate::health::{Answers, Health, NameAnswer};
 use crate::zone::snapshot::{Snapshot, SnapshotWriter};
 
+/// What the status API shows: read from the publisher, which owns the health table, on
+/// request (nothing is built while nobody asks).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusReport {
+    pub dry_run: bool,
+    pub pools: Vec<crate::health::PoolReport>,
+    /// Each pool name's current answer (in a dry run: what it would answer).
+    pub answers: Vec<AnswerReport>,
+    pub zones: Vec<ZoneReport>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AnswerReport {
+    pub name: String,
+    pub addresses: Vec<std::net::IpAddr>,
+    pub servfail: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ZoneReport {
+    pub origin: String,
+    pub serial: u32,
+}
+
+/// Asks the publisher for a status report; cheap to clone, read-only.
+#[derive(Clone)]
+pub struct StatusHandle(mpsc::Sender<tokio::sync::oneshot::Sender<StatusReport>>);
+
+impl StatusHandle {
+    /// The current report, or None if the publisher has stopped.
+    pub async fn report(&self) -> Option<StatusReport> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.0.send(reply).await.ok()?;
+        answer.await.ok()
+    }
+}
+
 /// The most outcomes applied in one batch before answers are recomputed.
 const MAX_BATCH: usize = 4096;
 
@@ -54,18 +91,74 @@ pub struct Publisher {
     /// Every swapped-in snapshot, for the snapshot writer and the notifier.
     versions: watch::Sender<Arc<Snapshot>>,
     dry_run: bool,
+    status_requests: mpsc::Receiver<tokio::sync::oneshot::Sender<StatusReport>>,
+    status_handle: StatusHandle,
 }
 
 impl Publisher {
     /// `answers` must be what the current snapshot serves (or, in a dry run, would serve).
     pub fn new(health: Health, answers: Answers, snapshots: SnapshotWriter, dry_run: bool) -> Self {
         let (versions, _) = watch::channel(snapshots.load_full());
-        Self {
+        let (requests, status_requests) = mpsc::channel(16);
+        let publisher = Self {
             health,
             answers,
             snapshots,
             versions,
             dry_run,
+            status_requests,
+            status_handle: StatusHandle(requests),
+        };
+        for target in 0..publisher.health.targets().len() {
+            publisher.export_state(crate::health::TargetId(target));
+        }
+        publisher
+    }
+
+    /// A handle to ask for status reports.
+    pub fn status(&self) -> StatusHandle {
+        self.status_handle.clone()
+    }
+
+    /// The status report now.
+    pub fn report(&self) -> StatusReport {
+        StatusReport {
+            dry_run: self.dry_run,
+            pools: self.health.report(),
+            answers: self
+                .answers
+                .iter()
+                .map(|(name, answer)| AnswerReport {
+                    name: name.to_string(),
+                    addresses: answer.addresses.clone(),
+                    servfail: answer.servfail,
+                })
+                .collect(),
+            zones: {
+                let snapshot = self.snapshots.load();
+                let mut zones: Vec<ZoneReport> = snapshot
+                    .zones()
+                    .map(|zone| ZoneReport {
+                        origin: zone.origin().to_string(),
+                        serial: zone.serial(),
+                    })
+                    .collect();
+                zones.sort_by(|left, right| left.origin.cmp(&right.origin));
+                zones
+            },
+        }
+    }
+
+    /// Sets the `healthdns_address_up` gauge (1 up, 0 not) of `target`'s address in every
+    /// pool that uses it.
+    fn export_state(&self, target: crate::health::TargetId) {
+        for (pool, address, up) in self.health.address_states(target) {
+            metrics::gauge!(
+                "healthdns_address_up",
+                "pool" => pool.to_string(),
+                "address" => address.to_string()
+            )
+            .set(if up { 1.0 } else { 0.0 });
         }
     }
 
@@ -82,11 +175,13 @@ impl Publisher {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                received = outcomes.recv_many(&mut batch, MAX_BATCH) => {
+                Some(reply) = self.status_requests.recv() => {
+                    let _ = reply.send(self.report());
+                }
+                received = outcomes.recv_many(&mut batch, MAX_BATCH), if !outcomes.is_closed() || !outcomes.is_empty() => {
                     if received == 0 {
-                        // No probes (no pools): nothing will change until shutdown.
-                        shutdown.cancelled().await;
-                        return;
+                        // No probes (no pools): only status requests until shutdown.
+                        continue;
                     }
                     self.apply(&batch);
                     batch.clear();
@@ -104,11 +199,14 @@ impl Publisher {
                 continue;
             };
             started.get_or_insert_with(Instant::now);
+            self.health
+                .mark_since(probed.target, std::time::SystemTime::now());
             let up = state == State::Up;
             metrics::counter!("healthdns_transitions_total", "to" => if up { "up" } else { "down" })
                 .increment(1);
             self.health
                 .log_transition(probed.target, &probed.outcome, state, false);
+            self.export_state(probed.target);
             pools.extend(self.health.pools_using(probed.target));
         }
         let Some(started) = started else {

@@ -23,6 +23,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::mpsc;
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -63,6 +66,10 @@ pub struct Service {
     probes: Vec<(TargetId, Arc<Checker>, Timing, String)>,
     publisher: Publisher,
     snapshots: SnapshotReader,
+    /// The HTTP API's listener and metrics handle, if `[api]` is configured.
+    api: Option<(std::net::TcpListener, Option<PrometheusHandle>)>,
+    /// Set once DNS is answered (the API's /readyz).
+    ready: Arc<AtomicBool>,
 }
 
 impl Service {
@@ -89,6 +96,10 @@ impl Service {
             if health.observe(target, outcome) == Some(State::Down) {
                 health.log_transition(target, outcome, State::Down, true);
             }
+        }
+        let now = std::time::SystemTime::now();
+        for index in 0..outcomes.len() {
+            health.mark_since(TargetId(index), now);
         }
         let up = outcomes.iter().filter(|outcome| outcome.passed).count();
         tracing::info!(
@@ -148,7 +159,25 @@ impl Service {
             probes,
             publisher,
             snapshots,
+            api: None,
+            ready: Arc::default(),
         })
+    }
+
+    /// Serves the HTTP API on `listener` (bound by the caller) while running; `metrics` is the
+    /// installed Prometheus recorder's handle, if any.
+    pub fn with_api(
+        mut self,
+        listener: std::net::TcpListener,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        self.api = Some((listener, metrics));
+        self
+    }
+
+    /// The status report, for callers that run the service in-process.
+    pub fn status(&self) -> crate::publish::StatusHandle {
+        self.publisher.status()
     }
 
     /// A read handle to the snapshot queries are answered from.
@@ -192,6 +221,15 @@ impl Service {
                 shutdown.clone(),
             ),
         );
+        if let Some((listener, metrics)) = self.api {
+            let api = crate::api::Api::new(self.publisher.status(), metrics, self.ready.clone());
+            let token = shutdown.clone();
+            supervisor.spawn("api".into(), async move {
+                if let Err(error) = crate::api::serve(listener, api, token).await {
+                    panic!("{error}");
+                }
+            });
+        }
         supervisor.spawn(
             "publisher".into(),
             self.publisher.run(receiver, shutdown.clone()),
@@ -208,6 +246,7 @@ impl Service {
                 panic!("{error}");
             }
         });
+        self.ready.store(true, Ordering::Relaxed);
         supervisor.wait().await
     }
 }

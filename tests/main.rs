@@ -2,6 +2,7 @@
 
 mod support;
 
+mod api;
 mod authoritative;
 mod cli;
 mod compare_nsd;

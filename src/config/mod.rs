@@ -31,6 +31,19 @@ mod file {
         pub zone: Vec<Spanned<Zone>>,
         #[serde(default)]
         pub pool: Vec<Spanned<Pool>>,
+        pub api: Option<Spanned<Api>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Api {
+        #[serde(default = "default_api_listen")]
+        pub listen: SocketAddr,
+        pub token_file: Option<Spanned<String>>,
+    }
+
+    fn default_api_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8053))
     }
 
     #[derive(Debug, Deserialize)]
@@ -198,6 +211,17 @@ pub struct Config {
     pub server: ServerConfig,
     pub zones: Vec<ZoneConfig>,
     pub pools: Vec<PoolConfig>,
+    /// `[api]`: the HTTP API, if configured.
+    pub api: Option<ApiConfig>,
+}
+
+/// `[api]`: the HTTP status and control API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// The bearer token the state-changing endpoints require; without one they are allowed
+    /// only from loopback.
+    pub token: Option<String>,
 }
 
 /// `[server]`: where and how DNS is served.
@@ -556,6 +580,45 @@ impl Config {
             pools.push(pool);
         }
 
+        let api = match raw.api {
+            None => None,
+            Some(api) => {
+                let span = api.span();
+                let api = api.into_inner();
+                let token = match api.token_file {
+                    None => None,
+                    Some(file) => {
+                        let token_path = folder.join(file.get_ref());
+                        let token = std::fs::read_to_string(&token_path)
+                            .map_err(|error| {
+                                invalid(
+                                    file.span(),
+                                    "api.token_file",
+                                    format!("{}: cannot read: {error}", token_path.display()),
+                                )
+                            })?
+                            .trim()
+                            .to_string();
+                        if token.len() < 16 {
+                            return Err(invalid(
+                                file.span(),
+                                "api.token_file",
+                                format!(
+                                    "{}: the token must be at least 16 characters",
+                                    token_path.display()
+                                ),
+                            ));
+                        }
+                        Some(token)
+                    }
+                };
+                let _ = span;
+                Some(ApiConfig {
+                    listen: api.listen,
+                    token,
+                })
+            }
+        };
         Ok(Self {
             path: path.to_path_buf(),
             server: ServerConfig {
@@ -569,6 +632,7 @@ impl Config {
             },
             zones,
             pools,
+            api,
         })
     }
 }
@@ -1070,6 +1134,12 @@ mod tests {
         let check = &pool.checks[0];
         assert_eq!((check.fall, check.rise), (3, 2));
         assert_eq!(check.interval, Duration::from_secs(1));
+        let api = config
+            .api
+            .as_ref()
+            .expect("the shipped config runs the API");
+        assert_eq!(api.listen, "127.0.0.1:8053".parse().unwrap());
+        assert_eq!(api.token, None);
         assert_eq!(check.timeout, Duration::from_millis(500));
         let CheckKind::Http(http) = &check.kind else {
             panic!("the shipped check is http");

@@ -73,10 +73,70 @@ impl NameAnswer {
 /// Every pool name's answer.
 pub type Answers = BTreeMap<Name, NameAnswer>;
 
+/// One pool in the status report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolReport {
+    pub name: String,
+    pub names: Vec<String>,
+    /// Config order, then the canary (if any).
+    pub addresses: Vec<AddressReport>,
+}
+
+/// One address: up only while every check says up.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AddressReport {
+    pub address: IpAddr,
+    /// "up", "down" or "unknown".
+    pub state: &'static str,
+    pub canary: bool,
+    /// When one of its checks last changed verdict.
+    #[serde(serialize_with = "rfc3339")]
+    pub since: Option<std::time::SystemTime>,
+    pub checks: Vec<CheckReport>,
+}
+
+/// One check of one address.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    /// The check as text ("http http://{address}:8080/", "icmp", "tcp port 443").
+    pub check: String,
+    pub state: &'static str,
+    #[serde(serialize_with = "rfc3339")]
+    pub since: Option<std::time::SystemTime>,
+    pub last_passed: Option<bool>,
+    pub last_latency_ms: Option<f64>,
+    /// Exponentially weighted over passing probes (what `select = "fastest"` uses).
+    pub smoothed_latency_ms: Option<f64>,
+    /// Why the last probe failed.
+    pub reason: Option<String>,
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Up => "up",
+        State::Down => "down",
+        State::Unknown => "unknown",
+    }
+}
+
+fn rfc3339<S: serde::Serializer>(
+    time: &Option<std::time::SystemTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(time) => serializer.collect_str(&humantime::format_rfc3339_millis(*time)),
+        None => serializer.serialize_none(),
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct TargetStatus {
     verdict: Verdict,
     latency: Option<Duration>,
+    /// The newest probe's outcome.
+    last: Option<Outcome>,
+    /// When the verdict last changed (wall clock, set by the caller: this module has no clock).
+    since: Option<std::time::SystemTime>,
 }
 
 #[derive(Debug)]
@@ -161,7 +221,99 @@ impl Health {
                 Some(previous) => previous.mul_f64(0.7) + outcome.latency.mul_f64(0.3),
             });
         }
+        status.last = Some(outcome.clone());
         status.verdict.observe(outcome.passed, fall, rise)
+    }
+
+    /// For each pool using `target`: the pool's name, the target's address, and whether that
+    /// address is up (every check of it up) in that pool.
+    pub fn address_states(&self, target: TargetId) -> Vec<(&str, IpAddr, bool)> {
+        let address = self.targets[target.0].address;
+        self.users[target.0]
+            .iter()
+            .map(|pool| {
+                let state = &self.pools[*pool];
+                let ids = state
+                    .config
+                    .addresses
+                    .iter()
+                    .position(|candidate| *candidate == address)
+                    .map(|index| &state.address_targets[index])
+                    .unwrap_or(&state.canary_targets);
+                let up = ids.iter().all(|id| self.status[id.0].verdict.is_up());
+                (state.config.name.as_str(), address, up)
+            })
+            .collect()
+    }
+
+    /// Records when `target`'s verdict changed (for the status report).
+    pub fn mark_since(&mut self, target: TargetId, at: std::time::SystemTime) {
+        self.status[target.0].since = Some(at);
+    }
+
+    /// What every pool and address looks like now, for the status API: pure, built on demand.
+    pub fn report(&self) -> Vec<PoolReport> {
+        let check_report = |id: &TargetId| {
+            let status = &self.status[id.0];
+            let target = &self.targets[id.0];
+            CheckReport {
+                check: target.check.kind.to_string(),
+                state: state_name(status.verdict.state()),
+                since: status.since,
+                last_passed: status.last.as_ref().map(|outcome| outcome.passed),
+                last_latency_ms: status
+                    .last
+                    .as_ref()
+                    .map(|outcome| outcome.latency.as_secs_f64() * 1000.0),
+                smoothed_latency_ms: status.latency.map(|latency| latency.as_secs_f64() * 1000.0),
+                reason: status
+                    .last
+                    .as_ref()
+                    .map(|outcome| outcome.reason.clone())
+                    .filter(|reason| !reason.is_empty()),
+            }
+        };
+        let address_report = |address: IpAddr, ids: &[TargetId], canary: bool| {
+            let checks: Vec<CheckReport> = ids.iter().map(check_report).collect();
+            let states: Vec<State> = ids
+                .iter()
+                .map(|id| self.status[id.0].verdict.state())
+                .collect();
+            let state = if states.iter().all(|state| *state == State::Up) {
+                State::Up
+            } else if states.contains(&State::Down) {
+                State::Down
+            } else {
+                State::Unknown
+            };
+            AddressReport {
+                address,
+                state: state_name(state),
+                canary,
+                since: checks.iter().filter_map(|check| check.since).max(),
+                checks,
+            }
+        };
+        self.pools
+            .iter()
+            .map(|pool| {
+                let mut addresses: Vec<AddressReport> = pool
+                    .config
+                    .addresses
+                    .iter()
+                    .zip(&pool.address_targets)
+                    .map(|(address, ids)| address_report(*address, ids, false))
+                    .collect();
+                if let Some(canary) = &pool.config.canary {
+                    addresses.push(address_report(canary.address, &pool.canary_targets, true));
+                }
+                PoolReport {
+                    name: pool.config.name.clone(),
+                    names: pool.config.names.iter().map(ToString::to_string).collect(),
+                    addresses,
+                }
+            })
+            .collect()
     }
 
     /// The names of the pools that use `target` (for logs).

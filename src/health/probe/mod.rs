@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use crate::config::{CheckConfig, CheckKind};
 
-pub use http::{HttpChecker, MAX_BODY};
+pub use http::{tls_config, HttpChecker, MAX_BODY};
 pub use icmp::{IcmpChecker, IcmpClients};
 pub use tcp::TcpChecker;
 

@@ -1,0 +1,191 @@
+//! The HTTP API of the real binary: Prometheus metrics that follow a dying backend, the status
+//! report as JSON, health probes, and `healthdns status` (table and Nagios exit codes).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::support::backend::{backends, Behaviour};
+use crate::support::{binary, fast_pool, free_port, wait_until, Fixture, Process, POOL_ZONE};
+
+/// One GET over HTTP/1.1: (status code, body).
+fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// Prometheus text format: every sample as "name{labels}" -> value (HELP/TYPE skipped).
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("a sample line");
+            (series.to_string(), value.parse().expect("a sample value"))
+        })
+        .collect()
+}
+
+struct Server {
+    process: Process,
+    api: SocketAddr,
+    _fixture: Fixture,
+}
+
+fn start(prefix: &str, port: u16) -> Server {
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let fixture = Fixture::custom(
+        &format!("127.0.0.1:{}", free_port()),
+        &[("example.test", POOL_ZONE)],
+        "",
+        "",
+        &format!(
+            "{}\n[api]\nlisten = \"{api}\"\n",
+            fast_pool(prefix, 2, port)
+        ),
+    );
+    let process = Process::spawn(
+        binary()
+            .args(["serve", "--config"])
+            .arg(&fixture.config_path),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || get(api, "/readyz")
+            .is_some_and(|(code, _)| code == 200)),
+        "the API says ready: {}",
+        process.stderr_now()
+    );
+    Server {
+        process,
+        api,
+        _fixture: fixture,
+    }
+}
+
+#[test]
+fn metrics_and_status_follow_a_dying_backend() {
+    let prefix = "127.65.1";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let mut server = start(prefix, port);
+    assert_eq!(get(server.api, "/healthz").unwrap().0, 200);
+    let up = |address: &str| format!("healthdns_address_up{{pool=\"web\",address=\"{address}\"}}");
+    let scrape = || samples(&get(server.api, "/metrics").expect("metrics").1);
+    let before = scrape();
+    assert_eq!(
+        before.get(&up(&format!("{prefix}.2"))),
+        Some(&1.0),
+        "{before:?}"
+    );
+    assert!(
+        before
+            .keys()
+            .any(|series| series.starts_with("healthdns_probes_total")),
+        "{before:?}"
+    );
+
+    backends[1].stop();
+    assert!(wait_until(Duration::from_secs(5), || scrape()
+        .get(&up(&format!("{prefix}.2")))
+        == Some(&0.0)));
+    let after = scrape();
+    assert_eq!(after.get(&up(&format!("{prefix}.1"))), Some(&1.0));
+    assert_eq!(
+        after.get("healthdns_transitions_total{to=\"down\"}"),
+        Some(&1.0),
+        "{after:?}"
+    );
+
+    let (code, body) = get(server.api, "/status").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let addresses = &report["pools"][0]["addresses"];
+    assert_eq!(addresses[0]["state"], "up", "{report:#}");
+    assert_eq!(addresses[1]["state"], "down", "{report:#}");
+    let reason = addresses[1]["checks"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("Connection refused"), "{report:#}");
+    assert!(addresses[1]["since"]
+        .as_str()
+        .is_some_and(|since| since.ends_with('Z')));
+    assert_eq!(report["answers"][0]["name"], "www.example.test.");
+    assert_eq!(
+        report["answers"][0]["addresses"],
+        serde_json::json!([format!("{prefix}.1")])
+    );
+    assert_eq!(report["zones"][0]["origin"], "example.test.");
+    assert_eq!(report["zones"][0]["serial"], 101);
+
+    assert_eq!(get(server.api, "/nothing").unwrap().0, 404);
+    server.process.signal("TERM");
+    assert!(server.process.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+#[test]
+fn status_prints_a_table_and_nagios_exit_codes() {
+    let prefix = "127.65.2";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let server = start(prefix, port);
+    let url = format!("http://{}", server.api);
+    let status = |nagios: bool| {
+        let mut command = binary();
+        command.args(["status", "--api", &url]);
+        if nagios {
+            command.arg("--nagios");
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, table) = status(false);
+    assert_eq!(code, Some(0), "{table}");
+    assert!(table.starts_with("POOL"), "{table}");
+    assert!(
+        table.lines().any(|line| line.starts_with("web")
+            && line.contains(&format!("{prefix}.1"))
+            && line.contains(" up ")),
+        "{table}"
+    );
+    let (code, line) = status(true);
+    assert_eq!(
+        (code, line.starts_with("HEALTHDNS OK")),
+        (Some(0), true),
+        "{line}"
+    );
+
+    backends[1].stop();
+    assert!(wait_until(Duration::from_secs(5), || status(true).0 == Some(1)));
+    let (_, line) = status(true);
+    assert!(line.starts_with("HEALTHDNS WARNING - web 1/2 up"), "{line}");
+
+    backends[0].stop();
+    assert!(wait_until(Duration::from_secs(5), || status(true).0 == Some(2)));
+    let (_, line) = status(true);
+    assert!(
+        line.starts_with("HEALTHDNS CRITICAL - web 0/2 up"),
+        "{line}"
+    );
+
+    // Nothing listens here: UNKNOWN.
+    let output = binary()
+        .args(["status", "--nagios", "--api"])
+        .arg(format!("http://127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "{line}");
+    assert!(line.starts_with("HEALTHDNS UNKNOWN"), "{line}");
+}
