@@ -42,6 +42,11 @@ enum Command {
     /// Write each zone with every pool address as if healthy (no probing), as
     /// <DIR>/<zone>.zone, to bootstrap a secondary. The serial is recorded in the state file,
     /// so the server never publishes it with other content; refused while a server runs.
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Show every pool and address as the running server sees it (through its HTTP API).
     Status {
         /// The server's API address (`[api] listen`).
@@ -78,6 +83,16 @@ fn main() -> ExitCode {
         Command::Check { config } => return run_check(&config),
         Command::Export { config, out } => run_export(&config, &out),
         Command::Status { api, nagios } => return run_status(&api, nagios),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "healthdns",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -189,3 +189,59 @@ fn status_prints_a_table_and_nagios_exit_codes() {
     assert_eq!(output.status.code(), Some(3), "{line}");
     assert!(line.starts_with("HEALTHDNS UNKNOWN"), "{line}");
 }
+
+/// The status page in a real headless Chromium: the DOM shows a backend up, then down after
+/// it is killed.
+#[test]
+fn the_status_page_shows_a_killed_backend_in_chromium() {
+    let chromium = crate::support::require_tool("chromium", "chromium");
+    let prefix = "127.65.3";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let mut server = start(prefix, port);
+    let profile = tempfile::tempdir().unwrap();
+    let dom = || {
+        let output = std::process::Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-background-networking",
+                "--disable-gpu",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--dump-dom")
+            .arg(format!("http://{}/", server.api))
+            .output()
+            .expect("run chromium");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let row = |state: &str| format!("data-address=\"{prefix}.2\" data-state=\"{state}\"");
+    let page = dom();
+    assert!(page.contains(&row("up")), "{page}");
+    assert!(
+        page.contains("<td>example.test.</td><td>100</td>"),
+        "{page}"
+    );
+
+    backends[1].stop();
+    assert!(wait_until(Duration::from_secs(5), || get(
+        server.api, "/status"
+    )
+    .is_some_and(|(_, body)| body.contains("\"state\":\"down\""))));
+    let page = dom();
+    assert!(page.contains(&row("down")), "{page}");
+    assert!(page.contains("Connection refused"), "{page}");
+    assert!(
+        page.contains("<td>example.test.</td><td>101</td>"),
+        "{page}"
+    );
+    server.process.signal("TERM");
+    assert!(server.process.wait_exit(Duration::from_secs(10)).is_some());
+}

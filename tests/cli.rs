@@ -483,3 +483,23 @@ fn serve_names_the_fix_for_a_port_it_cannot_bind() {
     );
     assert!(stderr.contains("CAP_NET_BIND_SERVICE"), "{stderr}");
 }
+
+/// Shell completions come from clap_complete and are valid shell.
+#[test]
+fn completions_are_generated_for_bash() {
+    let output = binary().args(["completions", "bash"]).output().unwrap();
+    assert!(output.status.success());
+    let script = String::from_utf8_lossy(&output.stdout);
+    for word in ["serve", "check", "export", "status", "--nagios"] {
+        assert!(script.contains(word), "{word} missing");
+    }
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("healthdns.bash");
+    std::fs::write(&path, script.as_bytes()).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "bash -n accepts the script");
+}

@@ -12,6 +12,7 @@
 //! - `GET /readyz`: 200 once the first probe round is done and DNS is being answered, 503
 //!   before.
 //! - `GET /status`: the status report as JSON.
+//! - `GET /`: the same report as a self-refreshing HTML page (see [`page`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::publish::StatusHandle;
+
+pub mod page;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -55,6 +58,7 @@ impl Api {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/status", get(status))
+            .route("/", get(status_page))
             .with_state(self)
     }
 }
@@ -107,6 +111,17 @@ async fn readyz(State(api): State<Api>) -> Response {
 async fn status(State(api): State<Api>) -> Response {
     match api.status.report().await {
         Some(report) => axum::Json(report).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the publisher has stopped\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn status_page(State(api): State<Api>) -> Response {
+    match api.status.report().await {
+        Some(report) => axum::response::Html(page::render(&report)).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the publisher has stopped\n",
