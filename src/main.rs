@@ -42,6 +42,20 @@ enum Command {
     /// Write each zone with every pool address as if healthy (no probing), as
     /// <DIR>/<zone>.zone, to bootstrap a secondary. The serial is recorded in the state file,
     /// so the server never publishes it with other content; refused while a server runs.
+    /// Force an address of a pool down or up for maintenance, or back to its probes (auto),
+    /// through the running server's API; the answers change at once.
+    Force {
+        pool: String,
+        address: std::net::IpAddr,
+        #[arg(value_parser = ["down", "up", "auto"])]
+        state: String,
+        /// The server's API address (`[api] listen`).
+        #[arg(long, default_value = "http://127.0.0.1:8053")]
+        api: String,
+        /// A file holding the API's bearer token (`[api] token_file`), if it has one.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions {
         #[arg(value_enum)]
@@ -83,6 +97,13 @@ fn main() -> ExitCode {
         Command::Check { config } => return run_check(&config),
         Command::Export { config, out } => run_export(&config, &out),
         Command::Status { api, nagios } => return run_status(&api, nagios),
+        Command::Force {
+            pool,
+            address,
+            state,
+            api,
+            token_file,
+        } => run_force(&api, &pool, address, &state, token_file.as_deref()),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -125,6 +146,55 @@ fn fetch_status(base: &str) -> anyhow::Result<serde_json::Value> {
         }
         let body = response.bytes().await?;
         Ok(serde_json::from_slice(&body)?)
+    })
+}
+
+/// `healthdns force`: POST the override to the API.
+fn run_force(
+    base: &str,
+    pool: &str,
+    address: std::net::IpAddr,
+    state: &str,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let token = token_file
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map(|text| text.trim().to_string())
+                .with_context(|| format!("cannot read {}", path.display()))
+        })
+        .transpose()?;
+    let url = format!(
+        "{}/pools/{pool}/addresses/{address}/force",
+        base.trim_end_matches('/')
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let tls = healthdns::health::probe::tls_config().map_err(anyhow::Error::msg)?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        let mut request = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(format!("{{\"state\": \"{state}\"}}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("{url} answered {status}: {}", text.trim());
+        }
+        print!("{text}");
+        Ok(())
     })
 }
 

@@ -57,15 +57,54 @@ pub struct ZoneReport {
     pub serial: u32,
 }
 
+/// What the API may ask of the publisher.
+enum Request {
+    Status(tokio::sync::oneshot::Sender<StatusReport>),
+    Force {
+        pool: String,
+        address: std::net::IpAddr,
+        forced: Option<bool>,
+        reply: tokio::sync::oneshot::Sender<Result<(), crate::health::ForceError>>,
+    },
+}
+
 /// Asks the publisher for a status report; cheap to clone, read-only.
 #[derive(Clone)]
-pub struct StatusHandle(mpsc::Sender<tokio::sync::oneshot::Sender<StatusReport>>);
+pub struct StatusHandle(mpsc::Sender<Request>);
 
 impl StatusHandle {
     /// The current report, or None if the publisher has stopped.
     pub async fn report(&self) -> Option<StatusReport> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.0.send(reply).await.ok()?;
+        self.0.send(Request::Status(reply)).await.ok()?;
+        answer.await.ok()
+    }
+}
+
+/// Sets admin overrides through the publisher (the only writer); a separate type from
+/// [`StatusHandle`], so code that only reports cannot change anything.
+#[derive(Clone)]
+pub struct ControlHandle(mpsc::Sender<Request>);
+
+impl ControlHandle {
+    /// Forces `address` of `pool` up (Some(true)) or down (Some(false)), or back to its
+    /// probes (None); the answers change at once. None if the publisher has stopped.
+    pub async fn force(
+        &self,
+        pool: &str,
+        address: std::net::IpAddr,
+        forced: Option<bool>,
+    ) -> Option<Result<(), crate::health::ForceError>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.0
+            .send(Request::Force {
+                pool: pool.to_string(),
+                address,
+                forced,
+                reply,
+            })
+            .await
+            .ok()?;
         answer.await.ok()
     }
 }
@@ -91,23 +130,23 @@ pub struct Publisher {
     /// Every swapped-in snapshot, for the snapshot writer and the notifier.
     versions: watch::Sender<Arc<Snapshot>>,
     dry_run: bool,
-    status_requests: mpsc::Receiver<tokio::sync::oneshot::Sender<StatusReport>>,
-    status_handle: StatusHandle,
+    requests: mpsc::Receiver<Request>,
+    request_sender: mpsc::Sender<Request>,
 }
 
 impl Publisher {
     /// `answers` must be what the current snapshot serves (or, in a dry run, would serve).
     pub fn new(health: Health, answers: Answers, snapshots: SnapshotWriter, dry_run: bool) -> Self {
         let (versions, _) = watch::channel(snapshots.load_full());
-        let (requests, status_requests) = mpsc::channel(16);
+        let (request_sender, requests) = mpsc::channel(16);
         let publisher = Self {
             health,
             answers,
             snapshots,
             versions,
             dry_run,
-            status_requests,
-            status_handle: StatusHandle(requests),
+            requests,
+            request_sender,
         };
         for target in 0..publisher.health.targets().len() {
             publisher.export_state(crate::health::TargetId(target));
@@ -117,7 +156,45 @@ impl Publisher {
 
     /// A handle to ask for status reports.
     pub fn status(&self) -> StatusHandle {
-        self.status_handle.clone()
+        StatusHandle(self.request_sender.clone())
+    }
+
+    /// A handle to set admin overrides.
+    pub fn control(&self) -> ControlHandle {
+        ControlHandle(self.request_sender.clone())
+    }
+
+    /// Sets or clears an admin override and publishes its effect at once.
+    pub fn force(
+        &mut self,
+        pool: &str,
+        address: std::net::IpAddr,
+        forced: Option<bool>,
+    ) -> Result<Published, crate::health::ForceError> {
+        let started = Instant::now();
+        let index = self.health.force(pool, address, forced)?;
+        let state = match forced {
+            Some(true) => "up",
+            Some(false) => "down",
+            None => "auto",
+        };
+        tracing::info!(pool, %address, state, "admin override");
+        metrics::gauge!("healthdns_override", "pool" => pool.to_string(), "address" => address.to_string())
+            .set(match forced {
+                Some(true) => 1.0,
+                Some(false) => -1.0,
+                None => 0.0,
+            });
+        for (target, _) in self
+            .health
+            .targets()
+            .iter()
+            .enumerate()
+            .filter(|(_, target)| target.address == address)
+        {
+            self.export_state(crate::health::TargetId(target));
+        }
+        Ok(self.publish_pools(BTreeSet::from([index]), started))
     }
 
     /// The status report now.
@@ -175,9 +252,14 @@ impl Publisher {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                Some(reply) = self.status_requests.recv() => {
-                    let _ = reply.send(self.report());
-                }
+                Some(request) = self.requests.recv() => match request {
+                    Request::Status(reply) => {
+                        let _ = reply.send(self.report());
+                    }
+                    Request::Force { pool, address, forced, reply } => {
+                        let _ = reply.send(self.force(&pool, address, forced).map(|_| ()));
+                    }
+                },
                 received = outcomes.recv_many(&mut batch, MAX_BATCH), if !outcomes.is_closed() || !outcomes.is_empty() => {
                     if received == 0 {
                         // No probes (no pools): only status requests until shutdown.
@@ -213,6 +295,12 @@ impl Publisher {
             return Published::default();
         };
         crate::fault::point("publisher");
+        self.publish_pools(pools, started)
+    }
+
+    /// Recomputes the answers of `pools` and swaps a new snapshot in if one changed;
+    /// `started` is when the first change that led here happened.
+    fn publish_pools(&mut self, pools: BTreeSet<usize>, started: Instant) -> Published {
         let mut changed = Vec::new();
         for pool in pools {
             for (name, answer) in self.health.pool_answers(pool) {

@@ -222,7 +222,13 @@ impl Service {
             ),
         );
         if let Some((listener, metrics)) = self.api {
-            let api = crate::api::Api::new(self.publisher.status(), metrics, self.ready.clone());
+            let api = crate::api::Api::new(
+                self.publisher.status(),
+                self.publisher.control(),
+                metrics,
+                self.ready.clone(),
+                self.config.api.as_ref().and_then(|api| api.token.clone()),
+            );
             let token = shutdown.clone();
             supervisor.spawn("api".into(), async move {
                 if let Err(error) = crate::api::serve(listener, api, token).await {

@@ -11,13 +11,28 @@ use crate::support::{binary, fast_pool, free_port, wait_until, Fixture, Process,
 
 /// One GET over HTTP/1.1: (status code, body).
 fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    request(address, "GET", path, &[], "")
+}
+
+/// One request over HTTP/1.1 with extra `headers` and a `body`: (status code, body).
+fn request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Option<(u16, String)> {
     let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for header in headers {
+        head.push_str(header);
+        head.push_str("\r\n");
+    }
+    write!(stream, "{head}\r\n{body}").ok()?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).ok()?;
     let text = String::from_utf8_lossy(&response).into_owned();
@@ -45,16 +60,27 @@ struct Server {
 
 fn start(prefix: &str, port: u16) -> Server {
     let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    start_with(prefix, port, api, "")
+}
+
+/// A server whose API listens on `api`, with `api_keys` in its `[api]` table (a `token_file`
+/// is written as `api.token`).
+fn start_with(prefix: &str, port: u16, api: SocketAddr, api_keys: &str) -> Server {
     let fixture = Fixture::custom(
         &format!("127.0.0.1:{}", free_port()),
         &[("example.test", POOL_ZONE)],
         "",
         "",
         &format!(
-            "{}\n[api]\nlisten = \"{api}\"\n",
-            fast_pool(prefix, 2, port)
+            "{}\n[api]\nlisten = \"{api}\"\n{api_keys}\n",
+            // A killed backend is refused at once; a long timeout keeps a healthy one from
+            // flapping on a loaded machine, which would change the counts these tests check.
+            fast_pool(prefix, 2, port).replace("timeout = \"100ms\"", "timeout = \"1s\"")
         ),
     );
+    if api_keys.contains("token_file") {
+        std::fs::write(fixture.path("api.token"), "0123456789abcdef-test-token\n").unwrap();
+    }
     let process = Process::spawn(
         binary()
             .args(["serve", "--config"])
@@ -244,4 +270,170 @@ fn the_status_page_shows_a_killed_backend_in_chromium() {
     );
     server.process.signal("TERM");
     assert!(server.process.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+fn www(server_dns: SocketAddr) -> Vec<String> {
+    let mut found: Vec<String> =
+        crate::support::dig(server_dns, &["+short", "www.example.test", "A"])
+            .lines()
+            .map(str::to_string)
+            .collect();
+    found.sort();
+    found
+}
+
+/// Forcing an address down for maintenance takes it out of the answers at once, whatever its
+/// probes say; `auto` gives it back to them; forcing up answers a dead backend. Through the
+/// CLI and the API; status and metrics show the override.
+#[test]
+fn force_takes_an_address_out_and_back_through_the_cli_and_api() {
+    let prefix = "127.65.4";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let mut server = start(prefix, port);
+    let dns: SocketAddr = std::fs::read_to_string(&server._fixture.config_path)
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("listen = [\""))
+        .and_then(|rest| rest.strip_suffix("\"]"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let both = vec![format!("{prefix}.1"), format!("{prefix}.2")];
+    assert_eq!(www(dns), both);
+    let url = format!("http://{}", server.api);
+    let force = |state: &str| {
+        let output = binary()
+            .args(["force", "web", &format!("{prefix}.2"), state, "--api", &url])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    // Down through the CLI: out of the answer by the time the command returns.
+    force("down");
+    assert_eq!(www(dns), vec![format!("{prefix}.1")]);
+    let (_, body) = get(server.api, "/status").unwrap();
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        report["pools"][0]["addresses"][1]["override"], "down",
+        "{report:#}"
+    );
+    assert_eq!(
+        report["pools"][0]["addresses"][1]["state"], "down",
+        "{report:#}"
+    );
+    let metrics = samples(&get(server.api, "/metrics").unwrap().1);
+    assert_eq!(
+        metrics.get(&format!(
+            "healthdns_override{{pool=\"web\",address=\"{prefix}.2\"}}"
+        )),
+        Some(&-1.0)
+    );
+    // Auto through the API: back to its (passing) probes.
+    let (code, text) = request(
+        server.api,
+        "POST",
+        &format!("/pools/web/addresses/{prefix}.2/force"),
+        &["Content-Type: application/json"],
+        "{\"state\": \"auto\"}",
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(www(dns), both);
+    // Up: a dead backend stays answered while forced up.
+    backends[1].stop();
+    assert!(wait_until(Duration::from_secs(5), || www(dns)
+        == vec![format!("{prefix}.1")]));
+    force("up");
+    assert_eq!(www(dns), both);
+    force("auto");
+    assert_eq!(www(dns), vec![format!("{prefix}.1")]);
+
+    // Malformed requests get a clear 4xx and change nothing.
+    let path = format!("/pools/web/addresses/{prefix}.1/force");
+    for (path, body, expected) in [
+        (path.as_str(), "{\"state\": \"sideways\"}", 400),
+        (path.as_str(), "not json", 400),
+        (path.as_str(), "{\"state\": \"down\", \"extra\": 1}", 400),
+        (
+            "/pools/web/addresses/not-an-ip/force",
+            "{\"state\": \"down\"}",
+            400,
+        ),
+        (
+            "/pools/nope/addresses/127.0.0.1/force",
+            "{\"state\": \"down\"}",
+            404,
+        ),
+        (
+            "/pools/web/addresses/192.0.2.200/force",
+            "{\"state\": \"down\"}",
+            404,
+        ),
+    ] {
+        let (code, text) = request(server.api, "POST", path, &[], body).unwrap();
+        assert_eq!(code, expected, "{path} {body}: {text}");
+    }
+    assert_eq!(www(dns), vec![format!("{prefix}.1")]);
+    assert_eq!(get(server.api, "/healthz").unwrap().0, 200, "still serving");
+    server.process.signal("TERM");
+    assert!(server.process.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+/// With a token, changes need it (401 without or with a wrong one); without a token, changes
+/// are allowed only from loopback (403 from a host in a network namespace of the test's own).
+#[test]
+fn changes_need_the_token_or_loopback() {
+    let prefix = "127.65.5";
+    let (port, _backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server = start_with(prefix, port, api, "token_file = \"api.token\"");
+    let path = format!("/pools/web/addresses/{prefix}.2/force");
+    let body = "{\"state\": \"down\"}";
+    for headers in [
+        &[][..],
+        &["Authorization: Bearer wrong-token-0123456789"][..],
+    ] {
+        let (code, text) = request(server.api, "POST", &path, headers, body).unwrap();
+        assert_eq!(code, 401, "{text}");
+    }
+    let token_file = server._fixture.path("api.token");
+    let output = binary()
+        .args(["force", "web", &format!("{prefix}.2"), "down", "--api"])
+        .arg(format!("http://{api}"))
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Reading needs no token.
+    assert_eq!(get(server.api, "/status").unwrap().0, 200);
+
+    // No token: only loopback may change state. The API listens on the host end of a veth
+    // pair, and the request comes from the namespace's end.
+    let host = crate::support::netns::Host::create(
+        "api",
+        ("198.51.100.13", "198.51.100.14"),
+        ("2001:db8:64:e::1", "2001:db8:64:e::2"),
+    );
+    let api: SocketAddr = format!("198.51.100.13:{}", free_port()).parse().unwrap();
+    let open = start_with(prefix, port, api, "");
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", &host.namespace])
+        .arg(binary().get_program())
+        .args(["force", "web", &format!("{prefix}.2"), "down", "--api"])
+        .arg(format!("http://{api}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("403"), "{stderr}");
+    drop(open);
 }

@@ -56,12 +56,23 @@ impl Nsd {
                 .arg("-c")
                 .arg(folder.path().join("nsd.conf")),
         );
+        let mut process = process;
         let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // Ready when it answers a name only this zone has: another test's server that took
+        // the port first would not.
         let ready = wait_until(Duration::from_secs(20), || {
-            exchange(address, &query("example.test.", RecordType::SOA, None)).is_some()
+            exchange(
+                address,
+                &query("unk.example.test.", RecordType::Unknown(65280), None),
+            )
+            .is_some_and(|answer| answer.answers.len() == 1)
         });
         let log = std::fs::read_to_string(folder.path().join("nsd.log")).unwrap_or_default();
         assert!(ready, "NSD did not start: {log}");
+        assert!(
+            process.child.try_wait().unwrap().is_none(),
+            "NSD exited (port {port} taken?): {log}"
+        );
         Self {
             address,
             _process: process,

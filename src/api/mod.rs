@@ -13,6 +13,10 @@
 //!   before.
 //! - `GET /status`: the status report as JSON.
 //! - `GET /`: the same report as a self-refreshing HTML page (see [`page`]).
+//! - `POST /pools/{pool}/addresses/{address}/force` with `{"state": "down" | "up" | "auto"}`:
+//!   an admin override (maintenance). With `[api] token_file` it needs
+//!   `Authorization: Bearer <token>` (else 401); without one it is allowed only from loopback
+//!   (else 403). A malformed body gets 400, an unknown pool or address 404.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +30,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::publish::StatusHandle;
+use crate::publish::{ControlHandle, StatusHandle};
 
 pub mod page;
 
@@ -34,21 +38,29 @@ pub mod page;
 #[derive(Clone)]
 pub struct Api {
     status: StatusHandle,
+    control: ControlHandle,
     metrics: Option<PrometheusHandle>,
     ready: Arc<AtomicBool>,
+    /// Required as `Authorization: Bearer …` by endpoints that change state; without one,
+    /// they are allowed only from loopback.
+    token: Option<Arc<str>>,
 }
 
 impl Api {
     /// `metrics` is None when no recorder is installed (tests that run servers in-process).
     pub fn new(
         status: StatusHandle,
+        control: ControlHandle,
         metrics: Option<PrometheusHandle>,
         ready: Arc<AtomicBool>,
+        token: Option<String>,
     ) -> Self {
         Self {
             status,
+            control,
             metrics,
             ready,
+            token: token.map(Arc::from),
         }
     }
 
@@ -59,6 +71,10 @@ impl Api {
             .route("/readyz", get(readyz))
             .route("/status", get(status))
             .route("/", get(status_page))
+            .route(
+                "/pools/{pool}/addresses/{address}/force",
+                axum::routing::post(force),
+            )
             .with_state(self)
     }
 }
@@ -73,9 +89,13 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let address: SocketAddr = listener.local_addr()?;
     tracing::info!(%address, "serving the HTTP API");
-    axum::serve(listener, api.router())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        api.router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }
 
 async fn metrics(State(api): State<Api>) -> Response {
@@ -122,6 +142,99 @@ async fn status(State(api): State<Api>) -> Response {
 async fn status_page(State(api): State<Api>) -> Response {
     match api.status.report().await {
         Some(report) => axum::response::Html(page::render(&report)).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the publisher has stopped\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Whether a state-changing request may proceed: None if so, else the refusal.
+fn authorize(api: &Api, peer: SocketAddr, headers: &axum::http::HeaderMap) -> Option<Response> {
+    match &api.token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            // Compared in constant time.
+            let same = given.len() == token.len()
+                && given
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |difference, (left, right)| difference | (left ^ right))
+                    == 0;
+            (!same).then(|| {
+                metrics::counter!("healthdns_api_refused_total", "why" => "token").increment(1);
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "a valid bearer token is required (Authorization: Bearer <token from [api] token_file>)\n",
+                )
+                    .into_response()
+            })
+        }
+        None => (!peer.ip().is_loopback()).then(|| {
+            metrics::counter!("healthdns_api_refused_total", "why" => "not loopback").increment(1);
+            (
+                StatusCode::FORBIDDEN,
+                "without [api] token_file, changes are allowed only from loopback\n",
+            )
+                .into_response()
+        }),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceBody {
+    state: String,
+}
+
+async fn force(
+    State(api): State<Api>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    axum::extract::Path((pool, address)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(refusal) = authorize(&api, peer, &headers) {
+        return refusal;
+    }
+    let bad = |message: String| {
+        metrics::counter!("healthdns_api_malformed_total").increment(1);
+        (StatusCode::BAD_REQUEST, message + "\n").into_response()
+    };
+    let Ok(address) = address.parse::<std::net::IpAddr>() else {
+        return bad(format!("{address:?} is not an IP address"));
+    };
+    let body: ForceBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(error) => {
+            return bad(format!(
+                "the body must be {{\"state\": \"down\" | \"up\" | \"auto\"}}: {error}"
+            ))
+        }
+    };
+    let forced = match body.state.as_str() {
+        "down" => Some(false),
+        "up" => Some(true),
+        "auto" => None,
+        other => {
+            return bad(format!(
+                "state {other:?} is not \"down\", \"up\" or \"auto\""
+            ))
+        }
+    };
+    match api.control.force(&pool, address, forced).await {
+        Some(Ok(())) => (
+            StatusCode::OK,
+            format!("{pool} {address}: {}\n", body.state),
+        )
+            .into_response(),
+        Some(Err(error)) => (StatusCode::NOT_FOUND, format!("{error}\n")).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the publisher has stopped\n",

@@ -82,7 +82,11 @@ pub fn render(report: &StatusReport) -> String {
                  <td>{address}{canary}</td><td>{state}</td><td>{latency}</td><td>{since}</td><td>{last}</td></tr>",
                 state = address.state,
                 address = address.address,
-                canary = if address.canary { " (canary)" } else { "" },
+                canary = match (address.canary, address.forced) {
+                    (true, _) => " (canary)".to_string(),
+                    (false, Some(forced)) => format!(" (forced {forced})"),
+                    (false, None) => String::new(),
+                },
                 last = escape(&last.join("; ")),
             );
         }
@@ -134,6 +138,7 @@ mod tests {
                     address: "192.0.2.1".parse().unwrap(),
                     state: "down",
                     canary: false,
+                    forced: Some("down"),
                     since: None,
                     checks: vec![CheckReport {
                         check: "http http://{address}/".into(),
@@ -162,6 +167,7 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("Pool web&lt;1&gt;"), "{page}");
+        assert!(page.contains("192.0.2.1 (forced down)"), "{page}");
         assert!(page.contains("status 503 &lt;b&gt;"), "{page}");
         assert!(page.contains("<td>SERVFAIL</td>"), "{page}");
         assert!(page.contains("<td>example.test.</td><td>7</td>"), "{page}");

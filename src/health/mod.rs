@@ -73,6 +73,15 @@ impl NameAnswer {
 /// Every pool name's answer.
 pub type Answers = BTreeMap<Name, NameAnswer>;
 
+/// An override names a pool or address that is not configured.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ForceError {
+    #[error("no pool named {0:?}")]
+    NoPool(String),
+    #[error("pool {0:?} has no address {1}")]
+    NoAddress(String, IpAddr),
+}
+
 /// One pool in the status report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PoolReport {
@@ -89,6 +98,9 @@ pub struct AddressReport {
     /// "up", "down" or "unknown".
     pub state: &'static str,
     pub canary: bool,
+    /// An admin override: "up" or "down" whatever the probes say; None when automatic.
+    #[serde(rename = "override")]
+    pub forced: Option<&'static str>,
     /// When one of its checks last changed verdict.
     #[serde(serialize_with = "rfc3339")]
     pub since: Option<std::time::SystemTime>,
@@ -147,6 +159,8 @@ struct PoolState {
     /// The canary's targets, one per check.
     canary_targets: Vec<TargetId>,
     memory: SelectionMemory,
+    /// Admin overrides by address (config order index): forced up (true) or down (false).
+    forced: BTreeMap<usize, bool>,
 }
 
 /// The health table of every pool.
@@ -195,6 +209,7 @@ impl Health {
                 address_targets,
                 canary_targets,
                 memory: SelectionMemory::default(),
+                forced: BTreeMap::new(),
             });
         }
         Self {
@@ -233,14 +248,17 @@ impl Health {
             .iter()
             .map(|pool| {
                 let state = &self.pools[*pool];
-                let ids = state
+                let index = state
                     .config
                     .addresses
                     .iter()
-                    .position(|candidate| *candidate == address)
+                    .position(|candidate| *candidate == address);
+                let ids = index
                     .map(|index| &state.address_targets[index])
                     .unwrap_or(&state.canary_targets);
-                let up = ids.iter().all(|id| self.status[id.0].verdict.is_up());
+                let up = index
+                    .and_then(|index| state.forced.get(&index).copied())
+                    .unwrap_or_else(|| ids.iter().all(|id| self.status[id.0].verdict.is_up()));
                 (state.config.name.as_str(), address, up)
             })
             .collect()
@@ -273,27 +291,34 @@ impl Health {
                     .filter(|reason| !reason.is_empty()),
             }
         };
-        let address_report = |address: IpAddr, ids: &[TargetId], canary: bool| {
-            let checks: Vec<CheckReport> = ids.iter().map(check_report).collect();
-            let states: Vec<State> = ids
-                .iter()
-                .map(|id| self.status[id.0].verdict.state())
-                .collect();
-            let state = if states.iter().all(|state| *state == State::Up) {
-                State::Up
-            } else if states.contains(&State::Down) {
-                State::Down
-            } else {
-                State::Unknown
+        let address_report =
+            |address: IpAddr, ids: &[TargetId], canary: bool, forced: Option<bool>| {
+                let checks: Vec<CheckReport> = ids.iter().map(check_report).collect();
+                let states: Vec<State> = ids
+                    .iter()
+                    .map(|id| self.status[id.0].verdict.state())
+                    .collect();
+                let state = if states.iter().all(|state| *state == State::Up) {
+                    State::Up
+                } else if states.contains(&State::Down) {
+                    State::Down
+                } else {
+                    State::Unknown
+                };
+                let state = match forced {
+                    Some(true) => State::Up,
+                    Some(false) => State::Down,
+                    None => state,
+                };
+                AddressReport {
+                    address,
+                    state: state_name(state),
+                    canary,
+                    forced: forced.map(|up| if up { "up" } else { "down" }),
+                    since: checks.iter().filter_map(|check| check.since).max(),
+                    checks,
+                }
             };
-            AddressReport {
-                address,
-                state: state_name(state),
-                canary,
-                since: checks.iter().filter_map(|check| check.since).max(),
-                checks,
-            }
-        };
         self.pools
             .iter()
             .map(|pool| {
@@ -302,10 +327,18 @@ impl Health {
                     .addresses
                     .iter()
                     .zip(&pool.address_targets)
-                    .map(|(address, ids)| address_report(*address, ids, false))
+                    .enumerate()
+                    .map(|(index, (address, ids))| {
+                        address_report(*address, ids, false, pool.forced.get(&index).copied())
+                    })
                     .collect();
                 if let Some(canary) = &pool.config.canary {
-                    addresses.push(address_report(canary.address, &pool.canary_targets, true));
+                    addresses.push(address_report(
+                        canary.address,
+                        &pool.canary_targets,
+                        true,
+                        None,
+                    ));
                 }
                 PoolReport {
                     name: pool.config.name.clone(),
@@ -364,9 +397,14 @@ impl Health {
             .addresses
             .iter()
             .zip(&state.address_targets)
-            .map(|(address, ids)| Candidate {
+            .enumerate()
+            .map(|(index, (address, ids))| Candidate {
                 address: *address,
-                up: up(ids, &self.status),
+                up: state
+                    .forced
+                    .get(&index)
+                    .copied()
+                    .unwrap_or_else(|| up(ids, &self.status)),
                 latency: ids.iter().filter_map(|id| self.status[id.0].latency).max(),
             })
             .collect();
@@ -386,6 +424,49 @@ impl Health {
             &answer,
             canary.map(|canary| (&canary.name, canary.address)),
         )
+    }
+
+    /// Sets (Some) or clears (None) an admin override of `address` in the pool named `pool`:
+    /// forced up or down whatever its probes say (maintenance). Returns the pool's index.
+    pub fn force(
+        &mut self,
+        pool: &str,
+        address: IpAddr,
+        forced: Option<bool>,
+    ) -> Result<usize, ForceError> {
+        let index = self
+            .pools
+            .iter()
+            .position(|state| state.config.name == pool)
+            .ok_or_else(|| ForceError::NoPool(pool.to_string()))?;
+        let state = &mut self.pools[index];
+        let position = state
+            .config
+            .addresses
+            .iter()
+            .position(|candidate| *candidate == address)
+            .ok_or_else(|| ForceError::NoAddress(pool.to_string(), address))?;
+        match forced {
+            Some(up) => state.forced.insert(position, up),
+            None => state.forced.remove(&position),
+        };
+        Ok(index)
+    }
+
+    /// Every override, as (pool, address, forced up).
+    pub fn overrides(&self) -> Vec<(String, IpAddr, bool)> {
+        self.pools
+            .iter()
+            .flat_map(|state| {
+                state.forced.iter().map(|(index, up)| {
+                    (
+                        state.config.name.clone(),
+                        state.config.addresses[*index],
+                        *up,
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Every pool's answers from the current verdicts.

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod named;
+pub mod netns;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
