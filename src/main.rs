@@ -124,18 +124,26 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reads `/status` from the API at `base`.
-fn fetch_status(base: &str) -> anyhow::Result<serde_json::Value> {
-    let url = format!("{}/status", base.trim_end_matches('/'));
+/// Runs `request` with an HTTP client for the server's API (5 s timeout) on a small runtime.
+fn with_api_client<F, T>(request: impl FnOnce(reqwest::Client) -> F) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        let tls = healthdns::health::probe::tls_config().map_err(anyhow::Error::msg)?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(std::time::Duration::from_secs(5))
-            .build()?;
+    let tls = healthdns::health::probe::tls_config().map_err(anyhow::Error::msg)?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    runtime.block_on(request(client))
+}
+
+/// Reads `/status` from the API at `base`.
+fn fetch_status(base: &str) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}/status", base.trim_end_matches('/'));
+    with_api_client(|client| async move {
         let response = client
             .get(&url)
             .send()
@@ -168,15 +176,7 @@ fn run_force(
         "{}/pools/{pool}/addresses/{address}/force",
         base.trim_end_matches('/')
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let tls = healthdns::health::probe::tls_config().map_err(anyhow::Error::msg)?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(std::time::Duration::from_secs(5))
-            .build()?;
+    with_api_client(|client| async move {
         let mut request = client
             .post(&url)
             .header("content-type", "application/json")

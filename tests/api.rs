@@ -272,16 +272,6 @@ fn the_status_page_shows_a_killed_backend_in_chromium() {
     assert!(server.process.wait_exit(Duration::from_secs(10)).is_some());
 }
 
-fn www(server_dns: SocketAddr) -> Vec<String> {
-    let mut found: Vec<String> =
-        crate::support::dig(server_dns, &["+short", "www.example.test", "A"])
-            .lines()
-            .map(str::to_string)
-            .collect();
-    found.sort();
-    found
-}
-
 /// Forcing an address down for maintenance takes it out of the answers at once, whatever its
 /// probes say; `auto` gives it back to them; forcing up answers a dead backend. Through the
 /// CLI and the API; status and metrics show the override.
@@ -299,7 +289,7 @@ fn force_takes_an_address_out_and_back_through_the_cli_and_api() {
         .parse()
         .unwrap();
     let both = vec![format!("{prefix}.1"), format!("{prefix}.2")];
-    assert_eq!(www(dns), both);
+    assert_eq!(crate::support::www_addresses(dns), both);
     let url = format!("http://{}", server.api);
     let force = |state: &str| {
         let output = binary()
@@ -314,7 +304,10 @@ fn force_takes_an_address_out_and_back_through_the_cli_and_api() {
     };
     // Down through the CLI: out of the answer by the time the command returns.
     force("down");
-    assert_eq!(www(dns), vec![format!("{prefix}.1")]);
+    assert_eq!(
+        crate::support::www_addresses(dns),
+        vec![format!("{prefix}.1")]
+    );
     let (_, body) = get(server.api, "/status").unwrap();
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -342,15 +335,20 @@ fn force_takes_an_address_out_and_back_through_the_cli_and_api() {
     )
     .unwrap();
     assert_eq!(code, 200, "{text}");
-    assert_eq!(www(dns), both);
+    assert_eq!(crate::support::www_addresses(dns), both);
     // Up: a dead backend stays answered while forced up.
     backends[1].stop();
-    assert!(wait_until(Duration::from_secs(5), || www(dns)
-        == vec![format!("{prefix}.1")]));
+    assert!(wait_until(
+        Duration::from_secs(5),
+        || crate::support::www_addresses(dns) == vec![format!("{prefix}.1")]
+    ));
     force("up");
-    assert_eq!(www(dns), both);
+    assert_eq!(crate::support::www_addresses(dns), both);
     force("auto");
-    assert_eq!(www(dns), vec![format!("{prefix}.1")]);
+    assert_eq!(
+        crate::support::www_addresses(dns),
+        vec![format!("{prefix}.1")]
+    );
 
     // Malformed requests get a clear 4xx and change nothing.
     let path = format!("/pools/web/addresses/{prefix}.1/force");
@@ -377,7 +375,10 @@ fn force_takes_an_address_out_and_back_through_the_cli_and_api() {
         let (code, text) = request(server.api, "POST", path, &[], body).unwrap();
         assert_eq!(code, expected, "{path} {body}: {text}");
     }
-    assert_eq!(www(dns), vec![format!("{prefix}.1")]);
+    assert_eq!(
+        crate::support::www_addresses(dns),
+        vec![format!("{prefix}.1")]
+    );
     assert_eq!(get(server.api, "/healthz").unwrap().0, 200, "still serving");
     server.process.signal("TERM");
     assert!(server.process.wait_exit(Duration::from_secs(10)).is_some());

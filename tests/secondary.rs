@@ -12,8 +12,8 @@ use crate::golden::assert_checkzone_clean;
 use crate::support::backend::{backends, Behaviour};
 use crate::support::named::Named;
 use crate::support::{
-    binary, dig, dig_serial, fast_pool as pool, free_port, rcode, wait_until, Fixture, Process,
-    TestServer, CHANGE, POOL_ZONE as ZONE,
+    binary, dig, dig_serial, fast_pool as pool, free_port, rcode, wait_until, www_addresses,
+    Fixture, Process, TestServer, CHANGE, POOL_ZONE as ZONE,
 };
 
 /// `dig` output lines that are records (no comments, no blanks).
@@ -22,15 +22,6 @@ fn records(output: &str) -> Vec<&str> {
         .lines()
         .filter(|line| !line.starts_with(';') && !line.trim().is_empty())
         .collect()
-}
-
-fn www_addresses(address: SocketAddr) -> Vec<String> {
-    let mut found: Vec<String> = dig(address, &["+short", "+norecurse", "www.example.test", "A"])
-        .lines()
-        .map(str::to_string)
-        .collect();
-    found.sort();
-    found
 }
 
 #[test]

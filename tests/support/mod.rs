@@ -583,3 +583,13 @@ pub fn fast_pool(prefix: &str, count: u8, port: u16) -> String {
         addresses.join(", ")
     )
 }
+
+/// The sorted A answer for www.example.test from the server at `address` (via dig).
+pub fn www_addresses(address: SocketAddr) -> Vec<String> {
+    let mut found: Vec<String> = dig(address, &["+short", "+norecurse", "www.example.test", "A"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found
+}
