@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::atomic::{remove_stale_temporaries, write_atomically};
 use crate::config::ZoneConfig;
+use crate::health::SavedHealth;
 use crate::zone::render::{body, with_body};
 use crate::zone::serial::{digest_with_body, State};
 use crate::zone::snapshot::{name_key, Snapshot, Zone};
@@ -66,7 +67,7 @@ impl Writer {
     /// zone when `last`); each such zone is rendered once, for both. While running, the state
     /// reserves serials ahead (`serial::RESERVE`); the `last` write, after the publisher has
     /// stopped, records the exact final serials.
-    fn write(&mut self, snapshot: &Snapshot, last: bool) {
+    fn write(&mut self, snapshot: &Snapshot, health: &SavedHealth, last: bool) {
         // First the reservation, which is quick: serials up to it may be served while the
         // slow part below runs, and a crash at any point must not let them be reissued.
         if !last {
@@ -96,6 +97,10 @@ impl Writer {
                 .state
                 .record(zone, digest_with_body(zone, &body), !last);
             *written = Some(zone.serial());
+        }
+        if self.state.health != *health {
+            self.state.health = health.clone();
+            state_changed = true;
         }
         if state_changed {
             if let Err(error) = self.state.save(&self.state_file) {
@@ -146,6 +151,7 @@ pub fn reserve_at_start(
 /// writes the final version and state. The first snapshot on `versions` is written at once.
 pub async fn run(
     mut versions: watch::Receiver<Arc<Snapshot>>,
+    mut health: watch::Receiver<Arc<SavedHealth>>,
     zones: Vec<ZoneConfig>,
     state_file: PathBuf,
     state: State,
@@ -166,11 +172,15 @@ pub async fn run(
     };
     loop {
         let snapshot = versions.borrow_and_update().clone();
-        writer = write_off_thread(writer, snapshot, false).await;
+        let saved = health.borrow_and_update().clone();
+        writer = write_off_thread(writer, snapshot, saved, false).await;
         let next_write = tokio::time::Instant::now() + interval;
-        // Wait for a new version, then for the end of the interval; stop when the
-        // publisher has stopped.
-        let mut open = versions.changed().await.is_ok();
+        // Wait for a new version (of the zones or of the health table), then for the end of
+        // the interval; stop when the publisher has stopped.
+        let mut open = tokio::select! {
+            changed = versions.changed() => changed.is_ok(),
+            changed = health.changed() => changed.is_ok(),
+        };
         if open {
             let pause = tokio::time::sleep_until(next_write);
             tokio::pin!(pause);
@@ -178,12 +188,14 @@ pub async fn run(
                 tokio::select! {
                     _ = &mut pause => break,
                     changed = versions.changed() => open = changed.is_ok(),
+                    changed = health.changed() => open = changed.is_ok(),
                 }
             }
         }
         if !open {
             let snapshot = versions.borrow().clone();
-            write_off_thread(writer, snapshot, true).await;
+            let saved = health.borrow().clone();
+            write_off_thread(writer, snapshot, saved, true).await;
             return;
         }
     }
@@ -191,10 +203,15 @@ pub async fn run(
 
 /// Runs one write on a blocking thread (rendering a large zone takes a while); a panic in it
 /// goes on to the supervisor.
-async fn write_off_thread(mut writer: Writer, snapshot: Arc<Snapshot>, last: bool) -> Writer {
+async fn write_off_thread(
+    mut writer: Writer,
+    snapshot: Arc<Snapshot>,
+    health: Arc<SavedHealth>,
+    last: bool,
+) -> Writer {
     match tokio::task::spawn_blocking(move || {
         crate::fault::point("snapshot writer");
-        writer.write(&snapshot, last);
+        writer.write(&snapshot, &health, last);
         writer
     })
     .await
@@ -239,14 +256,14 @@ mod tests {
             state_file: state_file.clone(),
             state: State::default(),
         };
-        writer.write(&snapshot, false);
+        writer.write(&snapshot, &SavedHealth::default(), false);
         assert!(!folder.path().join("blocked/zone").exists());
         let state = State::load(&state_file).unwrap();
         let zone = &state.zones["example.test."];
         assert_eq!(zone.serial, 42);
         assert_eq!(zone.reserved, Some(42 + crate::zone::serial::RESERVE));
         // The clean stop records the exact serial and drops the reservation.
-        writer.write(&snapshot, true);
+        writer.write(&snapshot, &SavedHealth::default(), true);
         let state = State::load(&state_file).unwrap();
         assert_eq!(state.zones["example.test."].reserved, None);
         assert!(!state.reserved());

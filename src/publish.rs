@@ -132,6 +132,8 @@ pub struct Publisher {
     dry_run: bool,
     requests: mpsc::Receiver<Request>,
     request_sender: mpsc::Sender<Request>,
+    /// What the state file should keep of the health table, for the snapshot writer.
+    saved: watch::Sender<Arc<crate::health::SavedHealth>>,
 }
 
 impl Publisher {
@@ -139,6 +141,7 @@ impl Publisher {
     pub fn new(health: Health, answers: Answers, snapshots: SnapshotWriter, dry_run: bool) -> Self {
         let (versions, _) = watch::channel(snapshots.load_full());
         let (request_sender, requests) = mpsc::channel(16);
+        let (saved, _) = watch::channel(Arc::new(health.saved()));
         let publisher = Self {
             health,
             answers,
@@ -147,11 +150,31 @@ impl Publisher {
             dry_run,
             requests,
             request_sender,
+            saved,
         };
         for target in 0..publisher.health.targets().len() {
             publisher.export_state(crate::health::TargetId(target));
         }
         publisher
+    }
+
+    /// A receiver of what the state file should keep of the health table (verdicts,
+    /// overrides), updated after every verdict change or override.
+    pub fn subscribe_saved(&self) -> watch::Receiver<Arc<crate::health::SavedHealth>> {
+        self.saved.subscribe()
+    }
+
+    /// Sends the health table's saved form to the snapshot writer if it changed.
+    fn save_health(&self) {
+        let saved = self.health.saved();
+        self.saved.send_if_modified(|current| {
+            if **current == saved {
+                false
+            } else {
+                *current = Arc::new(saved);
+                true
+            }
+        });
     }
 
     /// A handle to ask for status reports.
@@ -194,7 +217,9 @@ impl Publisher {
         {
             self.export_state(crate::health::TargetId(target));
         }
-        Ok(self.publish_pools(BTreeSet::from([index]), started))
+        let published = self.publish_pools(BTreeSet::from([index]), started);
+        self.save_health();
+        Ok(published)
     }
 
     /// The status report now.
@@ -295,7 +320,9 @@ impl Publisher {
             return Published::default();
         };
         crate::fault::point("publisher");
-        self.publish_pools(pools, started)
+        let published = self.publish_pools(pools, started);
+        self.save_health();
+        published
     }
 
     /// Recomputes the answers of `pools` and swaps a new snapshot in if one changed;

@@ -58,6 +58,34 @@ pub enum RunError {
     TaskFailed { task: String, cause: String },
 }
 
+/// Reads the state file. A damaged one is set aside under another name (never overwritten)
+/// and the server starts without it: a lost state costs serial continuity (the snapshot file
+/// is then the floor) and the last verdicts, not the service.
+fn load_state(path: &std::path::Path) -> Result<SerialState, StateError> {
+    match SerialState::load(path) {
+        Err(StateError::Damaged { path, message }) => {
+            let mut aside = path.clone().into_os_string();
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs());
+            aside.push(format!(".damaged-{stamp}"));
+            let aside = std::path::PathBuf::from(aside);
+            std::fs::rename(&path, &aside).map_err(|source| StateError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            tracing::error!(
+                path = %path.display(),
+                moved_to = %aside.display(),
+                %message,
+                "the state file is damaged; set aside, starting without it"
+            );
+            Ok(SerialState::default())
+        }
+        other => other,
+    }
+}
+
 /// A server that has probed once and is ready to serve.
 pub struct Service {
     config: Config,
@@ -75,8 +103,16 @@ pub struct Service {
 impl Service {
     /// Opens the probes, runs the cold-start round and builds the first snapshot.
     pub async fn start(config: Config, zones: Vec<ZoneData>) -> Result<Self, StartError> {
-        let state = SerialState::load(&config.server.state_file)?;
+        let state = load_state(&config.server.state_file)?;
         let mut health = Health::new(&config.pools);
+        let (verdicts, overrides) = health.restore(&state.health);
+        if verdicts + overrides > 0 {
+            tracing::info!(
+                verdicts,
+                overrides,
+                "health state restored from the state file"
+            );
+        }
         let probers = Probers::new(
             health
                 .targets()
@@ -205,6 +241,7 @@ impl Service {
             "snapshot writer".into(),
             crate::export::run(
                 self.publisher.subscribe(),
+                self.publisher.subscribe_saved(),
                 self.config.zones.clone(),
                 self.config.server.state_file.clone(),
                 self.state,

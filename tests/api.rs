@@ -438,3 +438,101 @@ fn changes_need_the_token_or_loopback() {
     assert!(stderr.contains("403"), "{stderr}");
     drop(open);
 }
+
+/// A restarted server starts from what it last believed: an address that was down stays out
+/// of the first answer although its backend is back (it needs `rise` passes), and an override
+/// survives. A damaged state file is set aside, logged, and the server starts.
+#[test]
+fn verdicts_and_overrides_survive_a_restart() {
+    let prefix = "127.65.6";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 3]);
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let pool = format!(
+        "[[pool]]\nname = \"web\"\nnames = [\"www.example.test\"]\n\
+         addresses = [\"{prefix}.1\", \"{prefix}.2\", \"{prefix}.3\"]\n\
+         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{port}/health\"\n\
+         interval = \"300ms\"\ntimeout = \"1s\"\nfall = 1\nrise = 3\n\
+         [api]\nlisten = \"{api}\"\n"
+    );
+    let fixture = Fixture::custom(
+        &dns.to_string(),
+        &[("example.test", POOL_ZONE)],
+        "",
+        "",
+        &pool,
+    );
+    let serve = || {
+        let process = Process::spawn(
+            binary()
+                .args(["serve", "--config"])
+                .arg(&fixture.config_path),
+        );
+        assert!(
+            wait_until(Duration::from_secs(20), || get(api, "/readyz")
+                .is_some_and(|(code, _)| code == 200)),
+            "ready: {}",
+            process.stderr_now()
+        );
+        process
+    };
+    let address = |host: u8| format!("{prefix}.{host}");
+    let www = || crate::support::www_addresses(dns);
+
+    let mut process = serve();
+    assert_eq!(www(), vec![address(1), address(2), address(3)]);
+    let output = binary()
+        .args(["force", "web", &address(1), "down", "--api"])
+        .arg(format!("http://{api}"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    backends[1].stop();
+    assert!(wait_until(Duration::from_secs(5), || www() == vec![address(3)]));
+    process.signal("TERM");
+    assert!(process.wait_exit(Duration::from_secs(10)).is_some());
+    let state = std::fs::read_to_string(fixture.path("healthdns.state")).unwrap();
+    assert!(state.contains("[[health.overrides]]"), "{state}");
+
+    // .2's backend is back before the restart; without the saved verdict the cold-start probe
+    // alone would put it in the first answer.
+    backends[1].resume();
+    let mut process = serve();
+    assert_eq!(
+        www(),
+        vec![address(3)],
+        "the first answer after the restart"
+    );
+    let log = process.stderr_now();
+    assert!(log.contains("health state restored"), "{log}");
+    // After `rise` passes .2 returns; .1 stays forced down.
+    assert!(wait_until(Duration::from_secs(5), || www()
+        == vec![address(2), address(3)]));
+    process.signal("TERM");
+    assert!(process.wait_exit(Duration::from_secs(10)).is_some());
+
+    // A damaged state file: set aside, logged, and the server starts.
+    std::fs::write(fixture.path("healthdns.state"), "zones = [\n").unwrap();
+    let mut process = serve();
+    let log = process.stderr_now();
+    assert!(
+        log.contains("the state file is damaged; set aside"),
+        "{log}"
+    );
+    let aside = std::fs::read_dir(fixture.folder.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("healthdns.state.damaged-")
+        })
+        .expect("the damaged file is kept under another name");
+    assert_eq!(
+        std::fs::read_to_string(aside.path()).unwrap(),
+        "zones = [\n"
+    );
+    process.signal("TERM");
+    assert!(process.wait_exit(Duration::from_secs(10)).is_some());
+}

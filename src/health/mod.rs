@@ -82,6 +82,35 @@ pub enum ForceError {
     NoAddress(String, IpAddr),
 }
 
+/// What the state file keeps of the health table, so a restarted server starts from what it
+/// last believed: each target's verdict (by address and check) and the admin overrides.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedHealth {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<SavedVerdict>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<SavedOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedVerdict {
+    pub address: IpAddr,
+    /// The check as text (`CheckKind`'s display: "http http://{address}:8080/").
+    pub check: String,
+    pub up: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedOverride {
+    pub pool: String,
+    pub address: IpAddr,
+    /// "up" or "down".
+    pub state: String,
+}
+
 /// One pool in the status report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PoolReport {
@@ -451,6 +480,68 @@ impl Health {
             None => state.forced.remove(&position),
         };
         Ok(index)
+    }
+
+    /// What to save in the state file.
+    pub fn saved(&self) -> SavedHealth {
+        SavedHealth {
+            verdicts: self
+                .targets
+                .iter()
+                .zip(&self.status)
+                .filter_map(|(target, status)| {
+                    let up = match status.verdict.state() {
+                        State::Up => true,
+                        State::Down => false,
+                        State::Unknown => return None,
+                    };
+                    Some(SavedVerdict {
+                        address: target.address,
+                        check: target.check.kind.to_string(),
+                        up,
+                    })
+                })
+                .collect(),
+            overrides: self
+                .overrides()
+                .into_iter()
+                .map(|(pool, address, up)| SavedOverride {
+                    pool,
+                    address,
+                    state: if up { "up" } else { "down" }.into(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Starts from `saved` (the state file): verdicts of targets that are still configured,
+    /// and overrides of pools and addresses that still exist. Returns how many of each were
+    /// restored; the rest no longer applies and is dropped.
+    pub fn restore(&mut self, saved: &SavedHealth) -> (usize, usize) {
+        let mut verdicts = 0;
+        for (target, status) in self.targets.iter().zip(&mut self.status) {
+            let check = target.check.kind.to_string();
+            if let Some(found) = saved
+                .verdicts
+                .iter()
+                .find(|verdict| verdict.address == target.address && verdict.check == check)
+            {
+                status.verdict = Verdict::starting(if found.up { State::Up } else { State::Down });
+                verdicts += 1;
+            }
+        }
+        let mut overrides = 0;
+        for saved in &saved.overrides {
+            let forced = match saved.state.as_str() {
+                "up" => Some(true),
+                "down" => Some(false),
+                _ => continue,
+            };
+            if self.force(&saved.pool, saved.address, forced).is_ok() {
+                overrides += 1;
+            }
+        }
+        (verdicts, overrides)
     }
 
     /// Every override, as (pool, address, forced up).

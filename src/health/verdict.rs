@@ -6,7 +6,9 @@
 //! I/O), so every threshold rule is tested directly.
 //!
 //! Documented rules:
-//! - Starting state: unknown. The first result decides at once (up if it passed, down if it
+//! - Starting state: the verdict saved in the state file at the last stop, if there is one
+//!   (then `fall`/`rise` apply from the first result, so a restart does not flap); else
+//!   unknown, and the first result decides at once (up if it passed, down if it
 //!   failed), so the cold-start probe round gives a health-checked first answer.
 //! - An up target goes down once it has failed `fall` probes with no run of `rise`
 //!   consecutive passes between them. A steady failure therefore still takes `fall`
@@ -45,6 +47,16 @@ impl Verdict {
     pub const fn new() -> Self {
         Self {
             state: State::Unknown,
+            streak: 0,
+            passes: 0,
+        }
+    }
+
+    /// A machine that starts in `state` (restored from the state file) instead of unknown:
+    /// the next results then need `fall` or `rise` to change it, so a restart does not flap.
+    pub const fn starting(state: State) -> Self {
+        Self {
+            state,
             streak: 0,
             passes: 0,
         }

@@ -95,6 +95,9 @@ pub struct State {
     /// By zone origin ("example.test.").
     #[serde(default)]
     pub zones: BTreeMap<String, ZoneState>,
+    /// What the health table believed at the last write (verdicts, overrides).
+    #[serde(default)]
+    pub health: crate::health::SavedHealth,
 }
 
 /// The state file cannot be used; the message says which and why.
@@ -141,7 +144,7 @@ impl State {
     /// Writes the state file atomically.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
         let mut text = String::from(
-            "# healthdns state: each zone's last serial and content digest. Written by the server.\n",
+            "# healthdns state: each zone's last serial and content digest, and what the health\n# checks last believed. Written by the server.\n",
         );
         text.push_str(&toml::to_string(self).expect("the state serializes"));
         write_atomically(path, text.as_bytes()).map_err(|source| StateError::Write {
