@@ -81,22 +81,23 @@ fn start_with(prefix: &str, port: u16, api: SocketAddr, api_keys: &str) -> Serve
     if api_keys.contains("token_file") {
         std::fs::write(fixture.path("api.token"), "0123456789abcdef-test-token\n").unwrap();
     }
-    let process = Process::spawn(
-        binary()
-            .args(["serve", "--config"])
-            .arg(&fixture.config_path),
-    );
+    Server {
+        process: serve_ready(&fixture.config_path, api),
+        api,
+        _fixture: fixture,
+    }
+}
+
+/// `healthdns serve` on `config`, once its API at `api` says ready.
+fn serve_ready(config: &std::path::Path, api: SocketAddr) -> Process {
+    let process = Process::spawn(binary().args(["serve", "--config"]).arg(config));
     assert!(
         wait_until(Duration::from_secs(20), || get(api, "/readyz")
             .is_some_and(|(code, _)| code == 200)),
         "the API says ready: {}",
         process.stderr_now()
     );
-    Server {
-        process,
-        api,
-        _fixture: fixture,
-    }
+    process
 }
 
 #[test]
@@ -462,20 +463,7 @@ fn verdicts_and_overrides_survive_a_restart() {
         "",
         &pool,
     );
-    let serve = || {
-        let process = Process::spawn(
-            binary()
-                .args(["serve", "--config"])
-                .arg(&fixture.config_path),
-        );
-        assert!(
-            wait_until(Duration::from_secs(20), || get(api, "/readyz")
-                .is_some_and(|(code, _)| code == 200)),
-            "ready: {}",
-            process.stderr_now()
-        );
-        process
-    };
+    let serve = || serve_ready(&fixture.config_path, api);
     let address = |host: u8| format!("{prefix}.{host}");
     let www = || crate::support::www_addresses(dns);
 
