@@ -14,11 +14,16 @@ COPY --from=build /src/target/release/healthdns /usr/local/bin/healthdns
 # Port 53 as a non-root user, and raw ICMP sockets for icmp checks where ping_group_range
 # does not allow unprivileged ping.
 RUN setcap cap_net_bind_service,cap_net_raw=+ep /usr/local/bin/healthdns
-COPY config.toml /etc/healthdns/config.toml
+# The container config listens on 0.0.0.0:53 and [::]:53 (the shipped config.toml listens on
+# 127.0.0.1:5353, which a container would serve to nobody).
+COPY contrib/docker/config.toml /etc/healthdns/config.toml
 COPY zones /etc/healthdns/zones
-# The state file and zone snapshots are written next to the config (state_file, snapshot).
-RUN mkdir -p /etc/healthdns/snapshots && chown healthdns /etc/healthdns /etc/healthdns/snapshots
+# State and snapshots live in a volume the non-root user can write, even when the operator
+# mounts their own /etc/healthdns.
+RUN mkdir -p /var/lib/healthdns/snapshots && chown -R healthdns /var/lib/healthdns
+VOLUME /var/lib/healthdns
 USER healthdns
-EXPOSE 53/udp 53/tcp
+# DNS, and the HTTP API (metrics, status).
+EXPOSE 53/udp 53/tcp 8053/tcp
 ENTRYPOINT ["healthdns"]
 CMD ["serve", "--config", "/etc/healthdns/config.toml"]

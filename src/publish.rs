@@ -60,6 +60,8 @@ pub struct ZoneReport {
 /// What the API may ask of the publisher.
 enum Request {
     Status(tokio::sync::oneshot::Sender<StatusReport>),
+    /// Answered at once: the publisher's loop is turning (the systemd watchdog).
+    Ping(tokio::sync::oneshot::Sender<()>),
     Force {
         pool: String,
         address: std::net::IpAddr,
@@ -73,6 +75,16 @@ enum Request {
 pub struct StatusHandle(mpsc::Sender<Request>);
 
 impl StatusHandle {
+    /// True when the publisher answers within `limit`: its loop is not stalled.
+    pub async fn alive(&self, limit: std::time::Duration) -> bool {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let asked = async {
+            self.0.send(Request::Ping(reply)).await.ok()?;
+            answer.await.ok()
+        };
+        matches!(tokio::time::timeout(limit, asked).await, Ok(Some(())))
+    }
+
     /// The current report, or None if the publisher has stopped.
     pub async fn report(&self) -> Option<StatusReport> {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -280,6 +292,9 @@ impl Publisher {
                 Some(request) = self.requests.recv() => match request {
                     Request::Status(reply) => {
                         let _ = reply.send(self.report());
+                    }
+                    Request::Ping(reply) => {
+                        let _ = reply.send(());
                     }
                     Request::Force { pool, address, forced, reply } => {
                         let _ = reply.send(self.force(&pool, address, forced).map(|_| ()));

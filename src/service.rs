@@ -228,6 +228,7 @@ impl Service {
         shutdown: CancellationToken,
     ) -> Result<(), RunError> {
         let mut supervisor = Supervisor::new(shutdown.clone());
+        let status = self.publisher.status();
         let (sender, receiver) = mpsc::channel::<Probed>(4096);
         for (target, checker, timing, name) in self.probes {
             supervisor.spawn(
@@ -290,7 +291,41 @@ impl Service {
             }
         });
         self.ready.store(true, Ordering::Relaxed);
-        supervisor.wait().await
+        // systemd (Type=notify): ready now that the first probe round is done and DNS is
+        // answered; then watchdog pings while the publisher's loop keeps turning.
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        let mut watchdog_usec = 0;
+        if sd_notify::watchdog_enabled(false, &mut watchdog_usec) && watchdog_usec > 0 {
+            let period = std::time::Duration::from_micros(watchdog_usec) / 2;
+            supervisor.spawn(
+                "watchdog".into(),
+                watchdog(status, period, shutdown.clone()),
+            );
+        }
+        let result = supervisor.wait().await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        result
+    }
+}
+
+/// Pings the systemd watchdog every `period` while the publisher answers within it; a stalled
+/// publisher stops the pings, and systemd restarts the process (`WatchdogSec`).
+async fn watchdog(
+    status: crate::publish::StatusHandle,
+    period: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if status.alive(period).await {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        } else {
+            tracing::error!("the publisher did not answer within {period:?}; no watchdog ping");
+        }
     }
 }
 

@@ -503,3 +503,116 @@ fn completions_are_generated_for_bash() {
         .unwrap();
     assert!(syntax.success(), "bash -n accepts the script");
 }
+
+/// systemd `Type=notify`: READY=1 once DNS is answered, WATCHDOG=1 pings while the publisher
+/// is alive (WATCHDOG_USEC), STOPPING=1 at shutdown, on a real notify socket.
+#[test]
+fn serve_notifies_systemd_readiness_and_feeds_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let folder = tempfile::tempdir().unwrap();
+    let socket_path = folder.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = free_port();
+    let fixture = Fixture::new(&format!("127.0.0.1:{port}"), &[("example.test", TEST_ZONE)]);
+    // systemd sets WATCHDOG_PID to the service's PID: the shell's, which `exec` keeps.
+    let mut process = Process::spawn(
+        std::process::Command::new("sh")
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "200000")
+            .arg("-c")
+            .arg("WATCHDOG_PID=$$ exec \"$0\" serve --config \"$1\"")
+            .arg(binary().get_program())
+            .arg(&fixture.config_path),
+    );
+    let mut messages: Vec<String> = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let mut receive_until = |wanted: &dyn Fn(&[String]) -> bool| {
+        wait_until(Duration::from_secs(10), || {
+            if let Ok(length) = socket.recv(&mut buffer) {
+                messages.push(String::from_utf8_lossy(&buffer[..length]).into_owned());
+            }
+            wanted(&messages)
+        })
+    };
+    assert!(
+        receive_until(&|messages| messages.iter().any(|message| message.contains("READY=1"))),
+        "READY=1"
+    );
+    // Ready means answering.
+    let address = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(dig(address, &["example.test", "SOA", "+short"]).contains("hostmaster"));
+    assert!(
+        receive_until(&|messages| messages
+            .iter()
+            .filter(|message| message.contains("WATCHDOG=1"))
+            .count()
+            >= 3),
+        "watchdog pings every WATCHDOG_USEC / 2"
+    );
+    process.signal("TERM");
+    assert!(
+        receive_until(&|messages| messages
+            .iter()
+            .any(|message| message.contains("STOPPING=1"))),
+        "STOPPING=1"
+    );
+    assert!(process.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+/// The container's config is valid, with the shipped zones next to it.
+#[test]
+fn the_container_config_checks() {
+    let folder = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::fs::copy(
+        format!("{root}/contrib/docker/config.toml"),
+        folder.path().join("config.toml"),
+    )
+    .unwrap();
+    std::fs::create_dir(folder.path().join("zones")).unwrap();
+    std::fs::copy(
+        format!("{root}/zones/example.test.zone"),
+        folder.path().join("zones/example.test.zone"),
+    )
+    .unwrap();
+    let output = run(&["check"], folder.path().join("config.toml"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The shipped systemd unit passes `systemd-analyze verify` (with this build's binary path).
+#[test]
+fn the_systemd_unit_verifies() {
+    let analyze = crate::support::require_tool("systemd-analyze", "systemd");
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/healthdns.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("healthdns.service");
+    let binary_path = binary().get_program().to_string_lossy().into_owned();
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/healthdns", &binary_path),
+    )
+    .unwrap();
+    let output = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success() && text.trim().is_empty(), "{text}");
+}
