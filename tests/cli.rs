@@ -367,11 +367,7 @@ fn an_exported_serial_is_never_reused_by_the_server() {
             .arg(&fixture.config_path)
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let text = crate::support::output_text(&output);
         assert_eq!(output.status.success(), expect_success, "{text}");
         text
     };
@@ -609,10 +605,6 @@ fn the_systemd_unit_verifies() {
         .arg(&path)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = crate::support::output_text(&output);
     assert!(output.status.success() && text.trim().is_empty(), "{text}");
 }

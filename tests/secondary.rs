@@ -447,11 +447,7 @@ fn bind_nsd_and_knot_transfer_a_large_zone_and_follow_notify() {
         ])
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = crate::support::output_text(&output);
     assert!(
         !text.contains("trailing"),
         "{}",

@@ -593,3 +593,12 @@ pub fn www_addresses(address: SocketAddr) -> Vec<String> {
     found.sort();
     found
 }
+
+/// A finished command's stdout and stderr as one text.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
