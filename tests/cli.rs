@@ -608,3 +608,48 @@ fn the_systemd_unit_verifies() {
     let text = crate::support::output_text(&output);
     assert!(output.status.success() && text.trim().is_empty(), "{text}");
 }
+
+/// `--log-format json` writes one JSON object per log line, transitions included.
+#[test]
+fn logs_can_be_json_lines() {
+    use crate::support::backend::{backends, Behaviour};
+    let prefix = "127.63.9";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let fixture = Fixture::custom(
+        &listen,
+        &[("example.test", crate::support::POOL_ZONE)],
+        "",
+        "",
+        &crate::support::fast_pool(prefix, 2, port),
+    );
+    let mut process = Process::spawn(
+        binary()
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&fixture.config_path),
+    );
+    assert!(wait_until(Duration::from_secs(20), || process
+        .stderr_now()
+        .contains("serving DNS")));
+    backends[1].stop();
+    assert!(wait_until(Duration::from_secs(5), || process
+        .stderr_now()
+        .contains("address down")));
+    process.signal("TERM");
+    assert!(process.wait_exit(Duration::from_secs(10)).is_some());
+    let log = process.stderr_text();
+    for line in log.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"));
+        assert!(value["level"].is_string() && value["fields"].is_object(), "{line}");
+    }
+    let down = log
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|value| value["fields"]["message"] == "address down")
+        .expect("the transition is one JSON line");
+    assert_eq!(down["fields"]["address"], format!("{prefix}.2"));
+    assert!(down["fields"]["reason"]
+        .as_str()
+        .is_some_and(|reason| reason.contains("Connection refused")));
+}
