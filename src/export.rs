@@ -53,6 +53,99 @@ fn write_zone(zone: &Zone, body: &str, path: &Path, started: Instant) -> Result<
     Ok(())
 }
 
+/// Whether a zone's snapshot command is running, and whether a newer write came meanwhile.
+#[derive(Default)]
+struct CommandState {
+    running: bool,
+    again: bool,
+    /// The newest serial written, which the next run follows.
+    serial: u32,
+}
+
+/// Runs `command` (no shell) after zone `zone`'s snapshot was written, on its own thread so
+/// the writer goes on; each run is killed after `timeout`. A write that comes while a run is
+/// going does not start a second one: the run is repeated once it ends, so the last write is
+/// always followed by a run.
+fn run_snapshot_command(
+    command: &[String],
+    timeout: std::time::Duration,
+    zone: String,
+    serial: u32,
+    state: Arc<std::sync::Mutex<CommandState>>,
+) {
+    {
+        let mut state = state.lock().expect("not poisoned");
+        state.serial = serial;
+        if state.running {
+            state.again = true;
+            return;
+        }
+        state.running = true;
+    }
+    let command = command.to_vec();
+    std::thread::spawn(move || {
+        let mut serial = serial;
+        loop {
+            run_command_once(&command, timeout, &zone, serial);
+            let mut state = state.lock().expect("not poisoned");
+            if !std::mem::take(&mut state.again) {
+                state.running = false;
+                return;
+            }
+            serial = state.serial;
+        }
+    });
+}
+
+/// One run of a snapshot command, logged and counted.
+fn run_command_once(command: &[String], timeout: std::time::Duration, zone: &str, serial: u32) {
+    let started = Instant::now();
+    let finished = (|| -> std::io::Result<Option<std::process::ExitStatus>> {
+        let mut child = std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if started.elapsed() >= timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    })();
+    let took_ms = started.elapsed().as_millis() as u64;
+    let result = match &finished {
+        Ok(Some(status)) if status.success() => {
+            tracing::info!(zone, serial, ?command, took_ms, "snapshot command done");
+            "ok"
+        }
+        Ok(Some(status)) => {
+            tracing::error!(zone, serial, ?command, %status, took_ms, "snapshot command failed");
+            "failed"
+        }
+        Ok(None) => {
+            tracing::error!(
+                zone,
+                serial,
+                ?command,
+                ?timeout,
+                "snapshot command killed: it ran over its timeout"
+            );
+            "timeout"
+        }
+        Err(error) => {
+            tracing::error!(zone, serial, ?command, %error, "snapshot command cannot run");
+            "failed"
+        }
+    };
+    metrics::counter!("healthdns_snapshot_commands_total", "result" => result).increment(1);
+}
+
 /// What the writer keeps between snapshots.
 struct Writer {
     zones: Vec<ZoneConfig>,
@@ -60,6 +153,8 @@ struct Writer {
     state: State,
     /// The serial last written for each zone of `zones`.
     written: Vec<Option<u32>>,
+    /// Each zone's snapshot command state.
+    commands: Vec<Arc<std::sync::Mutex<CommandState>>>,
 }
 
 impl Writer {
@@ -74,7 +169,9 @@ impl Writer {
             self.reserve(snapshot);
         }
         let mut state_changed = false;
-        for (config, written) in self.zones.iter().zip(&mut self.written) {
+        for ((config, written), busy) in
+            self.zones.iter().zip(&mut self.written).zip(&self.commands)
+        {
             let Some(zone) = snapshot.zone(&name_key(&config.origin)) else {
                 continue;
             };
@@ -87,9 +184,23 @@ impl Writer {
                 if let Some(path) = &config.snapshot {
                     // The serial is recorded below even when the file cannot be written, so
                     // serials never go back after a restart.
-                    if let Err(error) = write_zone(zone, &body, path, started) {
-                        metrics::counter!("healthdns_snapshot_write_failures_total").increment(1);
-                        tracing::error!(%error, "zone snapshot not written");
+                    match write_zone(zone, &body, path, started) {
+                        Err(error) => {
+                            metrics::counter!("healthdns_snapshot_write_failures_total")
+                                .increment(1);
+                            tracing::error!(%error, "zone snapshot not written");
+                        }
+                        Ok(()) => {
+                            if let Some(command) = &config.snapshot_command {
+                                run_snapshot_command(
+                                    command,
+                                    config.snapshot_command_timeout,
+                                    zone.origin().to_string(),
+                                    zone.serial(),
+                                    busy.clone(),
+                                );
+                            }
+                        }
                     }
                 }
             }
@@ -138,6 +249,7 @@ pub fn reserve_at_start(
 ) {
     let mut writer = Writer {
         written: Vec::new(),
+        commands: Vec::new(),
         zones: zones.to_vec(),
         state_file: state_file.to_path_buf(),
         state: std::mem::take(state),
@@ -166,6 +278,7 @@ pub async fn run(
     }
     let mut writer = Writer {
         written: vec![None; zones.len()],
+        commands: zones.iter().map(|_| Arc::default()).collect(),
         zones,
         state_file,
         state,
@@ -252,6 +365,7 @@ mod tests {
         let state_file = folder.path().join("state");
         let mut writer = Writer {
             written: vec![None],
+            commands: vec![Arc::default()],
             zones: config.zones.clone(),
             state_file: state_file.clone(),
             state: State::default(),

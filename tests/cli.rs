@@ -641,7 +641,10 @@ fn logs_can_be_json_lines() {
     for line in log.lines() {
         let value: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"));
-        assert!(value["level"].is_string() && value["fields"].is_object(), "{line}");
+        assert!(
+            value["level"].is_string() && value["fields"].is_object(),
+            "{line}"
+        );
     }
     let down = log
         .lines()

@@ -645,3 +645,76 @@ fn snapshot_files_and_notify_are_paced_but_serials_are_not() {
         "the newest serial {last} was notified: {rounds_sent:?}"
     );
 }
+
+/// `snapshot_command` runs (without a shell) after each snapshot write, like edgemanage's
+/// `run_after_changes`; a failing or hanging one is logged (and killed after its timeout),
+/// and never stops the server.
+#[test]
+fn a_snapshot_command_runs_after_each_write() {
+    let prefix = "127.62.7";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let folder = tempfile::tempdir().unwrap();
+    let snapshot = folder.path().join("example.test.zone");
+    let copy = folder.path().join("copy.zone");
+    let serve = |command: String, timeout: &str| {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let fixture = Fixture::custom(
+            &listen,
+            &[("example.test", ZONE)],
+            "min_serial_interval = \"0s\"",
+            &format!(
+                "snapshot = \"{}\"\nsnapshot_command = {command}\n\
+                 snapshot_command_timeout = \"{timeout}\"",
+                snapshot.display()
+            ),
+            &pool(prefix, 2, port),
+        );
+        let process = Process::spawn(
+            binary()
+                .args(["serve", "--config"])
+                .arg(&fixture.config_path),
+        );
+        (process, fixture, listen.parse::<SocketAddr>().unwrap())
+    };
+    let copied = || std::fs::read_to_string(&copy).unwrap_or_default();
+
+    // Copying the snapshot: the copy follows every write.
+    let (mut process, _fixture, address) = serve(
+        format!(
+            "[\"cp\", \"{}\", \"{}\"]",
+            snapshot.display(),
+            copy.display()
+        ),
+        "5s",
+    );
+    assert!(wait_until(Duration::from_secs(10), || copied().contains(" 100 3600 ")));
+    backends[1].stop();
+    assert!(wait_until(CHANGE, || dig_serial(address, "example.test") == Some(101)));
+    assert!(
+        wait_until(Duration::from_secs(5), || copied().contains(" 101 3600 ")),
+        "{}",
+        process.stderr_now()
+    );
+    assert!(process.stderr_now().contains("snapshot command done"));
+    process.signal("TERM");
+    assert!(process.wait_exit(Duration::from_secs(10)).is_some());
+
+    // Failing, and hanging past its timeout: logged, and the server keeps answering.
+    for (command, expected) in [
+        ("[\"false\"]".to_string(), "snapshot command failed"),
+        ("[\"sleep\", \"30\"]".to_string(), "snapshot command killed"),
+    ] {
+        let (mut process, _fixture, address) = serve(command, "300ms");
+        assert!(
+            wait_until(Duration::from_secs(10), || process
+                .stderr_now()
+                .contains(expected)),
+            "{}",
+            process.stderr_now()
+        );
+        assert!(dig_serial(address, "example.test").is_some());
+        process.signal("TERM");
+        assert!(process.wait_exit(Duration::from_secs(10)).is_some());
+    }
+    backends[1].resume();
+}

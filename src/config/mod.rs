@@ -105,6 +105,9 @@ mod file {
         pub origin: Spanned<String>,
         pub file: Spanned<String>,
         pub snapshot: Option<Spanned<String>>,
+        pub snapshot_command: Option<Spanned<Vec<String>>>,
+        #[serde(default, with = "humantime_serde::option")]
+        pub snapshot_command_timeout: Option<Duration>,
         #[serde(default)]
         pub allow_transfer: Vec<Spanned<String>>,
         #[serde(default)]
@@ -251,6 +254,10 @@ pub struct ZoneConfig {
     pub file: PathBuf,
     /// Where the BIND snapshot of the served zone is written, if anywhere.
     pub snapshot: Option<PathBuf>,
+    /// Run (without a shell) after each snapshot write, e.g. `rndc reload <zone>`.
+    pub snapshot_command: Option<Vec<String>>,
+    /// How long `snapshot_command` may run before it is killed.
+    pub snapshot_command_timeout: Duration,
     /// Who may transfer the zone (AXFR/IXFR over TCP); empty: nobody.
     pub allow_transfer: Vec<ipnet::IpNet>,
     /// Secondaries sent NOTIFY on every new serial.
@@ -540,10 +547,36 @@ impl Config {
                     })
                 })
                 .collect::<Result<_, _>>()?;
+            let snapshot_command = match zone.snapshot_command {
+                None => None,
+                Some(command) => {
+                    let span = command.span();
+                    let command = command.into_inner();
+                    if command.is_empty() || command[0].trim().is_empty() {
+                        return Err(invalid(
+                            span,
+                            "zone.snapshot_command",
+                            "needs a program: [\"rndc\", \"reload\", \"example.test\"]".into(),
+                        ));
+                    }
+                    if snapshot.is_none() {
+                        return Err(invalid(
+                            span,
+                            "zone.snapshot_command",
+                            "runs after each snapshot write, so it needs `snapshot`".into(),
+                        ));
+                    }
+                    Some(command)
+                }
+            };
             zones.push(ZoneConfig {
                 origin,
                 file,
                 snapshot,
+                snapshot_command,
+                snapshot_command_timeout: zone
+                    .snapshot_command_timeout
+                    .unwrap_or(Duration::from_secs(30)),
                 allow_transfer,
                 also_notify,
                 notify_source: zone.notify_source.map(|source| source.into_inner()),
