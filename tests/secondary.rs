@@ -718,3 +718,65 @@ fn a_snapshot_command_runs_after_each_write() {
     }
     backends[1].resume();
 }
+
+/// SIGTERM while a secondary is stuck mid-transfer: the transfer gets a bounded grace
+/// (5 s), then the server exits 0 with its state written, instead of waiting for the
+/// connection's 60 s write timeout.
+#[test]
+fn shutdown_bounds_a_stuck_transfer() {
+    use std::io::{Read, Write};
+    // About 15 MB of records: more than the kernel's socket buffers on both ends can hold,
+    // so a client that stops reading really stalls the transfer.
+    let mut zone = String::from(ZONE);
+    let long = "x".repeat(250);
+    for index in 0..15_000u32 {
+        zone.push_str(&format!(
+            "t{index} TXT \"{long}\" \"{long}\" \"{long}\" \"{long}\"\n"
+        ));
+    }
+    let listen = format!("127.0.0.1:{}", free_port());
+    let fixture = Fixture::custom(
+        &listen,
+        &[("example.test", &zone)],
+        "tcp_idle_timeout = \"60s\"",
+        "allow_transfer = [\"127.0.0.1\"]",
+        "",
+    );
+    let mut daemon = Daemon::start(&fixture);
+    let address: SocketAddr = listen.parse().unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&address.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    let query = {
+        let mut message = Message::new(4321, MessageType::Query, OpCode::Query);
+        message.add_query(Query::query(
+            Name::from_ascii("example.test.").unwrap(),
+            RecordType::AXFR,
+        ));
+        message.to_vec().unwrap()
+    };
+    stream
+        .write_all(&(query.len() as u16).to_be_bytes())
+        .unwrap();
+    stream.write_all(&query).unwrap();
+    // Read the first bytes, then stop reading: the server's socket buffers fill up.
+    let mut first = [0u8; 2];
+    stream.read_exact(&mut first).unwrap();
+    let stopping = Instant::now();
+    daemon.process.signal("TERM");
+    let status = daemon
+        .process
+        .wait_exit(Duration::from_secs(20))
+        .expect("serve exits within the grace, not the write timeout");
+    let log = daemon.process.stderr_text();
+    assert!(status.success(), "{log}");
+    // The transfer really was stuck (else this proves nothing), and was cut at the grace.
+    assert!(log.contains("TCP connections still busy"), "{log}");
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(std::fs::read_to_string(fixture.path("healthdns.state"))
+        .unwrap()
+        .contains("[zones.\"example.test.\"]"));
+    drop(stream);
+}

@@ -41,6 +41,9 @@ const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 const MAX_DATAGRAM: usize = 65_535;
 /// How often an idle UDP thread looks at the shutdown token.
 const UDP_SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+/// How long in-flight TCP work (a zone transfer to a slow secondary) may go on after shutdown
+/// begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Open TCP connections at most; more are closed on accept.
 const MAX_TCP_CONNECTIONS: usize = 1024;
 
@@ -306,7 +309,18 @@ async fn serve_tcp(
             drop(permit);
         });
     }
-    while open.join_next().await.is_some() {}
+    // Shutdown: queries in progress and zone transfers get a bounded time to finish.
+    let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while open.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            connections = open.len(),
+            "TCP connections still busy {SHUTDOWN_GRACE:?} after shutdown began; closed"
+        );
+        open.shutdown().await;
+    }
 }
 
 /// Answers the queries on one TCP connection, in order, until it closes, idles or `shutdown`.
