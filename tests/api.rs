@@ -154,6 +154,48 @@ fn metrics_and_status_follow_a_dying_backend() {
     assert_eq!(report["zones"][0]["origin"], "example.test.");
     assert_eq!(report["zones"][0]["serial"], 101);
 
+    // Queries by transport, rcode and qtype; answer times sampled one in 64.
+    let dns: SocketAddr = std::fs::read_to_string(&server._fixture.config_path)
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("listen = [\""))
+        .and_then(|rest| rest.strip_suffix("\"]"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buffer = [0u8; 1500];
+    for name in std::iter::repeat_n("www.example.test.", 100)
+        .chain(std::iter::repeat_n("nothing.example.test.", 30))
+    {
+        let query = crate::support::query(name, hickory_proto::rr::RecordType::A, None);
+        socket.send_to(&query.to_vec().unwrap(), dns).unwrap();
+        socket.recv(&mut buffer).unwrap();
+    }
+    let counted = |metrics: &BTreeMap<String, f64>, rcode: &str| {
+        metrics
+            .get(&format!(
+                "healthdns_queries_total{{transport=\"udp\",rcode=\"{rcode}\",qtype=\"A\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    // Counts are flushed when a UDP thread goes idle (100 ms).
+    assert!(wait_until(Duration::from_secs(5), || {
+        let metrics = scrape();
+        counted(&metrics, "NOERROR") >= 100.0 && counted(&metrics, "NXDOMAIN") >= 30.0
+    }));
+    let metrics = scrape();
+    assert!(
+        metrics
+            .keys()
+            .any(|series| series.starts_with("healthdns_answer_seconds")),
+        "{metrics:?}"
+    );
+
     assert_eq!(get(server.api, "/nothing").unwrap().0, 404);
     server.process.signal("TERM");
     assert!(server.process.wait_exit(Duration::from_secs(10)).is_some());

@@ -7,11 +7,13 @@
 //! - [`server`]: sockets (bound by the caller) and the serving loops.
 //! - [`transfer`]: AXFR/IXFR responses streamed from one zone version.
 //! - [`notify`]: NOTIFY to secondaries when a zone has a new serial.
+//! - [`stats`]: query counters and sampled answer times, flushed to the metrics facade.
 
 pub mod answer;
 pub mod handler;
 pub mod notify;
 pub mod server;
+pub mod stats;
 pub mod transfer;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -245,6 +245,7 @@ pub async fn serve(
 fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: CancellationToken) {
     let mut packet = vec![0u8; MAX_DATAGRAM];
     let mut response = Vec::with_capacity(4096);
+    let mut stats = super::stats::QueryStats::new("udp");
     while !shutdown.is_cancelled() {
         let (length, source) = match socket.recv_from(&mut packet) {
             Ok(received) => received,
@@ -256,7 +257,9 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
                         | io::ErrorKind::Interrupted
                 ) =>
             {
-                continue
+                // Idle: the counts so far go out now.
+                stats.flush();
+                continue;
             }
             Err(error) => {
                 // ICMP errors from earlier sends surface here once; they are not fatal.
@@ -264,6 +267,7 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
                 continue;
             }
         };
+        let started = stats.sample().then(super::stats::now);
         // Port 0 cannot be answered; anything else is answered where it came from.
         if source.port() == 0 || !handler.answer_udp(&packet[..length], source, &mut response) {
             continue;
@@ -271,7 +275,12 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
         if let Err(error) = socket.send_to(&response, source) {
             tracing::debug!(%error, %source, "UDP send error");
         }
+        stats.count(&packet[..length], &response);
+        if let Some(started) = started {
+            stats.record_latency(started.elapsed());
+        }
     }
+    stats.flush();
 }
 
 /// Accepts TCP connections until `shutdown`, then waits for the open ones to finish.
@@ -350,9 +359,14 @@ async fn serve_connection(
             Ok(Ok(_)) => {}
             _ => return,
         }
+        let started = std::time::Instant::now();
         match handler.answer(&packet, peer, Transport::Tcp, &mut response) {
             Answered::Nothing => continue,
             Answered::Message => {
+                let mut stats = super::stats::QueryStats::new("tcp");
+                stats.count(&packet, &response);
+                stats.flush();
+                stats.record_latency(started.elapsed());
                 framed.clear();
                 framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
                 framed.extend_from_slice(&response);

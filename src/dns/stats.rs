@@ -1,0 +1,149 @@
+//! Query counters for `/metrics`, kept off the per-query path.
+//!
+//! Why this exists: operators need queries by rcode, qtype and transport, and answer latency,
+//! but a `metrics` facade call per query (a label lookup) would cost more than answering. Each
+//! UDP thread counts into a small local table and flushes it to the facade every
+//! `FLUSH_EVERY` queries or when idle; latency is sampled, one query in `SAMPLE_EVERY`.
+
+use std::time::{Duration, Instant};
+
+/// Queries counted locally between flushes.
+pub const FLUSH_EVERY: u32 = 4096;
+/// One query in this many has its answer time recorded.
+pub const SAMPLE_EVERY: u32 = 64;
+
+const RCODES: [&str; 7] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other",
+];
+const QTYPES: [(u16, &str); 11] = [
+    (1, "A"),
+    (28, "AAAA"),
+    (2, "NS"),
+    (6, "SOA"),
+    (15, "MX"),
+    (16, "TXT"),
+    (5, "CNAME"),
+    (33, "SRV"),
+    (65, "HTTPS"),
+    (252, "AXFR"),
+    (251, "IXFR"),
+];
+
+/// One transport's counts since the last flush.
+pub struct QueryStats {
+    transport: &'static str,
+    /// [rcode][qtype bucket]; the last qtype bucket is "other".
+    counts: [[u32; QTYPES.len() + 1]; RCODES.len()],
+    pending: u32,
+    sampled: u32,
+}
+
+impl QueryStats {
+    pub fn new(transport: &'static str) -> Self {
+        Self {
+            transport,
+            counts: [[0; QTYPES.len() + 1]; RCODES.len()],
+            pending: 0,
+            sampled: 0,
+        }
+    }
+
+    /// True when this query's answer time should be measured.
+    #[inline]
+    pub fn sample(&mut self) -> bool {
+        self.sampled = self.sampled.wrapping_add(1);
+        self.sampled.is_multiple_of(SAMPLE_EVERY)
+    }
+
+    /// Counts one answered query: `query` is the request, `response` the answer's wire form.
+    #[inline]
+    pub fn count(&mut self, query: &[u8], response: &[u8]) {
+        let rcode = response
+            .get(3)
+            .map_or(6, |byte| usize::from(byte & 0x0f).min(6));
+        let qtype = question_type(query);
+        let bucket = QTYPES
+            .iter()
+            .position(|(code, _)| Some(*code) == qtype)
+            .unwrap_or(QTYPES.len());
+        self.counts[rcode][bucket] += 1;
+        self.pending += 1;
+        if self.pending >= FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
+    /// Records a sampled answer time.
+    pub fn record_latency(&self, took: Duration) {
+        metrics::histogram!("healthdns_answer_seconds", "transport" => self.transport)
+            .record(took.as_secs_f64());
+    }
+
+    /// Moves the local counts to the metrics facade.
+    pub fn flush(&mut self) {
+        if self.pending == 0 {
+            return;
+        }
+        for (rcode, row) in self.counts.iter_mut().enumerate() {
+            for (bucket, count) in row.iter_mut().enumerate() {
+                if *count == 0 {
+                    continue;
+                }
+                let qtype = QTYPES.get(bucket).map_or("other", |(_, name)| name);
+                metrics::counter!(
+                    "healthdns_queries_total",
+                    "transport" => self.transport,
+                    "rcode" => RCODES[rcode],
+                    "qtype" => qtype
+                )
+                .increment(u64::from(*count));
+                *count = 0;
+            }
+        }
+        self.pending = 0;
+    }
+}
+
+/// The QTYPE of a request's first question, read without parsing the message.
+fn question_type(query: &[u8]) -> Option<u16> {
+    let mut offset = 12;
+    loop {
+        let length = usize::from(*query.get(offset)?);
+        if length == 0 {
+            break;
+        }
+        if length & 0xc0 != 0 {
+            return None;
+        }
+        offset += 1 + length;
+    }
+    let high = *query.get(offset + 1)?;
+    let low = *query.get(offset + 2)?;
+    Some(u16::from_be_bytes([high, low]))
+}
+
+/// A monotonic start time for a sampled answer.
+#[inline]
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_types_are_read_from_the_wire() {
+        let mut query = vec![0u8; 12];
+        query.extend_from_slice(b"\x03www\x07example\x04test\x00\x00\x1c\x00\x01");
+        assert_eq!(question_type(&query), Some(28));
+        assert_eq!(question_type(&query[..20]), None);
+        let mut stats = QueryStats::new("udp");
+        let mut response = vec![0u8; 12];
+        response[3] = 3;
+        stats.count(&query, &response);
+        assert_eq!(stats.counts[3][1], 1, "NXDOMAIN for AAAA");
+        stats.flush();
+        assert_eq!(stats.counts[3][1], 0);
+    }
+}
