@@ -46,7 +46,8 @@ CONF
 # Total instructions of server $1 (nsd or a healthdns binary) answering $3 queries of kind $2.
 count() {
   local server=$1 kind=$2 queries=$3 out="$work/cg.$RANDOM" pid
-  rm -f "$out".*
+  # Each run starts without state: builds of different versions may not read each other's.
+  rm -f "$out".* "$work/state"
   if [ "$server" = nsd ]; then
     valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out.%p" \
       nsd -d -c "$work/nsd.conf" >/dev/null 2>&1 &
