@@ -442,16 +442,14 @@ fn serve_names_the_fix_for_a_port_it_cannot_bind() {
         "bind comes first: {stderr}"
     );
 
-    // A privileged port as an unprivileged user.
+    // A privileged port as an unprivileged user, in a network namespace of the test's own:
+    // there net.ipv4.ip_unprivileged_port_start is the kernel default (1024), whatever the
+    // host (or a container runtime) set it to.
     let setpriv = crate::support::require_tool("setpriv", "util-linux");
-    let start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(1024);
-    assert!(
-        start > 1023,
-        "net.ipv4.ip_unprivileged_port_start is {start}: port 1023 is not privileged here, so \
-         this test cannot check the CAP_NET_BIND_SERVICE message"
+    let host = crate::support::netns::Host::create(
+        "bind",
+        ("198.51.100.17", "198.51.100.18"),
+        ("2001:db8:64:f::1", "2001:db8:64:f::2"),
     );
     let fixture = Fixture::with_pools("127.0.0.1:1023", &[("example.test", TEST_ZONE)], pool);
     std::fs::set_permissions(
@@ -459,7 +457,9 @@ fn serve_names_the_fix_for_a_port_it_cannot_bind() {
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    let output = std::process::Command::new(setpriv)
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", &host.namespace])
+        .arg(setpriv)
         .args([
             "--reuid=65534",
             "--regid=65534",
