@@ -166,7 +166,7 @@ impl Writer {
         // First the reservation, which is quick: serials up to it may be served while the
         // slow part below runs, and a crash at any point must not let them be reissued.
         if !last {
-            self.reserve(snapshot);
+            reserve(snapshot, &self.zones, &self.state_file, &mut self.state);
         }
         let mut state_changed = false;
         for ((config, written), busy) in
@@ -221,41 +221,22 @@ impl Writer {
     }
 }
 
-impl Writer {
-    /// Records (and saves) a reservation covering every zone's serial in `snapshot`.
-    fn reserve(&mut self, snapshot: &Snapshot) {
-        let mut changed = false;
-        for config in &self.zones {
-            if let Some(zone) = snapshot.zone(&name_key(&config.origin)) {
-                changed |= self.state.reserve(zone);
-            }
-        }
-        if changed {
-            if let Err(error) = self.state.save(&self.state_file) {
-                tracing::error!(%error, "serial reservation not saved");
-            }
+/// Records a reservation covering every zone's serial in `snapshot` in `state`, and saves
+/// the state file if that changed it (see `zone::serial`). Called at start, before the first
+/// answer, and before each write's slow part, so a crash at any point cannot let served
+/// serials be reissued.
+pub fn reserve(snapshot: &Snapshot, zones: &[ZoneConfig], state_file: &Path, state: &mut State) {
+    let mut changed = false;
+    for config in zones {
+        if let Some(zone) = snapshot.zone(&name_key(&config.origin)) {
+            changed |= state.reserve(zone);
         }
     }
-}
-
-/// Reserves serials for the first snapshot before it is served (see `zone::serial`): called
-/// once at start, so that a crash during the first, possibly slow, snapshot write cannot
-/// reissue the serials served meanwhile.
-pub fn reserve_at_start(
-    snapshot: &Snapshot,
-    zones: &[ZoneConfig],
-    state_file: &std::path::Path,
-    state: &mut State,
-) {
-    let mut writer = Writer {
-        written: Vec::new(),
-        commands: Vec::new(),
-        zones: zones.to_vec(),
-        state_file: state_file.to_path_buf(),
-        state: std::mem::take(state),
-    };
-    writer.reserve(snapshot);
-    *state = writer.state;
+    if changed {
+        if let Err(error) = state.save(state_file) {
+            tracing::error!(%error, "serial reservation not saved");
+        }
+    }
 }
 
 /// Writes snapshot files and the state file for new serials, at most once per `interval`

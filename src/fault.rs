@@ -1,6 +1,7 @@
-//! Fault injection for the supervisor's tests, in debug builds only.
+//! Faults: what a panic said, and fault injection for the supervisor's tests.
 //!
-//! Why this exists: "a task that dies never goes unnoticed" must be tested on the real binary.
+//! Why this exists: "a task that dies never goes unnoticed" needs the panic's message in the
+//! log (tasks and UDP threads alike), and must be tested on the real binary.
 //! In a debug build (what `cargo test` runs), `HEALTHDNS_FAULT=<task>` makes the named task
 //! panic at its fault point; release builds compile the check away.
 
@@ -13,4 +14,13 @@ pub fn point(task: &str) {
     }
     #[cfg(not(debug_assertions))]
     let _ = task;
+}
+
+/// The message a panic carried (`panic!("...")` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
+        .unwrap_or_else(|| "a panic".into())
 }

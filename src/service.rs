@@ -180,7 +180,7 @@ impl Service {
             tracing::info!(zone = %zone.origin(), serial = zone.serial(), "starting serial");
         }
         let mut state = state;
-        crate::export::reserve_at_start(
+        crate::export::reserve(
             &snapshot,
             &config.zones,
             &config.server.state_file,
@@ -361,12 +361,7 @@ impl Supervisor {
                 Ok((id, ())) => (id, false, "it returned".to_string()),
                 Err(error) if error.is_panic() => {
                     let id = error.id();
-                    let payload = error.into_panic();
-                    let cause = payload
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
-                        .unwrap_or_else(|| "a panic".into());
+                    let cause = crate::fault::panic_message(&*error.into_panic());
                     (id, true, format!("panicked: {cause}"))
                 }
                 Err(error) => (error.id(), false, "it was cancelled".to_string()),

@@ -155,14 +155,7 @@ fn metrics_and_status_follow_a_dying_backend() {
     assert_eq!(report["zones"][0]["serial"], 101);
 
     // Queries by transport, rcode and qtype; answer times sampled one in 64.
-    let dns: SocketAddr = std::fs::read_to_string(&server._fixture.config_path)
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix("listen = [\""))
-        .and_then(|rest| rest.strip_suffix("\"]"))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let dns: SocketAddr = server._fixture.listen_address();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
@@ -323,14 +316,7 @@ fn force_takes_an_address_out_and_back_through_the_cli_and_api() {
     let prefix = "127.65.4";
     let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
     let mut server = start(prefix, port);
-    let dns: SocketAddr = std::fs::read_to_string(&server._fixture.config_path)
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix("listen = [\""))
-        .and_then(|rest| rest.strip_suffix("\"]"))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let dns: SocketAddr = server._fixture.listen_address();
     let both = vec![format!("{prefix}.1"), format!("{prefix}.2")];
     assert_eq!(crate::support::www_addresses(dns), both);
     let url = format!("http://{}", server.api);

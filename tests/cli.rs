@@ -296,13 +296,7 @@ fn a_task_that_panics_makes_serve_exit_non_zero_with_the_cause() {
     let pool = crate::support::fast_pool(prefix, 2, port);
     for (task, needs_change) in [("snapshot writer", false), ("publisher", true)] {
         let listen = format!("127.0.0.1:{}", free_port());
-        let fixture = Fixture::custom(
-            &listen,
-            &[("example.test", crate::support::POOL_ZONE)],
-            "",
-            "",
-            &pool,
-        );
+        let fixture = Fixture::pool_zone(&listen, &pool);
         let mut process = Process::spawn(
             binary()
                 .env("HEALTHDNS_FAULT", task)
@@ -351,13 +345,7 @@ fn an_exported_serial_is_never_reused_by_the_server() {
     backends[1].stop();
     let pool = crate::support::fast_pool(prefix, 2, port);
     let listen = format!("127.0.0.1:{}", free_port());
-    let fixture = Fixture::custom(
-        &listen,
-        &[("example.test", crate::support::POOL_ZONE)],
-        "",
-        "",
-        &pool,
-    );
+    let fixture = Fixture::pool_zone(&listen, &pool);
     let out = fixture.path("exported");
     let export = |expect_success: bool| {
         let output = binary()
@@ -616,13 +604,7 @@ fn logs_can_be_json_lines() {
     let prefix = "127.63.9";
     let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
     let listen = format!("127.0.0.1:{}", free_port());
-    let fixture = Fixture::custom(
-        &listen,
-        &[("example.test", crate::support::POOL_ZONE)],
-        "",
-        "",
-        &crate::support::fast_pool(prefix, 2, port),
-    );
+    let fixture = Fixture::pool_zone(&listen, &crate::support::fast_pool(prefix, 2, port));
     let mut process = Process::spawn(
         binary()
             .args(["--log-format", "json", "serve", "--config"])

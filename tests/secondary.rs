@@ -215,13 +215,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(fixture: &Fixture) -> Self {
-        let address: SocketAddr = std::fs::read_to_string(&fixture.config_path)
-            .unwrap()
-            .lines()
-            .find_map(|line| line.strip_prefix("listen = [\""))
-            .and_then(|rest| rest.strip_suffix("\"]"))
-            .and_then(|text| text.parse().ok())
-            .expect("a listen address in the fixture");
+        let address = fixture.listen_address();
         let process = Process::spawn(
             binary()
                 .arg("serve")

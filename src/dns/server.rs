@@ -191,11 +191,7 @@ pub async fn serve(
                     }));
                     let cause = match result {
                         Ok(()) => "it returned".to_string(),
-                        Err(payload) => payload
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
-                            .unwrap_or_else(|| "a panic".into()),
+                        Err(payload) => crate::fault::panic_message(&*payload),
                     };
                     let _ = ended_sender.send(format!("UDP thread {index}: {cause}"));
                 })?,
@@ -279,8 +275,11 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
         if let Some(started) = started {
             stats.record_latency(started.elapsed());
         }
+        // Under steady load the thread never idles: flush every FLUSH_EVERY queries.
+        if stats.due() {
+            stats.flush();
+        }
     }
-    stats.flush();
 }
 
 /// Accepts TCP connections until `shutdown`, then waits for the open ones to finish.
@@ -341,6 +340,8 @@ async fn serve_connection(
     shutdown: &CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    // Flushed to the metrics facade when the connection ends (on drop).
+    let mut stats = super::stats::QueryStats::new("tcp");
     let mut packet = Vec::with_capacity(512);
     let mut response = Vec::with_capacity(4096);
     // The length prefix and the response, sent in one write.
@@ -359,14 +360,17 @@ async fn serve_connection(
             Ok(Ok(_)) => {}
             _ => return,
         }
-        let started = std::time::Instant::now();
+        let started = stats.sample().then(super::stats::now);
         match handler.answer(&packet, peer, Transport::Tcp, &mut response) {
             Answered::Nothing => continue,
             Answered::Message => {
-                let mut stats = super::stats::QueryStats::new("tcp");
                 stats.count(&packet, &response);
-                stats.flush();
-                stats.record_latency(started.elapsed());
+                if let Some(started) = started {
+                    stats.record_latency(started.elapsed());
+                }
+                if stats.due() {
+                    stats.flush();
+                }
                 framed.clear();
                 framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
                 framed.extend_from_slice(&response);

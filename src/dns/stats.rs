@@ -3,7 +3,9 @@
 //! Why this exists: operators need queries by rcode, qtype and transport, and answer latency,
 //! but a `metrics` facade call per query (a label lookup) would cost more than answering. Each
 //! UDP thread counts into a small local table and flushes it to the facade every
-//! `FLUSH_EVERY` queries or when idle; latency is sampled, one query in `SAMPLE_EVERY`.
+//! `FLUSH_EVERY` queries or when idle (a TCP connection when it ends); latency is sampled, one
+//! query in `SAMPLE_EVERY`, and kept locally until the flush too. The per-query part neither
+//! allocates nor locks.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,9 @@ pub struct QueryStats {
     counts: [[u32; QTYPES.len() + 1]; RCODES.len()],
     pending: u32,
     sampled: u32,
+    /// Sampled answer times since the last flush (at most FLUSH_EVERY / SAMPLE_EVERY + 1,
+    /// allocated once): recording them in the facade takes a lock, so it waits for the flush.
+    latencies: Vec<f64>,
 }
 
 impl QueryStats {
@@ -45,6 +50,7 @@ impl QueryStats {
             counts: [[0; QTYPES.len() + 1]; RCODES.len()],
             pending: 0,
             sampled: 0,
+            latencies: Vec::with_capacity((FLUSH_EVERY / SAMPLE_EVERY + 1) as usize),
         }
     }
 
@@ -68,19 +74,31 @@ impl QueryStats {
             .unwrap_or(QTYPES.len());
         self.counts[rcode][bucket] += 1;
         self.pending += 1;
-        if self.pending >= FLUSH_EVERY {
-            self.flush();
+    }
+
+    /// True when enough has been counted to flush now.
+    #[inline]
+    pub fn due(&self) -> bool {
+        self.pending >= FLUSH_EVERY
+    }
+
+    /// Keeps a sampled answer time for the next flush.
+    #[inline]
+    pub fn record_latency(&mut self, took: Duration) {
+        if self.latencies.len() < self.latencies.capacity() {
+            self.latencies.push(took.as_secs_f64());
         }
     }
 
-    /// Records a sampled answer time.
-    pub fn record_latency(&self, took: Duration) {
-        metrics::histogram!("healthdns_answer_seconds", "transport" => self.transport)
-            .record(took.as_secs_f64());
-    }
-
-    /// Moves the local counts to the metrics facade.
+    /// Moves the local counts and answer times to the metrics facade.
     pub fn flush(&mut self) {
+        if !self.latencies.is_empty() {
+            let histogram =
+                metrics::histogram!("healthdns_answer_seconds", "transport" => self.transport);
+            for took in self.latencies.drain(..) {
+                histogram.record(took);
+            }
+        }
         if self.pending == 0 {
             return;
         }
@@ -101,6 +119,13 @@ impl QueryStats {
             }
         }
         self.pending = 0;
+    }
+}
+
+/// Whatever is still counted goes out when the counter goes (a TCP connection closes).
+impl Drop for QueryStats {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

@@ -152,6 +152,27 @@ pub struct CheckReport {
     pub reason: Option<String>,
 }
 
+/// What an address is in a pool: down if any of its checks says down, up only while every
+/// check says up, else unknown; an admin override wins over all of it. The one rule behind
+/// answers, the status report and the `healthdns_address_up` gauge.
+fn address_state(status: &[TargetStatus], ids: &[TargetId], forced: Option<bool>) -> State {
+    match forced {
+        Some(true) => State::Up,
+        Some(false) => State::Down,
+        None => {
+            let mut state = State::Up;
+            for id in ids {
+                match status[id.0].verdict.state() {
+                    State::Down => return State::Down,
+                    State::Unknown => state = State::Unknown,
+                    State::Up => {}
+                }
+            }
+            state
+        }
+    }
+}
+
 fn state_name(state: State) -> &'static str {
     match state {
         State::Up => "up",
@@ -285,9 +306,8 @@ impl Health {
                 let ids = index
                     .map(|index| &state.address_targets[index])
                     .unwrap_or(&state.canary_targets);
-                let up = index
-                    .and_then(|index| state.forced.get(&index).copied())
-                    .unwrap_or_else(|| ids.iter().all(|id| self.status[id.0].verdict.is_up()));
+                let forced = index.and_then(|index| state.forced.get(&index).copied());
+                let up = address_state(&self.status, ids, forced) == State::Up;
                 (state.config.name.as_str(), address, up)
             })
             .collect()
@@ -323,22 +343,7 @@ impl Health {
         let address_report =
             |address: IpAddr, ids: &[TargetId], canary: bool, forced: Option<bool>| {
                 let checks: Vec<CheckReport> = ids.iter().map(check_report).collect();
-                let states: Vec<State> = ids
-                    .iter()
-                    .map(|id| self.status[id.0].verdict.state())
-                    .collect();
-                let state = if states.iter().all(|state| *state == State::Up) {
-                    State::Up
-                } else if states.contains(&State::Down) {
-                    State::Down
-                } else {
-                    State::Unknown
-                };
-                let state = match forced {
-                    Some(true) => State::Up,
-                    Some(false) => State::Down,
-                    None => state,
-                };
+                let state = address_state(&self.status, ids, forced);
                 AddressReport {
                     address,
                     state: state_name(state),
@@ -417,8 +422,8 @@ impl Health {
 
     /// Recomputes one pool's answers (and its selection memory) from the current verdicts.
     pub fn pool_answers(&mut self, pool: usize) -> Vec<(Name, NameAnswer)> {
-        let up = |ids: &[TargetId], status: &[TargetStatus]| {
-            ids.iter().all(|id| status[id.0].verdict.is_up())
+        let up = |ids: &[TargetId], status: &[TargetStatus], forced: Option<bool>| {
+            address_state(status, ids, forced) == State::Up
         };
         let state = &mut self.pools[pool];
         let candidates: Vec<Candidate> = state
@@ -429,11 +434,7 @@ impl Health {
             .enumerate()
             .map(|(index, (address, ids))| Candidate {
                 address: *address,
-                up: state
-                    .forced
-                    .get(&index)
-                    .copied()
-                    .unwrap_or_else(|| up(ids, &self.status)),
+                up: up(ids, &self.status, state.forced.get(&index).copied()),
                 latency: ids.iter().filter_map(|id| self.status[id.0].latency).max(),
             })
             .collect();
@@ -447,7 +448,7 @@ impl Health {
             .config
             .canary
             .as_ref()
-            .filter(|_| up(&state.canary_targets, &self.status));
+            .filter(|_| up(&state.canary_targets, &self.status, None));
         name_answers(
             &state.config,
             &answer,

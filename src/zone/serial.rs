@@ -88,6 +88,16 @@ pub struct ZoneState {
 /// How far ahead a running server reserves serials (see the module rules).
 pub const RESERVE: u32 = 1000;
 
+/// The reservation to hold while serving `serial`: the `current` one while it still covers
+/// the serial with room to spare (so the state is not rewritten for every serial), else
+/// `serial + RESERVE`.
+fn reservation(current: Option<u32>, serial: u32) -> u32 {
+    match current {
+        Some(reserved) if serial_greater(reserved, serial.wrapping_add(RESERVE / 2)) => reserved,
+        _ => serial.wrapping_add(RESERVE),
+    }
+}
+
 /// The state file's contents.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,18 +191,8 @@ impl State {
     /// changed the state.
     pub fn record(&mut self, zone: &Zone, digest: String, running: bool) -> bool {
         let origin = zone.origin().to_string();
-        let reserved = match self.zones.get(&origin) {
-            // A reservation that still covers this serial with room to spare is kept, so the
-            // state is not rewritten for every serial.
-            Some(ZoneState {
-                reserved: Some(reserved),
-                ..
-            }) if running && serial_greater(*reserved, zone.serial().wrapping_add(RESERVE / 2)) => {
-                Some(*reserved)
-            }
-            _ if running => Some(zone.serial().wrapping_add(RESERVE)),
-            _ => None,
-        };
+        let current = self.zones.get(&origin).and_then(|state| state.reserved);
+        let reserved = running.then(|| reservation(current, zone.serial()));
         let entry = ZoneState {
             serial: zone.serial(),
             digest,
@@ -214,13 +214,8 @@ impl State {
                 digest: String::new(),
                 reserved: None,
             });
-        match entry.reserved {
-            Some(reserved) if serial_greater(reserved, serial.wrapping_add(RESERVE / 2)) => false,
-            _ => {
-                entry.reserved = Some(serial.wrapping_add(RESERVE));
-                true
-            }
-        }
+        let reserved = Some(reservation(entry.reserved, serial));
+        std::mem::replace(&mut entry.reserved, reserved) != reserved
     }
 
     /// True when some zone holds a reservation: a server is running with this state, or one

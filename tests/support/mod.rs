@@ -153,6 +153,22 @@ impl Fixture {
     pub fn path(&self, name: &str) -> PathBuf {
         self.folder.path().join(name)
     }
+
+    /// [`POOL_ZONE`] as `example.test` with `pools`, listening on `listen`.
+    pub fn pool_zone(listen: &str, pools: &str) -> Self {
+        Self::custom(listen, &[("example.test", POOL_ZONE)], "", "", pools)
+    }
+
+    /// The (first) DNS listen address written in the config.
+    pub fn listen_address(&self) -> SocketAddr {
+        std::fs::read_to_string(&self.config_path)
+            .unwrap()
+            .lines()
+            .find_map(|line| line.strip_prefix("listen = [\""))
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|text| text.parse().ok())
+            .expect("a listen address in the fixture")
+    }
 }
 
 /// DNS served in this process from a snapshot the test itself swaps (no probes, no
