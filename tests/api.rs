@@ -176,10 +176,20 @@ fn metrics_and_status_follow_a_dying_backend() {
             .copied()
             .unwrap_or(0.0)
     };
+    // A packet that is not a query (QR set) is dropped unanswered, and counted.
+    let mut response_packet =
+        crate::support::query("www.example.test.", hickory_proto::rr::RecordType::A, None)
+            .to_vec()
+            .unwrap();
+    response_packet[2] |= 0x80;
+    socket.send_to(&response_packet, dns).unwrap();
+    let dropped = "healthdns_malformed_total{transport=\"udp\",result=\"dropped\"}";
     // Counts are flushed when a UDP thread goes idle (100 ms).
     assert!(wait_until(Duration::from_secs(5), || {
         let metrics = scrape();
-        counted(&metrics, "NOERROR") >= 100.0 && counted(&metrics, "NXDOMAIN") >= 30.0
+        counted(&metrics, "NOERROR") >= 100.0
+            && counted(&metrics, "NXDOMAIN") >= 30.0
+            && metrics.get(dropped).is_some_and(|count| *count >= 1.0)
     }));
     let metrics = scrape();
     assert!(

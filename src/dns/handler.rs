@@ -245,11 +245,9 @@ impl DnsHandler {
     ) -> Answered {
         out.clear();
         let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
-            metrics::counter!("healthdns_malformed_total", "result" => "dropped").increment(1);
             return Answered::Nothing;
         };
         if header.metadata.message_type == MessageType::Response {
-            metrics::counter!("healthdns_malformed_total", "result" => "dropped").increment(1);
             return Answered::Nothing;
         }
         let protocol = match transport {
@@ -259,7 +257,6 @@ impl DnsHandler {
         let request = match Request::from_bytes(packet.to_vec(), source, protocol) {
             Ok(request) => request,
             Err(_) => {
-                metrics::counter!("healthdns_malformed_total", "result" => "formerr").increment(1);
                 encode_header_only(&header.metadata, ResponseCode::FormErr, out);
                 return Answered::Message;
             }

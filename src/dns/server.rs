@@ -266,6 +266,7 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
         let started = stats.sample().then(super::stats::now);
         // Port 0 cannot be answered; anything else is answered where it came from.
         if source.port() == 0 || !handler.answer_udp(&packet[..length], source, &mut response) {
+            stats.dropped();
             continue;
         }
         if let Err(error) = socket.send_to(&response, source) {
@@ -362,7 +363,10 @@ async fn serve_connection(
         }
         let started = stats.sample().then(super::stats::now);
         match handler.answer(&packet, peer, Transport::Tcp, &mut response) {
-            Answered::Nothing => continue,
+            Answered::Nothing => {
+                stats.dropped();
+                continue;
+            }
             Answered::Message => {
                 stats.count(&packet, &response);
                 if let Some(started) = started {

@@ -37,6 +37,8 @@ pub struct QueryStats {
     /// [rcode][qtype bucket]; the last qtype bucket is "other".
     counts: [[u32; QTYPES.len() + 1]; RCODES.len()],
     pending: u32,
+    /// Packets dropped unanswered (no readable header, or a response) since the last flush.
+    dropped: u32,
     sampled: u32,
     /// Sampled answer times since the last flush (at most FLUSH_EVERY / SAMPLE_EVERY + 1,
     /// allocated once): recording them in the facade takes a lock, so it waits for the flush.
@@ -49,6 +51,7 @@ impl QueryStats {
             transport,
             counts: [[0; QTYPES.len() + 1]; RCODES.len()],
             pending: 0,
+            dropped: 0,
             sampled: 0,
             latencies: Vec::with_capacity((FLUSH_EVERY / SAMPLE_EVERY + 1) as usize),
         }
@@ -73,6 +76,14 @@ impl QueryStats {
             .position(|(code, _)| Some(*code) == qtype)
             .unwrap_or(QTYPES.len());
         self.counts[rcode][bucket] += 1;
+        self.pending += 1;
+    }
+
+    /// Counts one packet dropped unanswered (`healthdns_malformed_total`); malformed
+    /// requests that are answered FORMERR are counted by rcode like every other answer.
+    #[inline]
+    pub fn dropped(&mut self) {
+        self.dropped += 1;
         self.pending += 1;
     }
 
@@ -101,6 +112,11 @@ impl QueryStats {
         }
         if self.pending == 0 {
             return;
+        }
+        if self.dropped > 0 {
+            metrics::counter!("healthdns_malformed_total", "transport" => self.transport, "result" => "dropped")
+                .increment(u64::from(self.dropped));
+            self.dropped = 0;
         }
         for (rcode, row) in self.counts.iter_mut().enumerate() {
             for (bucket, count) in row.iter_mut().enumerate() {
