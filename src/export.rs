@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::atomic::{remove_stale_temporaries, write_atomically};
-use crate::config::ZoneConfig;
 use crate::health::SavedHealth;
 use crate::zone::render::{body, with_body};
 use crate::zone::serial::{digest_with_body, State};
 use crate::zone::snapshot::{name_key, Snapshot, Zone};
+use hickory_proto::rr::Name;
+use std::collections::HashMap;
 
 /// A snapshot file could not be written; the previous file, if any, is intact.
 #[derive(Debug, thiserror::Error)]
@@ -148,39 +149,47 @@ fn run_command_once(command: &[String], timeout: std::time::Duration, zone: &str
 
 /// What the writer keeps between snapshots.
 struct Writer {
-    zones: Vec<ZoneConfig>,
     state_file: PathBuf,
     state: State,
-    /// The serial last written for each zone of `zones`.
-    written: Vec<Option<u32>>,
-    /// Each zone's snapshot command state.
-    commands: Vec<Arc<std::sync::Mutex<CommandState>>>,
+    /// The serial last written for each zone (by origin).
+    written: HashMap<Name, u32>,
+    /// Each zone's snapshot command state (by origin).
+    commands: HashMap<Name, Arc<std::sync::Mutex<CommandState>>>,
 }
 
 impl Writer {
+    fn new(state_file: PathBuf, state: State) -> Self {
+        Self {
+            state_file,
+            state,
+            written: HashMap::new(),
+            commands: HashMap::new(),
+        }
+    }
+
     /// Writes the snapshot file and records the state of each zone whose serial is new (every
-    /// zone when `last`); each such zone is rendered once, for both. While running, the state
-    /// reserves serials ahead (`serial::RESERVE`); the `last` write, after the publisher has
-    /// stopped, records the exact final serials.
+    /// zone when `last`); each such zone is rendered once, for both. The zones and their
+    /// settings are the snapshot's own, so a reload changes them with the records. While
+    /// running, the state reserves serials ahead (`serial::RESERVE`); the `last` write, after
+    /// the publisher has stopped, records the exact final serials.
     fn write(&mut self, snapshot: &Snapshot, health: &SavedHealth, last: bool) {
         // First the reservation, which is quick: serials up to it may be served while the
         // slow part below runs, and a crash at any point must not let them be reissued.
         if !last {
-            reserve(snapshot, &self.zones, &self.state_file, &mut self.state);
+            reserve(snapshot, &self.state_file, &mut self.state);
         }
         let mut state_changed = false;
-        for ((config, written), busy) in
-            self.zones.iter().zip(&mut self.written).zip(&self.commands)
-        {
+        for config in snapshot.settings() {
             let Some(zone) = snapshot.zone(&name_key(&config.origin)) else {
                 continue;
             };
-            if *written == Some(zone.serial()) && !last {
+            let written = self.written.get(&config.origin).copied();
+            if written == Some(zone.serial()) && !last {
                 continue;
             }
             let started = Instant::now();
             let body = body(zone);
-            if *written != Some(zone.serial()) {
+            if written != Some(zone.serial()) {
                 if let Some(path) = &config.snapshot {
                     // The serial is recorded below even when the file cannot be written, so
                     // serials never go back after a restart.
@@ -192,6 +201,7 @@ impl Writer {
                         }
                         Ok(()) => {
                             if let Some(command) = &config.snapshot_command {
+                                let busy = self.commands.entry(config.origin.clone()).or_default();
                                 run_snapshot_command(
                                     command,
                                     config.snapshot_command_timeout,
@@ -207,7 +217,7 @@ impl Writer {
             state_changed |= self
                 .state
                 .record(zone, digest_with_body(zone, &body), !last);
-            *written = Some(zone.serial());
+            self.written.insert(config.origin.clone(), zone.serial());
         }
         if self.state.health != *health {
             self.state.health = health.clone();
@@ -225,12 +235,10 @@ impl Writer {
 /// the state file if that changed it (see `zone::serial`). Called at start, before the first
 /// answer, and before each write's slow part, so a crash at any point cannot let served
 /// serials be reissued.
-pub fn reserve(snapshot: &Snapshot, zones: &[ZoneConfig], state_file: &Path, state: &mut State) {
+pub fn reserve(snapshot: &Snapshot, state_file: &Path, state: &mut State) {
     let mut changed = false;
-    for config in zones {
-        if let Some(zone) = snapshot.zone(&name_key(&config.origin)) {
-            changed |= state.reserve(zone);
-        }
+    for zone in snapshot.zones() {
+        changed |= state.reserve(zone);
     }
     if changed {
         if let Err(error) = state.save(state_file) {
@@ -245,25 +253,20 @@ pub fn reserve(snapshot: &Snapshot, zones: &[ZoneConfig], state_file: &Path, sta
 pub async fn run(
     mut versions: watch::Receiver<Arc<Snapshot>>,
     mut health: watch::Receiver<Arc<SavedHealth>>,
-    zones: Vec<ZoneConfig>,
     state_file: PathBuf,
     state: State,
     interval: Duration,
 ) {
-    for path in zones
+    let first = versions.borrow().clone();
+    for path in first
+        .settings()
         .iter()
         .filter_map(|zone| zone.snapshot.as_ref())
         .chain([&state_file])
     {
         remove_stale_temporaries(path);
     }
-    let mut writer = Writer {
-        written: vec![None; zones.len()],
-        commands: zones.iter().map(|_| Arc::default()).collect(),
-        zones,
-        state_file,
-        state,
-    };
+    let mut writer = Writer::new(state_file, state);
     loop {
         let snapshot = versions.borrow_and_update().clone();
         let saved = health.borrow_and_update().clone();
@@ -340,17 +343,14 @@ mod tests {
             &origin,
         )
         .unwrap();
-        let snapshot = SnapshotWriter::new(Snapshot::build(&[data], &Default::default()))
-            .load_full()
-            .with_serial(&name_key(&origin), 42);
+        let snapshot = SnapshotWriter::new(
+            Snapshot::build(&[data], &Default::default())
+                .with_settings(Arc::new(config.zones.clone())),
+        )
+        .load_full()
+        .with_serial(&name_key(&origin), 42);
         let state_file = folder.path().join("state");
-        let mut writer = Writer {
-            written: vec![None],
-            commands: vec![Arc::default()],
-            zones: config.zones.clone(),
-            state_file: state_file.clone(),
-            state: State::default(),
-        };
+        let mut writer = Writer::new(state_file.clone(), State::default());
         writer.write(&snapshot, &SavedHealth::default(), false);
         assert!(!folder.path().join("blocked/zone").exists());
         let state = State::load(&state_file).unwrap();

@@ -12,7 +12,9 @@
 //! - [`atomic`]: whole-file writes that a crash cannot leave half done.
 //! - [`dns`]: sockets, message rules, answering, zone transfers and NOTIFY.
 //! - [`api`]: the HTTP API (metrics, health, status), reading the publisher's report.
-//! - [`service`]: start-up and the supervisor that owns every long-running task.
+//! - [`reload`]: re-reading the config and zones while serving; owns the running probes.
+//! - [`supervisor`]: the one owner of every long-running task; none dies unnoticed.
+//! - [`service`]: start-up, and the tasks of a running server.
 //! - [`fault`]: fault injection for the supervisor tests (debug builds only).
 //!
 //! A module may use the modules before it in this flow, never the ones after it.
@@ -25,5 +27,7 @@ pub mod export;
 pub mod fault;
 pub mod health;
 pub mod publish;
+pub mod reload;
 pub mod service;
+pub mod supervisor;
 pub mod zone;

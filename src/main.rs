@@ -48,9 +48,6 @@ enum Command {
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
     },
-    /// Write each zone with every pool address as if healthy (no probing), as
-    /// <DIR>/<zone>.zone, to bootstrap a secondary. The serial is recorded in the state file,
-    /// so the server never publishes it with other content; refused while a server runs.
     /// Force an address of a pool down or up for maintenance, or back to its probes (auto),
     /// through the running server's API; the answers change at once.
     Force {
@@ -58,6 +55,17 @@ enum Command {
         address: std::net::IpAddr,
         #[arg(value_parser = ["down", "up", "auto"])]
         state: String,
+        /// The server's API address (`[api] listen`).
+        #[arg(long, default_value = "http://127.0.0.1:8053")]
+        api: String,
+        /// A file holding the API's bearer token (`[api] token_file`), if it has one.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Re-read the config and every zone file in the running server (through its API; SIGHUP
+    /// does the same). If anything is invalid, the server keeps its old config and this
+    /// prints every error and exits 1.
+    Reload {
         /// The server's API address (`[api] listen`).
         #[arg(long, default_value = "http://127.0.0.1:8053")]
         api: String,
@@ -80,6 +88,9 @@ enum Command {
         #[arg(long)]
         nagios: bool,
     },
+    /// Write each zone with every pool address as if healthy (no probing), as
+    /// <DIR>/<zone>.zone, to bootstrap a secondary. The serial is recorded in the state file,
+    /// so the server never publishes it with other content; refused while a server runs.
     Export {
         /// The config file; zone paths and the state file are relative to its folder.
         #[arg(long, short, default_value = "config.toml")]
@@ -114,6 +125,7 @@ fn main() -> ExitCode {
             api,
             token_file,
         } => run_force(&api, &pool, address, &state, token_file.as_deref()),
+        Command::Reload { api, token_file } => run_reload(&api, token_file.as_deref()),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -151,7 +163,7 @@ where
 }
 
 /// Reads `/status` from the API at `base`.
-fn fetch_status(base: &str) -> anyhow::Result<serde_json::Value> {
+fn fetch_status(base: &str) -> anyhow::Result<healthdns::publish::StatusReport> {
     let url = format!("{}/status", base.trim_end_matches('/'));
     with_api_client(|client| async move {
         let response = client
@@ -163,7 +175,57 @@ fn fetch_status(base: &str) -> anyhow::Result<serde_json::Value> {
             anyhow::bail!("{url} answered {}", response.status());
         }
         let body = response.bytes().await?;
-        Ok(serde_json::from_slice(&body)?)
+        serde_json::from_slice(&body)
+            .with_context(|| format!("{url} did not answer a status report"))
+    })
+}
+
+/// POSTs `body` (JSON) to `path` of the API at `base`, with the bearer token from
+/// `token_file` if given; the response body if it succeeded.
+fn post_to_api(
+    base: &str,
+    path: &str,
+    body: String,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    let token = token_file
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map(|text| text.trim().to_string())
+                .with_context(|| format!("cannot read {}", path.display()))
+        })
+        .transpose()?;
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    with_api_client(|client| async move {
+        let mut request = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY {
+            if let Ok(refused) = serde_json::from_str::<serde_json::Value>(&text) {
+                let errors: Vec<&str> = refused["errors"]
+                    .as_array()
+                    .map(|errors| errors.iter().filter_map(|e| e.as_str()).collect())
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "refused, the old config is still served:\n{}",
+                    errors.join("\n")
+                );
+            }
+        }
+        if !status.is_success() {
+            anyhow::bail!("{url} answered {status}: {}", text.trim());
+        }
+        Ok(text)
     })
 }
 
@@ -175,41 +237,40 @@ fn run_force(
     state: &str,
     token_file: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    let token = token_file
-        .map(|path| {
-            std::fs::read_to_string(path)
-                .map(|text| text.trim().to_string())
-                .with_context(|| format!("cannot read {}", path.display()))
-        })
-        .transpose()?;
-    let url = format!(
-        "{}/pools/{pool}/addresses/{address}/force",
-        base.trim_end_matches('/')
+    let path = format!("/pools/{pool}/addresses/{address}/force");
+    let body = serde_json::json!({ "state": state }).to_string();
+    print!("{}", post_to_api(base, &path, body, token_file)?);
+    Ok(())
+}
+
+/// `healthdns reload`: POST /reload and print what changed.
+fn run_reload(base: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let text = post_to_api(base, "/reload", String::new(), token_file)?;
+    let report: healthdns::reload::ReloadReport = serde_json::from_str(&text)
+        .context("the API's reload report is not what this version expects")?;
+    println!(
+        "reloaded in {} ms: probes {} added, {} removed, {} kept; {} answers changed",
+        report.took_ms,
+        report.probes_added,
+        report.probes_removed,
+        report.probes_kept,
+        report.answers_changed
     );
-    with_api_client(|client| async move {
-        let mut request = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(format!("{{\"state\": \"{state}\"}}"));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            anyhow::bail!("{url} answered {status}: {}", text.trim());
-        }
-        print!("{text}");
-        Ok(())
-    })
+    for zone in &report.zones {
+        println!(
+            "zone {} serial {} ({:?})",
+            zone.origin, zone.serial, zone.change
+        );
+    }
+    for key in &report.restart_needed {
+        println!("{key} changed: takes effect only after a restart");
+    }
+    Ok(())
 }
 
 /// `healthdns status`: a table, or one Nagios line with its exit code.
 fn run_status(base: &str, nagios: bool) -> ExitCode {
+    use healthdns::health::verdict::State;
     let report = match fetch_status(base) {
         Ok(report) => report,
         Err(error) => {
@@ -221,27 +282,16 @@ fn run_status(base: &str, nagios: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let empty = Vec::new();
-    let pools = report["pools"].as_array().unwrap_or(&empty);
     if nagios {
         let mut critical = Vec::new();
         let mut warning = Vec::new();
-        for pool in pools {
-            let name = pool["name"].as_str().unwrap_or("?");
-            let addresses: Vec<&serde_json::Value> = pool["addresses"]
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .filter(|address| address["canary"] != true)
-                .collect();
-            let up = addresses
-                .iter()
-                .filter(|address| address["state"] == "up")
-                .count();
+        for pool in &report.pools {
+            let addresses: Vec<_> = pool.addresses.iter().filter(|a| !a.canary).collect();
+            let up = addresses.iter().filter(|a| a.state == State::Up).count();
             if up == 0 && !addresses.is_empty() {
-                critical.push(format!("{name} 0/{} up", addresses.len()));
+                critical.push(format!("{} 0/{} up", pool.name, addresses.len()));
             } else if up < addresses.len() {
-                warning.push(format!("{name} {up}/{} up", addresses.len()));
+                warning.push(format!("{} {up}/{} up", pool.name, addresses.len()));
             }
         }
         let (code, word, detail) = if !critical.is_empty() {
@@ -249,7 +299,11 @@ fn run_status(base: &str, nagios: bool) -> ExitCode {
         } else if !warning.is_empty() {
             (1, "WARNING", warning.join(", "))
         } else {
-            (0, "OK", format!("{} pools, every address up", pools.len()))
+            (
+                0,
+                "OK",
+                format!("{} pools, every address up", report.pools.len()),
+            )
         };
         println!("HEALTHDNS {word} - {detail}");
         return ExitCode::from(code);
@@ -258,27 +312,32 @@ fn run_status(base: &str, nagios: bool) -> ExitCode {
         "{:<16} {:<40} {:<8} {:>10}  SINCE",
         "POOL", "ADDRESS", "STATE", "LATENCY"
     );
-    for pool in pools {
-        for address in pool["addresses"].as_array().unwrap_or(&empty) {
-            let latency = address["checks"]
-                .as_array()
-                .unwrap_or(&empty)
+    for pool in &report.pools {
+        for address in &pool.addresses {
+            let latency = address
+                .checks
                 .iter()
-                .filter_map(|check| check["smoothed_latency_ms"].as_f64())
+                .filter_map(|check| check.smoothed_latency_ms)
                 .fold(None, |max: Option<f64>, value| {
                     Some(max.map_or(value, |m| m.max(value)))
                 });
-            let mut text = address["address"].as_str().unwrap_or("?").to_string();
-            if address["canary"] == true {
+            let mut text = address.address.to_string();
+            if address.canary {
                 text.push_str(" (canary)");
+            }
+            if let Some(forced) = address.forced {
+                text.push_str(&format!(" (forced {forced})"));
             }
             println!(
                 "{:<16} {:<40} {:<8} {:>10}  {}",
-                pool["name"].as_str().unwrap_or("?"),
+                pool.name,
                 text,
-                address["state"].as_str().unwrap_or("?"),
+                address.state,
                 latency.map_or_else(|| "-".to_string(), |ms| format!("{ms:.1} ms")),
-                address["since"].as_str().unwrap_or("-"),
+                address.since.map_or_else(
+                    || "-".to_string(),
+                    |since| humantime::format_rfc3339_seconds(since).to_string()
+                ),
             );
         }
     }
@@ -391,6 +450,9 @@ fn run_serve(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        // Installed before the slow start, so an early SIGHUP waits instead of killing.
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install the SIGHUP handler")?;
         // Bind first, so a taken port or a missing capability shows at once; then probe
         // once, so the first answer is health-checked; then answer.
         let listeners = Listeners::bind(&config.server.listen, config.server.udp_sockets)?;
@@ -406,6 +468,16 @@ fn run_serve(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
             None => None,
             Some(_) => Some(
                 metrics_exporter_prometheus::PrometheusBuilder::new()
+                    // Every `*_seconds` metric is a histogram with these buckets (not a
+                    // summary), so it can be aggregated across instances.
+                    .set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                        &[
+                            0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                            5.0, 10.0,
+                        ],
+                    )
+                    .context("metrics buckets")?
                     .install_recorder()
                     .context("cannot install the metrics recorder")?,
             ),
@@ -414,11 +486,32 @@ fn run_serve(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
         if let Some(listener) = api {
             service = service.with_api(listener, metrics);
         }
-        service.run(listeners, shutdown).await?;
+        let token = shutdown.clone();
+        service
+            .run_with_reload(listeners, shutdown, move |handle| {
+                tokio::spawn(reload_on_hangup(hangups, handle, token));
+            })
+            .await?;
         anyhow::Ok(())
     })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads on every SIGHUP until `shutdown` (the reloader logs the outcome).
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    handle: healthdns::reload::ReloadHandle,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hangups.recv() => {}
+        }
+        tracing::info!("SIGHUP: reloading the config and zone files");
+        let _ = handle.reload().await;
+    }
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

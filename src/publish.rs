@@ -28,14 +28,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::probe::Outcome;
 use crate::health::schedule::Probed;
 use crate::health::verdict::State;
-use crate::health::{Answers, Health, NameAnswer};
-use crate::zone::snapshot::{Snapshot, SnapshotWriter};
+use crate::health::{Answers, Health, NameAnswer, TargetId};
+use crate::zone::snapshot::{Snapshot, SnapshotWriter, ZoneChange};
 
 /// What the status API shows: read from the publisher, which owns the health table, on
 /// request (nothing is built while nobody asks).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StatusReport {
     pub dry_run: bool,
     pub pools: Vec<crate::health::PoolReport>,
@@ -44,14 +45,14 @@ pub struct StatusReport {
     pub zones: Vec<ZoneReport>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AnswerReport {
     pub name: String,
     pub addresses: Vec<std::net::IpAddr>,
     pub servfail: bool,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ZoneReport {
     pub origin: String,
     pub serial: u32,
@@ -62,12 +63,40 @@ enum Request {
     Status(tokio::sync::oneshot::Sender<StatusReport>),
     /// Answered at once: the publisher's loop is turning (the systemd watchdog).
     Ping(tokio::sync::oneshot::Sender<()>),
+    /// Sets the probe-age gauges to now, before a metrics scrape; answered when done.
+    RefreshAges(tokio::sync::oneshot::Sender<()>),
     Force {
         pool: String,
         address: std::net::IpAddr,
         forced: Option<bool>,
         reply: tokio::sync::oneshot::Sender<Result<(), crate::health::ForceError>>,
     },
+    Reload {
+        reload: Box<Reload>,
+        reply: tokio::sync::oneshot::Sender<Reapplied>,
+    },
+}
+
+/// A reload the reloader has validated and prepared: the new pools, zones and zone
+/// settings, and the cold-start outcome of each new (address, check).
+pub struct Reload {
+    pub pools: Vec<crate::config::PoolConfig>,
+    pub zones: Vec<crate::zone::zonefile::ZoneData>,
+    pub settings: Vec<crate::config::ZoneConfig>,
+    pub first: Vec<(std::net::IpAddr, crate::config::CheckConfig, Outcome)>,
+}
+
+/// What the publisher changed for a reload.
+#[derive(Debug, Clone)]
+pub struct Reapplied {
+    /// New targets, to start probing.
+    pub added: Vec<(TargetId, crate::health::Target)>,
+    /// Retired targets, whose probes should stop.
+    pub removed: Vec<TargetId>,
+    /// Each zone's serial and what happened to it.
+    pub zones: Vec<(Name, u32, ZoneChange)>,
+    /// How many pool names answer differently (added and removed names included).
+    pub answers_changed: usize,
 }
 
 /// Asks the publisher for a status report; cheap to clone, read-only.
@@ -83,6 +112,16 @@ impl StatusHandle {
             answer.await.ok()
         };
         matches!(tokio::time::timeout(limit, asked).await, Ok(Some(())))
+    }
+
+    /// Brings the `healthdns_probe_age_seconds` gauges up to now (the metrics endpoint asks
+    /// before each scrape); false if the publisher has stopped.
+    pub async fn refresh_ages(&self) -> bool {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.0.send(Request::RefreshAges(reply)).await.is_err() {
+            return false;
+        }
+        answer.await.is_ok()
     }
 
     /// The current report, or None if the publisher has stopped.
@@ -119,6 +158,20 @@ impl ControlHandle {
             .ok()?;
         answer.await.ok()
     }
+
+    /// Switches to a reloaded config (see [`Publisher::reload`]); None if the publisher has
+    /// stopped.
+    pub async fn reload(&self, reload: Reload) -> Option<Reapplied> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.0
+            .send(Request::Reload {
+                reload: Box::new(reload),
+                reply,
+            })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
 }
 
 /// The most outcomes applied in one batch before answers are recomputed.
@@ -146,6 +199,11 @@ pub struct Publisher {
     request_sender: mpsc::Sender<Request>,
     /// What the state file should keep of the health table, for the snapshot writer.
     saved: watch::Sender<Arc<crate::health::SavedHealth>>,
+    /// Per target: its probe counters and age gauge, and when its last probe finished.
+    probe_metrics: Vec<ProbeMetrics>,
+    /// The last serial of each zone a reload removed, so that a zone added back later does
+    /// not go back in serials.
+    retired: std::collections::HashMap<Name, u32>,
 }
 
 impl Publisher {
@@ -163,7 +221,12 @@ impl Publisher {
             requests,
             request_sender,
             saved,
+            retired: std::collections::HashMap::new(),
+            probe_metrics: Vec::new(),
         };
+        let mut publisher = publisher;
+        publisher.register_probe_metrics();
+        publisher.export_serials(&publisher.snapshots.load_full());
         for target in 0..publisher.health.targets().len() {
             publisher.export_state(crate::health::TargetId(target));
         }
@@ -187,6 +250,11 @@ impl Publisher {
                 true
             }
         });
+    }
+
+    /// The health table (read-only).
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// A handle to ask for status reports.
@@ -263,6 +331,56 @@ impl Publisher {
         }
     }
 
+    /// Registers the probe metrics of every target (at start, and after a reload, which may
+    /// change which pools use a target), keeping when each last finished a probe. The
+    /// handles are kept, so counting a probe is an atomic add.
+    fn register_probe_metrics(&mut self) {
+        let now = Instant::now();
+        let mut registered = Vec::with_capacity(self.health.targets().len());
+        for (id, target) in self.health.targets().iter().enumerate() {
+            let pools = self.health.pool_names(TargetId(id));
+            let mut metrics = ProbeMetrics::register(
+                &pools,
+                &target.address.to_string(),
+                &target.check.kind.to_string(),
+            );
+            // A probe finished before this (the cold-start round, or before the reload).
+            metrics.last = self
+                .probe_metrics
+                .get(id)
+                .map_or(Some(now), |previous| previous.last);
+            registered.push(metrics);
+        }
+        self.probe_metrics = registered;
+    }
+
+    /// Sets each live target's probe-age gauge to the time since its last probe finished.
+    fn refresh_ages(&self) {
+        let now = Instant::now();
+        for (id, metrics) in self.probe_metrics.iter().enumerate() {
+            if self.health.is_live(TargetId(id)) {
+                metrics.refresh_age(now);
+            }
+        }
+    }
+
+    /// Sets the `healthdns_zone_serial` gauge of every zone in `snapshot`.
+    fn export_serials(&self, snapshot: &Snapshot) {
+        for zone in snapshot.zones() {
+            metrics::gauge!("healthdns_zone_serial", "zone" => zone.origin().to_string())
+                .set(zone.serial() as f64);
+        }
+    }
+
+    /// Swaps `next` in and hands it to the snapshot writer and notifier; `cause` labels
+    /// `healthdns_snapshot_swaps_total`.
+    fn swap(&self, next: Arc<Snapshot>, cause: &'static str) {
+        self.snapshots.store(next.clone());
+        metrics::counter!("healthdns_snapshot_swaps_total", "cause" => cause).increment(1);
+        self.export_serials(&next);
+        self.versions.send_replace(next);
+    }
+
     /// Sets the `healthdns_address_up` gauge (1 up, 0 not) of `target`'s address in every
     /// pool that uses it.
     fn export_state(&self, target: crate::health::TargetId) {
@@ -288,7 +406,11 @@ impl Publisher {
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    // Latencies are saved with verdict changes; the last ones at shutdown.
+                    self.save_health();
+                    return;
+                }
                 Some(request) = self.requests.recv() => match request {
                     Request::Status(reply) => {
                         let _ = reply.send(self.report());
@@ -296,8 +418,15 @@ impl Publisher {
                     Request::Ping(reply) => {
                         let _ = reply.send(());
                     }
+                    Request::RefreshAges(reply) => {
+                        self.refresh_ages();
+                        let _ = reply.send(());
+                    }
                     Request::Force { pool, address, forced, reply } => {
                         let _ = reply.send(self.force(&pool, address, forced).map(|_| ()));
+                    }
+                    Request::Reload { reload, reply } => {
+                        let _ = reply.send(self.reload(*reload));
                     }
                 },
                 received = outcomes.recv_many(&mut batch, MAX_BATCH), if !outcomes.is_closed() || !outcomes.is_empty() => {
@@ -312,11 +441,108 @@ impl Publisher {
         }
     }
 
+    /// Switches to a reloaded config in one swap: verdicts of unchanged (address, check) pairs
+    /// are kept, new pairs take their cold-start outcome (the first result decides), retired
+    /// pairs are dropped; every pool's answer is recomputed; each zone keeps its serial if its
+    /// records are unchanged, else gets a new one with the difference kept for IXFR (see
+    /// `Snapshot::reloaded`).
+    pub fn reload(&mut self, reload: Reload) -> Reapplied {
+        let started = Instant::now();
+        let reconfigured = self.health.reconfigure(&reload.pools);
+        let now = std::time::SystemTime::now();
+        let mut added = Vec::with_capacity(reconfigured.added.len());
+        for id in reconfigured.added {
+            let target = self.health.targets()[id.0].clone();
+            let outcome = reload
+                .first
+                .iter()
+                .find(|(address, check, _)| *address == target.address && *check == target.check)
+                .map(|(_, _, outcome)| outcome.clone())
+                .unwrap_or_else(|| {
+                    crate::health::probe::Outcome::fail(Duration::ZERO, "not probed")
+                });
+            if let Some(state) = self.health.observe(id, &outcome) {
+                self.health.mark_since(id, now);
+                self.health.log_transition(id, &outcome, state, true);
+            }
+            added.push((id, target));
+        }
+        for id in 0..self.health.targets().len() {
+            if self.health.is_live(TargetId(id)) {
+                self.export_state(TargetId(id));
+            }
+        }
+        let answers = self.health.answers();
+        let mut answers_changed = 0;
+        for (name, answer) in &answers {
+            if self.answers.get(name) != Some(answer) {
+                answers_changed += 1;
+                let addresses = answer.address_texts();
+                tracing::info!(%name, ?addresses, servfail = answer.servfail, "answer changed (reload)");
+            }
+        }
+        for name in self
+            .answers
+            .keys()
+            .filter(|name| !answers.contains_key(*name))
+        {
+            answers_changed += 1;
+            tracing::info!(%name, "no longer a pool name (reload)");
+        }
+        let served = if self.dry_run {
+            crate::health::configured_answers(&reload.pools)
+        } else {
+            answers.clone()
+        };
+        self.answers = answers;
+        let previous = self.snapshots.load_full();
+        let retired = &self.retired;
+        let settings = Arc::new(reload.settings);
+        let (next, zones) = previous.reloaded(&reload.zones, &served, settings.clone(), |zone| {
+            let snapshot_file = settings
+                .iter()
+                .find(|config| config.origin == *zone.origin())
+                .and_then(|config| config.snapshot.as_deref())
+                .and_then(crate::zone::serial::snapshot_file_serial);
+            added_zone_serial(zone, snapshot_file, retired.get(zone.origin()).copied())
+        });
+        for (origin, serial, change) in &zones {
+            if *change == ZoneChange::Removed {
+                self.retired.insert(origin.clone(), *serial);
+            } else {
+                self.retired.remove(origin);
+            }
+            if *change != ZoneChange::Unchanged {
+                tracing::info!(zone = %origin, serial, ?change, "zone reloaded");
+            }
+        }
+        self.register_probe_metrics();
+        self.swap(Arc::new(next), "reload");
+        self.save_health();
+        tracing::info!(
+            swap_us = started.elapsed().as_micros() as u64,
+            probes_added = added.len(),
+            probes_removed = reconfigured.removed.len(),
+            answers_changed,
+            "reloaded config swapped in"
+        );
+        Reapplied {
+            added,
+            removed: reconfigured.removed,
+            zones,
+            answers_changed,
+        }
+    }
+
     /// Applies a batch of outcomes; swaps a new snapshot in at once if an answer changed.
     pub fn apply(&mut self, batch: &[Probed]) -> Published {
         let mut started: Option<Instant> = None;
         let mut pools: BTreeSet<usize> = BTreeSet::new();
+        let now = Instant::now();
         for probed in batch {
+            if let Some(metrics) = self.probe_metrics.get_mut(probed.target.0) {
+                metrics.record(probed.outcome.passed, now);
+            }
             let Some(state) = self.health.observe(probed.target, &probed.outcome) else {
                 continue;
             };
@@ -371,8 +597,7 @@ impl Publisher {
         }
         let names: Vec<&Name> = changed.iter().map(|(name, _)| name).collect();
         let next = Arc::new(self.snapshots.load().with_answers(&names, &self.answers));
-        self.snapshots.store(next.clone());
-        self.versions.send_replace(next);
+        self.swap(next, "health");
         let swap_time = started.elapsed();
         metrics::histogram!("healthdns_publish_seconds").record(swap_time.as_secs_f64());
         tracing::info!(
@@ -385,6 +610,73 @@ impl Publisher {
             swap_time: Some(swap_time),
         }
     }
+}
+
+/// One target's probe metrics: `healthdns_probes_total{pool, address, check, result}` for
+/// each pool that uses it, and `healthdns_probe_age_seconds{address, check}`, the time since
+/// its last probe finished (the checker's own health: a stalled probe shows as a growing age).
+struct ProbeMetrics {
+    /// Per pool using the target: (passed, failed).
+    counters: Vec<(metrics::Counter, metrics::Counter)>,
+    age: metrics::Gauge,
+    last: Option<Instant>,
+}
+
+impl ProbeMetrics {
+    fn register(pools: &[&str], address: &str, check: &str) -> Self {
+        let counter = |pool: &str, result: &'static str| {
+            metrics::counter!(
+                "healthdns_probes_total",
+                "pool" => pool.to_string(),
+                "address" => address.to_string(),
+                "check" => check.to_string(),
+                "result" => result
+            )
+        };
+        Self {
+            counters: pools
+                .iter()
+                .map(|pool| (counter(pool, "pass"), counter(pool, "fail")))
+                .collect(),
+            age: metrics::gauge!(
+                "healthdns_probe_age_seconds",
+                "address" => address.to_string(),
+                "check" => check.to_string()
+            ),
+            last: None,
+        }
+    }
+
+    fn record(&mut self, passed: bool, now: Instant) {
+        for (pass, fail) in &self.counters {
+            if passed { pass } else { fail }.increment(1);
+        }
+        self.last = Some(now);
+    }
+
+    fn refresh_age(&self, now: Instant) {
+        if let Some(last) = self.last {
+            self.age
+                .set(now.saturating_duration_since(last).as_secs_f64());
+        }
+    }
+}
+
+/// The serial a zone added by a reload starts at: its zone file's, unless the serial in its
+/// snapshot file (from an earlier run) or its last serial before a reload removed it is as
+/// new or newer; then the one after the newest of those.
+fn added_zone_serial(
+    zone: &crate::zone::snapshot::Zone,
+    snapshot_file: Option<u32>,
+    retired: Option<u32>,
+) -> u32 {
+    let mut serial = zone.serial();
+    for floor in [snapshot_file, retired].into_iter().flatten() {
+        if !crate::zone::serial::serial_greater(serial, floor) {
+            serial = crate::zone::snapshot::next_serial(floor);
+        }
+    }
+    serial
 }
 
 #[cfg(test)]

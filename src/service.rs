@@ -18,26 +18,26 @@
 //! - Shutdown: the publisher stops first; the snapshot writer then writes the newest version
 //!   and the final serial state, so a clean stop loses nothing.
 
-use std::collections::HashMap;
-use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::mpsc;
-use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
+
+pub use crate::supervisor::RunError;
+use crate::supervisor::Supervisor;
 
 use crate::config::Config;
 use crate::dns::handler::DnsHandler;
 use crate::dns::server::{serve, Listeners};
 use crate::health::probe::{Checker, ProbeError, Probers};
-use crate::health::schedule::{self, Probed, Timing};
+use crate::health::schedule::{self, Probed};
 use crate::health::verdict::State;
 use crate::health::{self, Health, TargetId};
 use crate::publish::Publisher;
+use crate::reload::{ReloadHandle, Reloader};
 use crate::zone::serial::{State as SerialState, StateError};
 use crate::zone::snapshot::{SnapshotReader, SnapshotWriter};
 use crate::zone::zonefile::ZoneData;
@@ -49,13 +49,6 @@ pub enum StartError {
     Probe(#[from] ProbeError),
     #[error(transparent)]
     State(#[from] StateError),
-}
-
-/// Why a running server stopped before it was asked to; restart it (systemd and Docker do).
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("the {task} task stopped unexpectedly: {cause}")]
-    TaskFailed { task: String, cause: String },
 }
 
 /// Reads the state file. A damaged one is set aside under another name (never overwritten)
@@ -90,8 +83,8 @@ fn load_state(path: &std::path::Path) -> Result<SerialState, StateError> {
 pub struct Service {
     config: Config,
     state: SerialState,
-    /// Each target's checker and timing, with a name for the supervisor.
-    probes: Vec<(TargetId, Arc<Checker>, Timing, String)>,
+    /// Each target's checker.
+    probes: Vec<(TargetId, Arc<Checker>)>,
     publisher: Publisher,
     snapshots: SnapshotReader,
     /// The HTTP API's listener and metrics handle, if `[api]` is configured.
@@ -148,15 +141,7 @@ impl Service {
         let probes = checkers
             .into_iter()
             .enumerate()
-            .map(|(index, checker)| {
-                let target = &health.targets()[index];
-                let timing = Timing {
-                    interval: target.check.interval,
-                    timeout: target.check.timeout,
-                };
-                let name = format!("probe {} {}", target.address, target.check.kind);
-                (TargetId(index), checker, timing, name)
-            })
+            .map(|(index, checker)| (TargetId(index), checker))
             .collect();
         let answers = health.answers();
         let served = if config.server.dry_run {
@@ -180,12 +165,7 @@ impl Service {
             tracing::info!(zone = %zone.origin(), serial = zone.serial(), "starting serial");
         }
         let mut state = state;
-        crate::export::reserve(
-            &snapshot,
-            &config.zones,
-            &config.server.state_file,
-            &mut state,
-        );
+        crate::export::reserve(&snapshot, &config.server.state_file, &mut state);
         let writer = SnapshotWriter::new(snapshot);
         let snapshots = writer.reader();
         let publisher = Publisher::new(health, answers, writer, config.server.dry_run);
@@ -227,23 +207,41 @@ impl Service {
         listeners: Listeners,
         shutdown: CancellationToken,
     ) -> Result<(), RunError> {
+        self.run_with_reload(listeners, shutdown, |_| {}).await
+    }
+
+    /// `run`, handing `reloads` the handle that reloads the config (main wires it to SIGHUP)
+    /// once everything is started.
+    pub async fn run_with_reload(
+        self,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+        reloads: impl FnOnce(ReloadHandle),
+    ) -> Result<(), RunError> {
         let mut supervisor = Supervisor::new(shutdown.clone());
         let status = self.publisher.status();
         let (sender, receiver) = mpsc::channel::<Probed>(4096);
-        for (target, checker, timing, name) in self.probes {
-            supervisor.spawn(
-                name,
-                schedule::probe_loop(target, checker, timing, sender.clone(), shutdown.clone()),
-            );
+        let (mut reloader, reload) = Reloader::new(
+            self.config.clone(),
+            self.publisher.control(),
+            supervisor.spawner(),
+            sender,
+            shutdown.clone(),
+        );
+        {
+            let health = self.publisher.health();
+            for (target, checker) in self.probes {
+                let definition = &health.targets()[target.0];
+                reloader.start_probe(target, checker, definition.address, &definition.check);
+            }
         }
-        drop(sender);
+        supervisor.spawn("reloader".into(), reloader.run());
         let interval = self.config.server.min_serial_interval;
         supervisor.spawn(
             "snapshot writer".into(),
             crate::export::run(
                 self.publisher.subscribe(),
                 self.publisher.subscribe_saved(),
-                self.config.zones.clone(),
                 self.config.server.state_file.clone(),
                 self.state,
                 interval,
@@ -253,7 +251,6 @@ impl Service {
             "notify".into(),
             crate::dns::notify::run(
                 self.publisher.subscribe(),
-                self.config.zones.clone(),
                 listeners.local_addresses(),
                 interval,
                 shutdown.clone(),
@@ -263,6 +260,7 @@ impl Service {
             let api = crate::api::Api::new(
                 self.publisher.status(),
                 self.publisher.control(),
+                Some(reload.clone()),
                 metrics,
                 self.ready.clone(),
                 self.config.api.as_ref().and_then(|api| api.token.clone()),
@@ -278,11 +276,7 @@ impl Service {
             "publisher".into(),
             self.publisher.run(receiver, shutdown.clone()),
         );
-        let handler = DnsHandler::new(
-            self.snapshots,
-            self.config.server.udp_payload,
-            Arc::new(self.config.zones.clone()),
-        );
+        let handler = DnsHandler::new(self.snapshots, self.config.server.udp_payload);
         let idle = self.config.server.tcp_idle_timeout;
         let token = shutdown.clone();
         supervisor.spawn("dns listeners".into(), async move {
@@ -291,6 +285,7 @@ impl Service {
             }
         });
         self.ready.store(true, Ordering::Relaxed);
+        reloads(reload);
         // systemd (Type=notify): ready now that the first probe round is done and DNS is
         // answered; then watchdog pings while the publisher's loop keeps turning.
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -326,112 +321,5 @@ async fn watchdog(
         } else {
             tracing::error!("the publisher did not answer within {period:?}; no watchdog ping");
         }
-    }
-}
-
-/// Owns a set of tasks that must all run until shutdown.
-pub struct Supervisor {
-    tasks: JoinSet<()>,
-    names: HashMap<Id, String>,
-    shutdown: CancellationToken,
-}
-
-impl Supervisor {
-    pub fn new(shutdown: CancellationToken) -> Self {
-        Self {
-            tasks: JoinSet::new(),
-            names: HashMap::new(),
-            shutdown,
-        }
-    }
-
-    /// Runs `task`, which must not end before shutdown.
-    pub fn spawn(&mut self, name: String, task: impl Future<Output = ()> + Send + 'static) {
-        let handle = self.tasks.spawn(task);
-        self.names.insert(handle.id(), name);
-    }
-
-    /// Waits for every task to end after shutdown. A task that ends before it stops all the
-    /// others and is returned as the error; a panic wins over a task that merely returned
-    /// (a consumer returns when the producer it reads from has panicked).
-    pub async fn wait(mut self) -> Result<(), RunError> {
-        let mut failures: Vec<(bool, RunError)> = Vec::new();
-        while let Some(ended) = self.tasks.join_next_with_id().await {
-            let (id, panicked, cause) = match ended {
-                Ok((id, ())) => (id, false, "it returned".to_string()),
-                Err(error) if error.is_panic() => {
-                    let id = error.id();
-                    let cause = crate::fault::panic_message(&*error.into_panic());
-                    (id, true, format!("panicked: {cause}"))
-                }
-                Err(error) => (error.id(), false, "it was cancelled".to_string()),
-            };
-            let task = self.names.remove(&id).unwrap_or_default();
-            if self.shutdown.is_cancelled() && failures.is_empty() && !panicked {
-                continue;
-            }
-            if failures.is_empty() {
-                // Stop everything else at once; the cause is chosen when all have ended.
-                self.shutdown.cancel();
-            }
-            failures.push((panicked, RunError::TaskFailed { task, cause }));
-        }
-        let index = failures
-            .iter()
-            .position(|(panicked, _)| *panicked)
-            .unwrap_or(0);
-        if failures.is_empty() {
-            return Ok(());
-        }
-        let (_, failure) = failures.swap_remove(index);
-        let RunError::TaskFailed { task, cause } = &failure;
-        tracing::error!(%task, %cause, "a task stopped unexpectedly; stopping the server");
-        metrics::counter!("healthdns_task_failures_total").increment(1);
-        Err(failure)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_task_that_dies_stops_the_others_and_is_reported() {
-        let shutdown = CancellationToken::new();
-        let mut supervisor = Supervisor::new(shutdown.clone());
-        let token = shutdown.clone();
-        supervisor.spawn("waiter".into(), async move { token.cancelled().await });
-        supervisor.spawn("broken".into(), async { panic!("boom") });
-        // A consumer of the broken task returns first: the panic is still the cause.
-        supervisor.spawn("consumer".into(), async {});
-        let error = supervisor.wait().await.unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "the broken task stopped unexpectedly: panicked: boom"
-        );
-        assert!(shutdown.is_cancelled());
-
-        let shutdown = CancellationToken::new();
-        let mut supervisor = Supervisor::new(shutdown.clone());
-        supervisor.spawn("quitter".into(), async {});
-        let error = supervisor.wait().await.unwrap_err();
-        assert!(error
-            .to_string()
-            .contains("quitter task stopped unexpectedly: it returned"));
-    }
-
-    #[tokio::test]
-    async fn tasks_that_end_after_shutdown_are_fine() {
-        let shutdown = CancellationToken::new();
-        let mut supervisor = Supervisor::new(shutdown.clone());
-        for index in 0..3 {
-            let token = shutdown.clone();
-            supervisor.spawn(
-                format!("task {index}"),
-                async move { token.cancelled().await },
-            );
-        }
-        shutdown.cancel();
-        assert!(supervisor.wait().await.is_ok());
     }
 }

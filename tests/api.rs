@@ -10,12 +10,12 @@ use crate::support::backend::{backends, Behaviour};
 use crate::support::{binary, fast_pool, free_port, wait_until, Fixture, Process, POOL_ZONE};
 
 /// One GET over HTTP/1.1: (status code, body).
-fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
     request(address, "GET", path, &[], "")
 }
 
 /// One request over HTTP/1.1 with extra `headers` and a `body`: (status code, body).
-fn request(
+pub fn request(
     address: SocketAddr,
     method: &str,
     path: &str,
@@ -114,12 +114,33 @@ fn metrics_and_status_follow_a_dying_backend() {
         Some(&1.0),
         "{before:?}"
     );
-    assert!(
-        before
-            .keys()
-            .any(|series| series.starts_with("healthdns_probes_total")),
-        "{before:?}"
+    // Probes by pool, address, check and result; the checker's own health (the age of each
+    // check's last probe, which a working checker keeps below its interval); serials.
+    let probes = |metrics: &BTreeMap<String, f64>, host: u8, result: &str| {
+        metrics
+            .get(&format!(
+                "healthdns_probes_total{{pool=\"web\",address=\"{prefix}.{host}\",check=\"http http://{{address}}:{port}/health\",result=\"{result}\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let age = format!(
+        "healthdns_probe_age_seconds{{address=\"{prefix}.2\",check=\"http http://{{address}}:{port}/health\"}}"
     );
+    assert!(
+        before.get(&age).is_some_and(|age| *age < 1.0),
+        "{age}: {before:?}"
+    );
+    assert_eq!(
+        before.get("healthdns_zone_serial{zone=\"example.test.\"}"),
+        Some(&100.0)
+    );
+    assert!(
+        before.keys().any(|series| series
+            .starts_with("healthdns_probe_seconds_bucket{kind=\"http\",result=\"pass\"")),
+        "a probe-latency histogram: {before:?}"
+    );
+    let passed_before = probes(&before, 2, "pass");
 
     backends[1].stop();
     assert!(wait_until(Duration::from_secs(5), || scrape()
@@ -130,6 +151,19 @@ fn metrics_and_status_follow_a_dying_backend() {
     assert_eq!(
         after.get("healthdns_transitions_total{to=\"down\"}"),
         Some(&1.0),
+        "{after:?}"
+    );
+    assert!(probes(&after, 2, "fail") >= 1.0, "{after:?}");
+    assert!(probes(&after, 2, "pass") >= passed_before, "{after:?}");
+    assert!(probes(&after, 1, "pass") > 0.0, "{after:?}");
+    assert_eq!(
+        after.get("healthdns_zone_serial{zone=\"example.test.\"}"),
+        Some(&101.0)
+    );
+    assert!(
+        after
+            .get("healthdns_snapshot_swaps_total{cause=\"health\"}")
+            .is_some_and(|swaps| *swaps >= 1.0),
         "{after:?}"
     );
 

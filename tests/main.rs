@@ -9,6 +9,7 @@ mod compare_nsd;
 mod golden;
 mod health;
 mod icmp;
+mod reload;
 mod secondary;
 mod tls;
 mod transport;

@@ -17,6 +17,9 @@
 //!   an admin override (maintenance). With `[api] token_file` it needs
 //!   `Authorization: Bearer <token>` (else 401); without one it is allowed only from loopback
 //!   (else 403). A malformed body gets 400, an unknown pool or address 404.
+//! - `POST /reload`: re-reads the config and zone files (see `reload`), with the same
+//!   authorization. 200 with a JSON report, or 422 with `{"errors": [...]}` when the new
+//!   config is invalid (the old one is still served).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +34,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::publish::{ControlHandle, StatusHandle};
+use crate::reload::{ReloadError, ReloadHandle};
 
 pub mod page;
 
@@ -39,6 +43,7 @@ pub mod page;
 pub struct Api {
     status: StatusHandle,
     control: ControlHandle,
+    reload: Option<ReloadHandle>,
     metrics: Option<PrometheusHandle>,
     ready: Arc<AtomicBool>,
     /// Required as `Authorization: Bearer …` by endpoints that change state; without one,
@@ -51,6 +56,7 @@ impl Api {
     pub fn new(
         status: StatusHandle,
         control: ControlHandle,
+        reload: Option<ReloadHandle>,
         metrics: Option<PrometheusHandle>,
         ready: Arc<AtomicBool>,
         token: Option<String>,
@@ -58,6 +64,7 @@ impl Api {
         Self {
             status,
             control,
+            reload,
             metrics,
             ready,
             token: token.map(Arc::from),
@@ -75,6 +82,7 @@ impl Api {
                 "/pools/{pool}/addresses/{address}/force",
                 axum::routing::post(force),
             )
+            .route("/reload", axum::routing::post(reload))
             .with_state(self)
     }
 }
@@ -100,14 +108,17 @@ pub async fn serve(
 
 async fn metrics(State(api): State<Api>) -> Response {
     match &api.metrics {
-        Some(handle) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            handle.render(),
-        )
-            .into_response(),
+        Some(handle) => {
+            api.status.refresh_ages().await;
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                handle.render(),
+            )
+                .into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             "no metrics recorder in this process\n",
@@ -238,6 +249,30 @@ async fn force(
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the publisher has stopped\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn reload(
+    State(api): State<Api>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(refusal) = authorize(&api, peer, &headers) {
+        return refusal;
+    }
+    let Some(handle) = &api.reload else {
+        return (StatusCode::NOT_FOUND, "this server cannot reload\n").into_response();
+    };
+    match handle.reload().await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(error @ ReloadError::Stopping) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response()
+        }
+        Err(error) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(serde_json::json!({ "errors": error.errors() })),
         )
             .into_response(),
     }

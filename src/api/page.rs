@@ -136,13 +136,13 @@ mod tests {
                 names: vec!["www.example.test.".into()],
                 addresses: vec![AddressReport {
                     address: "192.0.2.1".parse().unwrap(),
-                    state: "down",
+                    state: crate::health::verdict::State::Down,
                     canary: false,
-                    forced: Some("down"),
+                    forced: Some(crate::health::verdict::State::Down),
                     since: None,
                     checks: vec![CheckReport {
                         check: "http http://{address}/".into(),
-                        state: "down",
+                        state: crate::health::verdict::State::Down,
                         since: None,
                         last_passed: Some(false),
                         last_latency_ms: Some(1.0),

@@ -25,7 +25,6 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 
@@ -36,7 +35,6 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageRequest, MessageResponseBuilder};
 
-use crate::config::ZoneConfig;
 use crate::dns::answer::{resolve, Question, Response, SectionIter};
 use crate::dns::transfer::{client_serial, Transfer};
 use crate::zone::snapshot::{name_key, Snapshot, SnapshotReader};
@@ -101,12 +99,10 @@ pub struct DnsHandler {
     /// Our OPT records: advertised UDP payload, version 0, DO clear and DO set. DO is copied
     /// from the query (RFC 3225 §3), though nothing is signed.
     edns: [Edns; 2],
-    /// Who may transfer which zone.
-    zones: Arc<Vec<ZoneConfig>>,
 }
 
 impl DnsHandler {
-    pub fn new(snapshots: SnapshotReader, udp_payload: u16, zones: Arc<Vec<ZoneConfig>>) -> Self {
+    pub fn new(snapshots: SnapshotReader, udp_payload: u16) -> Self {
         let mut edns = Edns::new();
         edns.set_max_payload(udp_payload.max(MIN_UDP_PAYLOAD));
         edns.set_version(0);
@@ -116,7 +112,6 @@ impl DnsHandler {
         Self {
             snapshots,
             edns: [edns, edns_do],
-            zones,
         }
     }
 
@@ -133,10 +128,8 @@ impl DnsHandler {
         let Some(zone) = snapshot.zone(&name_key(name)) else {
             return Plan::Error(ResponseCode::NotAuth);
         };
-        let allowed = self
-            .zones
-            .iter()
-            .find(|config| &config.origin == name)
+        let allowed = snapshot
+            .settings_of(zone.origin())
             .is_some_and(|config| config.may_transfer(source.ip()));
         let outcome = match (allowed, transport, record_type) {
             (false, _, _) => "refused",
@@ -395,7 +388,6 @@ mod tests {
             ))
             .reader(),
             1232,
-            Arc::new(Vec::new()),
         )
     }
 

@@ -24,13 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ZoneConfig;
 use crate::zone::snapshot::{name_key, Snapshot};
 
 /// How long to wait for the answer to each try; five tries in all.
@@ -42,19 +41,19 @@ const TRY_TIMEOUTS: [Duration; 5] = [
     Duration::from_secs(15),
 ];
 
-/// Sends NOTIFY for every new serial of the zones in `zones` until `shutdown`.
+/// Sends NOTIFY for every new serial of the snapshot's zones (to each zone's `also_notify`,
+/// as its settings in that snapshot say) until `shutdown`.
 pub async fn run(
     mut versions: watch::Receiver<Arc<Snapshot>>,
-    zones: Vec<ZoneConfig>,
     listen: Vec<SocketAddr>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut notified: HashMap<usize, (u32, CancellationToken)> = HashMap::new();
+    let mut notified: HashMap<Name, (u32, CancellationToken)> = HashMap::new();
     let mut senders = JoinSet::new();
     loop {
         let snapshot = versions.borrow_and_update().clone();
-        for (index, config) in zones.iter().enumerate() {
+        for config in snapshot.settings() {
             if config.also_notify.is_empty() {
                 continue;
             }
@@ -62,13 +61,15 @@ pub async fn run(
                 continue;
             };
             if notified
-                .get(&index)
+                .get(&config.origin)
                 .is_some_and(|(serial, _)| *serial == zone.serial())
             {
                 continue;
             }
             let round = shutdown.child_token();
-            if let Some((_, previous)) = notified.insert(index, (zone.serial(), round.clone())) {
+            if let Some((_, previous)) =
+                notified.insert(config.origin.clone(), (zone.serial(), round.clone()))
+            {
                 previous.cancel();
             }
             for &target in &config.also_notify {

@@ -18,7 +18,8 @@
 //! - An address is up only while every check of its pool says up (the worst wins); before a
 //!   check's first result it is not up.
 //! - Latency is an exponentially weighted average (weight 0.3 for the newest) of passing
-//!   probes; an address's latency is the largest of its checks'.
+//!   probes; an address's latency is the largest of its checks'. It is saved in the state file
+//!   with the verdicts (at every verdict change and at shutdown) and restored with them.
 //! - Answers are recomputed only for pools that use a target whose verdict changed, so a
 //!   latency wiggle costs nothing and never changes an answer.
 
@@ -100,6 +101,10 @@ pub struct SavedVerdict {
     /// The check as text (`CheckKind`'s display: "http http://{address}:8080/").
     pub check: String,
     pub up: bool,
+    /// The smoothed latency of passing probes, in microseconds (what `select = "fastest"`
+    /// ranks by), so a restarted server ranks as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -112,7 +117,7 @@ pub struct SavedOverride {
 }
 
 /// One pool in the status report.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PoolReport {
     pub name: String,
     pub names: Vec<String>,
@@ -121,28 +126,27 @@ pub struct PoolReport {
 }
 
 /// One address: up only while every check says up.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AddressReport {
     pub address: IpAddr,
-    /// "up", "down" or "unknown".
-    pub state: &'static str,
+    pub state: State,
     pub canary: bool,
-    /// An admin override: "up" or "down" whatever the probes say; None when automatic.
+    /// An admin override: up or down whatever the probes say; None when automatic.
     #[serde(rename = "override")]
-    pub forced: Option<&'static str>,
+    pub forced: Option<State>,
     /// When one of its checks last changed verdict.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(with = "rfc3339")]
     pub since: Option<std::time::SystemTime>,
     pub checks: Vec<CheckReport>,
 }
 
 /// One check of one address.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CheckReport {
     /// The check as text ("http http://{address}:8080/", "icmp", "tcp port 443").
     pub check: String,
-    pub state: &'static str,
-    #[serde(serialize_with = "rfc3339")]
+    pub state: State,
+    #[serde(with = "rfc3339")]
     pub since: Option<std::time::SystemTime>,
     pub last_passed: Option<bool>,
     pub last_latency_ms: Option<f64>,
@@ -173,21 +177,26 @@ fn address_state(status: &[TargetStatus], ids: &[TargetId], forced: Option<bool>
     }
 }
 
-fn state_name(state: State) -> &'static str {
-    match state {
-        State::Up => "up",
-        State::Down => "down",
-        State::Unknown => "unknown",
-    }
-}
+/// Times in reports as RFC 3339 text ("2026-12-02T01:02:03.456Z").
+mod rfc3339 {
+    use std::time::SystemTime;
 
-fn rfc3339<S: serde::Serializer>(
-    time: &Option<std::time::SystemTime>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match time {
-        Some(time) => serializer.collect_str(&humantime::format_rfc3339_millis(*time)),
-        None => serializer.serialize_none(),
+    pub fn serialize<S: serde::Serializer>(
+        time: &Option<SystemTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => serializer.collect_str(&humantime::format_rfc3339_millis(*time)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+        text.map(|text| humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -223,27 +232,61 @@ pub struct Health {
     pools: Vec<PoolState>,
 }
 
+/// What a reconfiguration changed in the probe targets.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// New (address, check) pairs: no verdict yet (the cold-start rule applies).
+    pub added: Vec<TargetId>,
+    /// Pairs no pool uses any more: their probes should stop.
+    pub removed: Vec<TargetId>,
+}
+
 impl Health {
     pub fn new(pools: &[PoolConfig]) -> Self {
-        let mut targets: Vec<Target> = Vec::new();
-        let mut users: Vec<Vec<usize>> = Vec::new();
-        let mut index: FxHashMap<(IpAddr, CheckConfig), TargetId> = FxHashMap::default();
-        let mut states = Vec::with_capacity(pools.len());
+        let mut health = Self {
+            targets: Vec::new(),
+            status: Vec::new(),
+            users: Vec::new(),
+            pools: Vec::new(),
+        };
+        health.reconfigure(pools);
+        health
+    }
+
+    /// Switches to `pools` (a reload). An (address, check) pair that is still used keeps its
+    /// target id, verdict, latency and history; a new pair gets a new id (ids are never
+    /// reused, so a late outcome of a stopped probe cannot land on another target); a pair no
+    /// pool uses any more is retired, and outcomes for it are ignored from then on. A pool
+    /// keeps its overrides (for addresses it still has) and, if its addresses are unchanged,
+    /// its selection memory.
+    pub fn reconfigure(&mut self, pools: &[PoolConfig]) -> Reconfigured {
+        let old_pools = std::mem::take(&mut self.pools);
+        let old_users = std::mem::replace(&mut self.users, vec![Vec::new(); self.targets.len()]);
+        let mut index: FxHashMap<(IpAddr, CheckConfig), TargetId> = self
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(id, _)| !old_users[*id].is_empty())
+            .map(|(id, target)| ((target.address, target.check.clone()), TargetId(id)))
+            .collect();
+        let mut added = Vec::new();
         for (pool_index, pool) in pools.iter().enumerate() {
             let mut target_of = |address: IpAddr| -> Vec<TargetId> {
                 pool.checks
                     .iter()
                     .map(|check| {
                         let id = *index.entry((address, check.clone())).or_insert_with(|| {
-                            targets.push(Target {
+                            self.targets.push(Target {
                                 address,
                                 check: check.clone(),
                             });
-                            users.push(Vec::new());
-                            TargetId(targets.len() - 1)
+                            self.status.push(TargetStatus::default());
+                            self.users.push(Vec::new());
+                            added.push(TargetId(self.targets.len() - 1));
+                            TargetId(self.targets.len() - 1)
                         });
-                        if !users[id.0].contains(&pool_index) {
-                            users[id.0].push(pool_index);
+                        if !self.users[id.0].contains(&pool_index) {
+                            self.users[id.0].push(pool_index);
                         }
                         id
                     })
@@ -254,29 +297,61 @@ impl Health {
                 .canary
                 .as_ref()
                 .map_or_else(Vec::new, |canary| target_of(canary.address));
-            states.push(PoolState {
+            let previous = old_pools
+                .iter()
+                .find(|state| state.config.name == pool.name);
+            let memory = previous
+                .filter(|state| state.config.addresses == pool.addresses)
+                .map(|state| state.memory.clone())
+                .unwrap_or_default();
+            let forced = previous
+                .map(|state| {
+                    state
+                        .forced
+                        .iter()
+                        .filter_map(|(old, up)| {
+                            let address = state.config.addresses[*old];
+                            let new = pool.addresses.iter().position(|a| *a == address)?;
+                            Some((new, *up))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.pools.push(PoolState {
                 config: pool.clone(),
                 address_targets,
                 canary_targets,
-                memory: SelectionMemory::default(),
-                forced: BTreeMap::new(),
+                memory,
+                forced,
             });
         }
-        Self {
-            status: vec![TargetStatus::default(); targets.len()],
-            targets,
-            users,
-            pools: states,
+        let removed: Vec<TargetId> = (0..old_users.len())
+            .filter(|id| !old_users[*id].is_empty() && self.users[*id].is_empty())
+            .map(TargetId)
+            .collect();
+        for id in &removed {
+            self.status[id.0] = TargetStatus::default();
         }
+        Reconfigured { added, removed }
     }
 
-    /// Every distinct probe target.
+    /// True while some pool uses `target` (it has not been retired by a reload).
+    pub fn is_live(&self, target: TargetId) -> bool {
+        !self.users[target.0].is_empty()
+    }
+
+    /// Every distinct probe target, including those retired by a reload (see
+    /// [`Health::is_live`]).
     pub fn targets(&self) -> &[Target] {
         &self.targets
     }
 
     /// Records one outcome; returns the target's new state when its verdict changed.
     pub fn observe(&mut self, target: TargetId, outcome: &Outcome) -> Option<State> {
+        if !self.is_live(target) {
+            // A late outcome of a probe stopped by a reload.
+            return None;
+        }
         let check = &self.targets[target.0].check;
         let (fall, rise) = (check.fall, check.rise);
         let status = &mut self.status[target.0];
@@ -325,7 +400,7 @@ impl Health {
             let target = &self.targets[id.0];
             CheckReport {
                 check: target.check.kind.to_string(),
-                state: state_name(status.verdict.state()),
+                state: status.verdict.state(),
                 since: status.since,
                 last_passed: status.last.as_ref().map(|outcome| outcome.passed),
                 last_latency_ms: status
@@ -346,9 +421,9 @@ impl Health {
                 let state = address_state(&self.status, ids, forced);
                 AddressReport {
                     address,
-                    state: state_name(state),
+                    state,
                     canary,
-                    forced: forced.map(|up| if up { "up" } else { "down" }),
+                    forced: forced.map(|up| if up { State::Up } else { State::Down }),
                     since: checks.iter().filter_map(|check| check.since).max(),
                     checks,
                 }
@@ -490,7 +565,9 @@ impl Health {
                 .targets
                 .iter()
                 .zip(&self.status)
-                .filter_map(|(target, status)| {
+                .zip(&self.users)
+                .filter(|(_, users)| !users.is_empty())
+                .filter_map(|((target, status), _)| {
                     let up = match status.verdict.state() {
                         State::Up => true,
                         State::Down => false,
@@ -500,6 +577,7 @@ impl Health {
                         address: target.address,
                         check: target.check.kind.to_string(),
                         up,
+                        latency_us: status.latency.map(|latency| latency.as_micros() as u64),
                     })
                 })
                 .collect(),
@@ -528,6 +606,7 @@ impl Health {
                 .find(|verdict| verdict.address == target.address && verdict.check == check)
             {
                 status.verdict = Verdict::starting(if found.up { State::Up } else { State::Down });
+                status.latency = found.latency_us.map(Duration::from_micros);
                 verdicts += 1;
             }
         }
@@ -759,5 +838,82 @@ rise = 2
             )
         );
         assert_eq!(answers.len(), 3);
+    }
+
+    #[test]
+    fn a_reconfiguration_keeps_what_is_unchanged_and_retires_the_rest() {
+        let config = Config::parse(CONFIG, Path::new("c.toml")).unwrap();
+        let mut health = Health::new(&config.pools);
+        let kept = find(&health, "10.0.0.1", true);
+        let dropped = find(&health, "10.0.0.9", true);
+        for id in 0..health.targets().len() {
+            health.observe(TargetId(id), &outcome(true));
+        }
+        // 10.0.0.1 icmp goes down (fall 2) and is forced down in web.
+        health.observe(kept, &outcome(false));
+        assert_eq!(health.observe(kept, &outcome(false)), Some(State::Down));
+        health
+            .force("web", "10.0.0.2".parse().unwrap(), Some(false))
+            .unwrap();
+
+        // web loses its canary and 2001:db8::1 and gains 10.0.0.3; api is unchanged.
+        let changed = CONFIG.replace(
+            r#"addresses = ["10.0.0.1", "10.0.0.2", "2001:db8::1"]
+canary = { name = "www.example.test", address = "10.0.0.9" }"#,
+            r#"addresses = ["10.0.0.3", "10.0.0.1", "10.0.0.2"]"#,
+        );
+        let changed = Config::parse(&changed, Path::new("c.toml")).unwrap();
+        let reconfigured = health.reconfigure(&changed.pools);
+        // Two checks each: 10.0.0.3 is new; 10.0.0.9 and 2001:db8::1 are retired.
+        assert_eq!(reconfigured.added.len(), 2);
+        assert_eq!(reconfigured.removed.len(), 4);
+        assert!(reconfigured.removed.contains(&dropped));
+        assert!(!health.is_live(dropped));
+        // A late outcome of a retired probe changes nothing.
+        assert_eq!(health.observe(dropped, &outcome(false)), None);
+        // The kept target keeps its id and its verdict; the override follows the address.
+        assert_eq!(find(&health, "10.0.0.1", true), kept);
+        assert_eq!(health.status[kept.0].verdict.state(), State::Down);
+        assert_eq!(
+            health.overrides(),
+            vec![("web".to_string(), "10.0.0.2".parse().unwrap(), false)]
+        );
+        // The new address has no verdict yet: not answered until its first probe.
+        let answers = health.answers();
+        assert_eq!(answer_of(&answers, "api.example.test.").0, ["10.0.0.2"]);
+        assert_eq!(
+            answer_of(&answers, "www.example.test.").0,
+            ["10.0.0.3", "10.0.0.1", "10.0.0.2"],
+            "nothing up in web: all-down serves every address"
+        );
+        for id in &reconfigured.added {
+            health.observe(*id, &outcome(true));
+        }
+        let answers = health.answers();
+        assert_eq!(answer_of(&answers, "www.example.test.").0, ["10.0.0.3"]);
+        // Retired targets are not saved.
+        let saved = health.saved();
+        assert!(saved
+            .verdicts
+            .iter()
+            .all(|verdict| verdict.address.to_string() != "10.0.0.9"));
+    }
+
+    #[test]
+    fn verdicts_and_latencies_are_saved_and_restored() {
+        let config = Config::parse(CONFIG, Path::new("c.toml")).unwrap();
+        let mut health = Health::new(&config.pools);
+        let target = find(&health, "10.0.0.1", true);
+        health.observe(target, &outcome(true));
+        let saved = health.saved();
+        let text = toml::to_string(&saved).unwrap();
+        assert!(text.contains("latency_us = 5000"), "{text}");
+        let mut restarted = Health::new(&config.pools);
+        assert_eq!(restarted.restore(&toml::from_str(&text).unwrap()), (1, 0));
+        assert_eq!(restarted.status[target.0].verdict.state(), State::Up);
+        assert_eq!(
+            restarted.status[target.0].latency,
+            Some(Duration::from_millis(5))
+        );
     }
 }

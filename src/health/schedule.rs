@@ -13,7 +13,8 @@
 //!   due beyond that starts when one ends, and ticks missed meanwhile are not made up, so
 //!   probes never pile up. With timeout <= interval, one probe at a time.
 //! - Outcomes are applied in start order: a probe overtaken by a later one is dropped.
-//! - Every probe is counted in `healthdns_probes_total{kind, result}`.
+//! - Every probe's time goes into the `healthdns_probe_seconds{kind, result}` histogram (the
+//!   publisher counts them by pool and address in `healthdns_probes_total`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,8 +153,8 @@ async fn probe_loop_from<C: Check>(
 async fn probe<C: Check>(checker: &C) -> Outcome {
     let outcome = checker.check().await;
     let result = if outcome.passed { "pass" } else { "fail" };
-    metrics::counter!("healthdns_probes_total", "kind" => checker.kind(), "result" => result)
-        .increment(1);
+    metrics::histogram!("healthdns_probe_seconds", "kind" => checker.kind(), "result" => result)
+        .record(outcome.latency.as_secs_f64());
     outcome
 }
 

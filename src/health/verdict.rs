@@ -18,13 +18,24 @@
 //!   same). With `rise = 1` a single pass clears it, which is the old consecutive rule.
 //! - A down target comes back after `rise` consecutive passes; any failure restarts that run.
 
-/// What is believed about one (address, check).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What is believed about one (address, check); "up", "down" or "unknown" in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     /// No probe has finished yet.
     Unknown,
     Up,
     Down,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::Unknown => "unknown",
+        })
+    }
 }
 
 /// The fall/rise machine of one (address, check).

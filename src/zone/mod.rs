@@ -17,15 +17,16 @@ pub mod zonefile;
 use crate::config::Config;
 use zonefile::{ZoneData, ZoneErrors};
 
-/// The first snapshot: `zones` with `answers` laid over them, each zone at its starting serial
-/// (see [`serial`]).
+/// The first snapshot: `zones` with `answers` laid over them and their `configs`, each zone at
+/// its starting serial (see [`serial`]).
 pub fn first_snapshot(
     zones: &[ZoneData],
     answers: &crate::health::Answers,
     state: &serial::State,
     configs: &[crate::config::ZoneConfig],
 ) -> snapshot::Snapshot {
-    let mut snapshot = snapshot::Snapshot::build(zones, answers);
+    let mut snapshot = snapshot::Snapshot::build(zones, answers)
+        .with_settings(std::sync::Arc::new(configs.to_vec()));
     for data in zones {
         let key = snapshot::name_key(&data.origin);
         let zone = snapshot.zone(&key).expect("built zones are served").clone();

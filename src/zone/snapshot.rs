@@ -22,6 +22,7 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rustc_hash::FxHashMap;
 
+use crate::config::ZoneConfig;
 use crate::health::Answers;
 use crate::zone::zonefile::ZoneData;
 
@@ -80,6 +81,23 @@ pub fn is_within(key: &[u8], ancestor: &[u8]) -> bool {
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     zones: FxHashMap<NameKey, Arc<Zone>>,
+    /// Each zone's `[[zone]]` settings (transfer ACL, NOTIFY targets, snapshot file), carried
+    /// with the records so that a reload changes both in one swap.
+    settings: Arc<Vec<ZoneConfig>>,
+}
+
+/// How a zone came through a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZoneChange {
+    /// Same records: same serial, same history.
+    Unchanged,
+    /// New records: a new serial, with the difference kept for IXFR.
+    Changed,
+    /// Not served before the reload.
+    Added,
+    /// No longer served.
+    Removed,
 }
 
 impl Snapshot {
@@ -104,7 +122,65 @@ impl Snapshot {
                 )
             })
             .collect();
-        Self { zones }
+        Self {
+            zones,
+            settings: Arc::default(),
+        }
+    }
+
+    /// This snapshot with the zones' `[[zone]]` settings.
+    pub fn with_settings(mut self, settings: Arc<Vec<ZoneConfig>>) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The `[[zone]]` settings of the zone at `origin`, if it has any.
+    pub fn settings_of(&self, origin: &Name) -> Option<&ZoneConfig> {
+        self.settings.iter().find(|config| &config.origin == origin)
+    }
+
+    /// Every zone's settings, in config order.
+    pub fn settings(&self) -> &[ZoneConfig] {
+        &self.settings
+    }
+
+    /// The snapshot after a reload: `zones` (re-read) with `answers` laid over them and
+    /// `settings`. A zone whose records (or SOA fields other than the serial) are the same as
+    /// in this snapshot keeps its serial and history; a changed one gets the zone file's serial
+    /// if that is newer, else the next one, and the difference is kept for IXFR; a new one
+    /// starts at `starting(zone)`. Returns what happened to each zone, removed ones included.
+    pub fn reloaded(
+        &self,
+        zones: &[ZoneData],
+        answers: &Answers,
+        settings: Arc<Vec<ZoneConfig>>,
+        starting: impl Fn(&Zone) -> u32,
+    ) -> (Self, Vec<(Name, u32, ZoneChange)>) {
+        let mut next = Self::build(zones, answers).with_settings(settings);
+        let mut changes = Vec::new();
+        for zone in next.zones.values_mut() {
+            let (followed, change) = match self.zones.get(zone.key()) {
+                Some(previous) => {
+                    let (followed, changed) = zone.following(previous);
+                    let change = if changed {
+                        ZoneChange::Changed
+                    } else {
+                        ZoneChange::Unchanged
+                    };
+                    (followed, change)
+                }
+                None => (zone.at_serial(starting(zone)), ZoneChange::Added),
+            };
+            changes.push((followed.origin().clone(), followed.serial, change));
+            *zone = Arc::new(followed);
+        }
+        for (key, zone) in &self.zones {
+            if !next.zones.contains_key(key) {
+                changes.push((zone.origin().clone(), zone.serial, ZoneChange::Removed));
+            }
+        }
+        changes.sort_by(|left, right| left.0.cmp(&right.0));
+        (next, changes)
     }
 
     /// This snapshot with new `answers` laid over the zones holding the `changed` names; their
@@ -593,6 +669,42 @@ impl Zone {
         (removed, added)
     }
 
+    /// This freshly built version as the successor of `previous` (a reload): at `previous`'s
+    /// serial and history if nothing changed (false), else at a new serial with the change
+    /// kept for IXFR (true). The new serial is this version's own (the zone file's) if that is
+    /// newer than `previous`'s, else the next one.
+    pub fn following(&self, previous: &Zone) -> (Self, bool) {
+        let (removed, added) = record_changes(previous, self);
+        let same_soa = {
+            let (old, new) = (
+                with_serial(&previous.base.soa, 0),
+                with_serial(&self.base.soa, 0),
+            );
+            old == new && old.ttl == new.ttl
+        };
+        let mut next = self.at_serial(previous.serial);
+        next.history = previous.history.clone();
+        if removed.is_empty() && added.is_empty() && same_soa {
+            return (next, false);
+        }
+        let serial = if crate::zone::serial::serial_greater(self.serial, previous.serial) {
+            self.serial
+        } else {
+            next_serial(previous.serial)
+        };
+        next.set_serial(serial);
+        if next.history.len() == HISTORY_LENGTH {
+            next.history.remove(0);
+        }
+        next.history.push(Arc::new(Change {
+            from_serial: previous.serial,
+            to_serial: serial,
+            removed,
+            added,
+        }));
+        (next, true)
+    }
+
     /// This version with its serial set to `serial` and no history (a starting version).
     pub fn at_serial(&self, serial: u32) -> Self {
         let mut zone = Self {
@@ -679,6 +791,46 @@ impl Zone {
     pub fn negative_soa(&self) -> &[Record] {
         &self.negative_soa
     }
+}
+
+/// The records (SOA aside) in `previous` but not in `next`, and in `next` but not in
+/// `previous`; a changed TTL is a change. Walks each zone's owners once (O(records)).
+fn record_changes(previous: &Zone, next: &Zone) -> (Vec<Record>, Vec<Record>) {
+    let same = |left: &Record, right: &Record| left == right && left.ttl == right.ttl;
+    fn records_at<'z>(zone: &'z Zone, key: &[u8]) -> Vec<&'z Record> {
+        zone.node(key)
+            .map(|node| {
+                node.rrsets
+                    .iter()
+                    .filter(|set| set.record_type != RecordType::SOA)
+                    .flat_map(|set| set.records.iter())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    let mut removed = Vec::new();
+    let mut added = Vec::new();
+    let mut seen: rustc_hash::FxHashSet<&[u8]> = rustc_hash::FxHashSet::default();
+    for key in previous.base.ordered.iter().chain(&next.base.ordered) {
+        if !seen.insert(key) {
+            continue;
+        }
+        let before = records_at(previous, key);
+        let after = records_at(next, key);
+        removed.extend(
+            before
+                .iter()
+                .filter(|record| !after.iter().any(|other| same(record, other)))
+                .map(|record| (*record).clone()),
+        );
+        added.extend(
+            after
+                .iter()
+                .filter(|record| !before.iter().any(|other| same(record, other)))
+                .map(|record| (*record).clone()),
+        );
+    }
+    (removed, added)
 }
 
 /// The name a record points at whose addresses belong in the additional section.
@@ -886,5 +1038,75 @@ mail     TXT \"kept\"
             ask(&snapshot, "mail.example.test.", RecordType::A).1,
             ["10.0.0.1"]
         );
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_zones_and_diffs_changed_ones() {
+        use crate::zone::zonefile::parse_zone;
+        let zone = |origin: &str, serial: u32, extra: &str| {
+            let origin = Name::from_ascii(origin).unwrap();
+            let text =
+                format!("$TTL 300\n@ SOA ns h {serial} 1 1 1 60\n@ NS ns\nns A 192.0.2.1\n{extra}");
+            parse_zone(&text, std::path::Path::new("z"), &origin).unwrap()
+        };
+        let first = Snapshot::build(
+            &[zone("a.test.", 10, "x TXT one\n"), zone("b.test.", 5, "")],
+            &Answers::default(),
+        )
+        .with_serial(&name_key(&Name::from_ascii("a.test.").unwrap()), 500);
+        let serial_of = |snapshot: &Snapshot, origin: &str| {
+            snapshot
+                .zone(&name_key(&Name::from_ascii(origin).unwrap()))
+                .map(|zone| zone.serial())
+        };
+        // a.test: x's TXT changes and y comes (file serial 10, older than 500: 501);
+        // b.test: same records (its file serial alone changed: not a change); c.test is new.
+        let (next, changes) = first.reloaded(
+            &[
+                zone("a.test.", 10, "x TXT two\ny A 192.0.2.7\n"),
+                zone("b.test.", 6, ""),
+                zone("c.test.", 3, ""),
+            ],
+            &Answers::default(),
+            Arc::default(),
+            |_| 77,
+        );
+        let summary: Vec<(String, u32, ZoneChange)> = changes
+            .iter()
+            .map(|(origin, serial, change)| (origin.to_string(), *serial, *change))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("a.test.".to_string(), 501, ZoneChange::Changed),
+                ("b.test.".to_string(), 5, ZoneChange::Unchanged),
+                ("c.test.".to_string(), 77, ZoneChange::Added),
+            ]
+        );
+        assert_eq!(serial_of(&next, "a.test."), Some(501));
+        let a = next
+            .zone(&name_key(&Name::from_ascii("a.test.").unwrap()))
+            .unwrap();
+        let change = &a.changes_since(500).unwrap()[0];
+        let text = |records: &[Record]| -> Vec<String> {
+            records.iter().map(|record| record.to_string()).collect()
+        };
+        assert_eq!(text(&change.removed).len(), 1);
+        assert!(text(&change.removed)[0].contains("one"));
+        assert_eq!(change.added.len(), 2, "{:?}", text(&change.added));
+        // A zone file serial newer than the served one is taken; removed zones are reported.
+        let (again, changes) = next.reloaded(
+            &[zone("a.test.", 900, "")],
+            &Answers::default(),
+            Arc::default(),
+            |_| 1,
+        );
+        assert_eq!(serial_of(&again, "a.test."), Some(900));
+        assert!(changes.contains(&(Name::from_ascii("b.test.").unwrap(), 5, ZoneChange::Removed)));
+        // History is kept across reloads: IXFR from 500 still works at 900.
+        let a = again
+            .zone(&name_key(&Name::from_ascii("a.test.").unwrap()))
+            .unwrap();
+        assert_eq!(a.changes_since(500).unwrap().len(), 2);
     }
 }

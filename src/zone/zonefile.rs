@@ -588,7 +588,8 @@ fn check_zone(
     };
     let mut kept: Vec<SourcedRecord> = Vec::with_capacity(records.len());
     // Per owner: the first line of each record type, to explain conflicts.
-    let mut by_owner: BTreeMap<LowerName, BTreeMap<RecordType, u32>> = BTreeMap::new();
+    let mut by_owner: rustc_hash::FxHashMap<LowerName, BTreeMap<RecordType, u32>> =
+        rustc_hash::FxHashMap::default();
     let mut seen = rustc_hash::FxHashSet::default();
     let mut soa_count = 0;
     for sourced in records {

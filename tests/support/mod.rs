@@ -183,8 +183,7 @@ pub struct SwapServer {
 impl SwapServer {
     pub fn start(first: Snapshot) -> Self {
         let writer = SnapshotWriter::new(first);
-        let handler =
-            healthdns::dns::handler::DnsHandler::new(writer.reader(), 1232, Arc::new(Vec::new()));
+        let handler = healthdns::dns::handler::DnsHandler::new(writer.reader(), 1232);
         let listeners = Listeners::bind(&["127.0.0.1:0".parse().unwrap()], 2).expect("bind port 0");
         let address = listeners.local_addresses()[0];
         let shutdown = CancellationToken::new();
