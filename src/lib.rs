@@ -7,6 +7,7 @@
 //! - [`config`]: the strict TOML file format and the validated runtime `Config`.
 //! - [`zone`]: master files, the snapshot, rendering and serials.
 //! - [`health`]: probes, scheduling, verdicts, selection and the table joining them to pools.
+//! - [`cluster`]: peer votes (the agreement rule, sealed gossip), beside `health`.
 //! - [`publish`]: the one writer that rebuilds and swaps the snapshot when an answer changes.
 //! - [`export`]: snapshot files and the state file, written off the answer path.
 //! - [`atomic`]: whole-file writes that a crash cannot leave half done.
@@ -21,6 +22,7 @@
 
 pub mod api;
 pub mod atomic;
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod export;

@@ -297,7 +297,7 @@ impl Publisher {
         {
             self.export_state(crate::health::TargetId(target));
         }
-        let published = self.publish_pools(BTreeSet::from([index]), started);
+        let published = self.publish_pools(BTreeSet::from([index]), started, "override");
         self.save_health();
         Ok(published)
     }
@@ -561,14 +561,19 @@ impl Publisher {
             return Published::default();
         };
         crate::fault::point("publisher");
-        let published = self.publish_pools(pools, started);
+        let published = self.publish_pools(pools, started, "health");
         self.save_health();
         published
     }
 
     /// Recomputes the answers of `pools` and swaps a new snapshot in if one changed;
-    /// `started` is when the first change that led here happened.
-    fn publish_pools(&mut self, pools: BTreeSet<usize>, started: Instant) -> Published {
+    /// `started` is when the first change that led here happened, `cause` what it was.
+    fn publish_pools(
+        &mut self,
+        pools: BTreeSet<usize>,
+        started: Instant,
+        cause: &'static str,
+    ) -> Published {
         let mut changed = Vec::new();
         for pool in pools {
             for (name, answer) in self.health.pool_answers(pool) {
@@ -597,7 +602,7 @@ impl Publisher {
         }
         let names: Vec<&Name> = changed.iter().map(|(name, _)| name).collect();
         let next = Arc::new(self.snapshots.load().with_answers(&names, &self.answers));
-        self.swap(next, "health");
+        self.swap(next, cause);
         let swap_time = started.elapsed();
         metrics::histogram!("healthdns_publish_seconds").record(swap_time.as_secs_f64());
         tracing::info!(

@@ -12,7 +12,7 @@
 //!   is invalid, every error is logged (file, line, key) and returned, and the server keeps
 //!   serving its old config, untouched.
 //! - What a reload changes: pools, their checks and names, and zones (their records and their
-//!   `[[zone]]` settings). `[server]` and `[api]` are bound at start: a change to them is
+//!   `[[zone]]` settings). `[server]`, `[api]` and `[cluster]` are bound at start: a change to them is
 //!   reported as needing a restart and otherwise ignored.
 //! - Probes: an (address, check) pair that is still configured keeps its probe, verdict and
 //!   history. A new pair is probed once before the swap (the cold-start rule: that first
@@ -221,9 +221,14 @@ impl Reloader {
         let (mut config, zones) = tokio::task::spawn_blocking(move || read(path))
             .await
             .map_err(|_| ReloadError::Stopping)??;
+        tracing::debug!(
+            read_ms = started.elapsed().as_millis() as u64,
+            "reload: config and zone files read and checked"
+        );
         let restart_needed = restart_needed(&self.config, &config);
         config.server = self.config.server.clone();
         config.api = self.config.api.clone();
+        config.cluster = self.config.cluster.clone();
 
         let pairs = pairs(&config);
         let new: Vec<&(IpAddr, CheckConfig)> = pairs
@@ -358,5 +363,6 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
             .map(|api| (api.listen, api.token.clone()))
     };
     differs(api(old) != api(new), "[api]");
+    differs(old.cluster != new.cluster, "[cluster]");
     keys
 }

@@ -32,6 +32,32 @@ mod file {
         #[serde(default)]
         pub pool: Vec<Spanned<Pool>>,
         pub api: Option<Spanned<Api>>,
+        pub cluster: Option<Spanned<Cluster>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Cluster {
+        pub node: Spanned<String>,
+        pub listen: SocketAddr,
+        pub advertise: Option<SocketAddr>,
+        #[serde(default)]
+        pub peers: Vec<SocketAddr>,
+        pub min_peers_agree: Option<Spanned<u32>>,
+        pub quorum: Option<Spanned<String>>,
+        pub key_file: Spanned<String>,
+        #[serde(default = "default_gossip_interval", with = "humantime_serde")]
+        pub gossip_interval: Duration,
+        #[serde(default = "default_cluster_name")]
+        pub name: Spanned<String>,
+    }
+
+    fn default_gossip_interval() -> Duration {
+        Duration::from_millis(200)
+    }
+
+    fn default_cluster_name() -> Spanned<String> {
+        Spanned::new(0..0, "healthdns".into())
     }
 
     #[derive(Debug, Deserialize)]
@@ -216,6 +242,27 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// `[api]`: the HTTP API, if configured.
     pub api: Option<ApiConfig>,
+    /// `[cluster]`: peer votes, if configured; without it this instance decides alone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: the instances that vote together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// This instance's unique name.
+    pub node: String,
+    /// The UDP gossip address.
+    pub listen: SocketAddr,
+    /// The address peers reach this instance at (default: `listen`).
+    pub advertise: SocketAddr,
+    /// Seed peers.
+    pub peers: Vec<SocketAddr>,
+    pub agreement: crate::cluster::agreement::Agreement,
+    /// The shared 32-byte secret every datagram is sealed with.
+    pub key: [u8; 32],
+    pub gossip_interval: Duration,
+    /// Instances of different clusters never accept each other's datagrams.
+    pub name: String,
 }
 
 /// `[api]`: the HTTP status and control API.
@@ -652,8 +699,17 @@ impl Config {
                 })
             }
         };
+        let cluster = match raw.cluster {
+            None => None,
+            Some(cluster) => {
+                let span = cluster.span();
+                let cluster = cluster.into_inner();
+                Some(cluster_config(cluster, span, folder, &invalid)?)
+            }
+        };
         Ok(Self {
             path: path.to_path_buf(),
+            cluster,
             server: ServerConfig {
                 listen,
                 tcp_idle_timeout: raw.server.tcp_idle_timeout,
@@ -668,6 +724,83 @@ impl Config {
             api,
         })
     }
+}
+
+/// Validates `[cluster]` (at `span`); key files are read relative to `folder`.
+fn cluster_config(
+    cluster: file::Cluster,
+    span: Range<usize>,
+    folder: &Path,
+    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<ClusterConfig, ConfigError> {
+    use crate::cluster::agreement::Agreement;
+    use base64::Engine;
+    let node = cluster.node.get_ref().trim().to_string();
+    if node.is_empty() || node.len() > 64 || node.contains(['|', ' ']) {
+        return Err(invalid(
+            cluster.node.span(),
+            "cluster.node",
+            format!("{node:?} must be 1 to 64 characters, without spaces or '|'"),
+        ));
+    }
+    let agreement = match (cluster.min_peers_agree, cluster.quorum) {
+        (Some(_), Some(quorum)) => {
+            return Err(invalid(
+                quorum.span(),
+                "cluster.quorum",
+                "set either min_peers_agree or quorum, not both".into(),
+            ))
+        }
+        (None, Some(quorum)) if quorum.get_ref() == "majority" => Agreement::Majority,
+        (None, Some(quorum)) => {
+            return Err(invalid(
+                quorum.span(),
+                "cluster.quorum",
+                format!("{:?} is not \"majority\"", quorum.get_ref()),
+            ))
+        }
+        (Some(count), None) => Agreement::MinPeersAgree(*count.get_ref()),
+        (None, None) => Agreement::default(),
+    };
+    if cluster.gossip_interval.is_zero() {
+        return Err(invalid(
+            span,
+            "cluster.gossip_interval",
+            "must be more than 0".into(),
+        ));
+    }
+    let key_path = folder.join(cluster.key_file.get_ref());
+    let key_text = std::fs::read_to_string(&key_path).map_err(|error| {
+        invalid(
+            cluster.key_file.span(),
+            "cluster.key_file",
+            format!("{}: cannot read: {error}", key_path.display()),
+        )
+    })?;
+    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(key_text.trim())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| {
+            invalid(
+                cluster.key_file.span(),
+                "cluster.key_file",
+                format!(
+                    "{}: must hold 32 random bytes in base64 (make one with: head -c 32 /dev/urandom | base64)",
+                    key_path.display()
+                ),
+            )
+        })?;
+    Ok(ClusterConfig {
+        node,
+        listen: cluster.listen,
+        advertise: cluster.advertise.unwrap_or(cluster.listen),
+        peers: cluster.peers,
+        agreement,
+        key,
+        gossip_interval: cluster.gossip_interval,
+        name: cluster.name.into_inner(),
+    })
 }
 
 /// The key and the offending value of a TOML error at `span`, when the span is a value (not a
@@ -1314,5 +1447,62 @@ mod tests {
             error.contains(":5: zone.origin: zone A.test. is configured twice"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        use crate::cluster::agreement::Agreement;
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("config.toml");
+        std::fs::write(
+            folder.path().join("cluster.key"),
+            "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n",
+        )
+        .unwrap();
+        std::fs::write(folder.path().join("short.key"), "c2hvcnQ=\n").unwrap();
+        let base = "[cluster]\nnode = \"ns1\"\nlisten = \"127.0.6.1:7946\"\n\
+                    peers = [\"127.0.6.2:7946\"]\nkey_file = \"cluster.key\"\n";
+        let zone = "[[zone]]\norigin = \"example.test\"\nfile = \"z\"\n";
+        let config = Config::parse(&format!("{base}{zone}"), &path).unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.node, "ns1");
+        assert_eq!(cluster.advertise, cluster.listen);
+        assert_eq!(cluster.agreement, Agreement::MinPeersAgree(1));
+        assert_eq!(cluster.key, [7; 32]);
+        assert_eq!(cluster.gossip_interval, Duration::from_millis(200));
+        let majority =
+            Config::parse(&format!("{base}quorum = \"majority\"\n{zone}"), &path).unwrap();
+        assert_eq!(majority.cluster.unwrap().agreement, Agreement::Majority);
+        for (extra, expected) in [
+            (
+                "quorum = \"majority\"\nmin_peers_agree = 2\n",
+                ":6: cluster.quorum: set either min_peers_agree or quorum, not both",
+            ),
+            (
+                "quorum = \"most\"\n",
+                ":6: cluster.quorum: \"most\" is not \"majority\"",
+            ),
+        ] {
+            let error = Config::parse(&format!("{base}{extra}{zone}"), &path)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+        let base = format!("{base}{zone}");
+        let error = Config::parse(&base.replace("cluster.key", "short.key"), &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(":5: cluster.key_file:") && error.contains("32 random bytes"),
+            "{error}"
+        );
+        let error = Config::parse(&base.replace("cluster.key", "missing.key"), &path)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("missing.key: cannot read"), "{error}");
+        let error = Config::parse(&base.replace("\"ns1\"", "\"a b\""), &path)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(":2: cluster.node:"), "{error}");
     }
 }

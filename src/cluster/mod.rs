@@ -1,0 +1,12 @@
+//! Peer votes: instances in several places agree before an address leaves the answers.
+//!
+//! Why this exists: one instance sees a backend from where it stands, and a local network
+//! problem must not take a healthy backend out of service. Instances share their verdicts
+//! (chitchat gossip, every datagram sealed), and an address leaves only when enough of them
+//! agree, by a rule every instance computes alike, so that every instance gives the same
+//! answer. It sits beside `health` in the data flow: verdicts (+ peer votes) -> answers.
+//! - [`agreement`]: the pure rule (how many votes take an address out).
+//! - [`seal`]: sealing and opening gossip datagrams, with replay protection.
+
+pub mod agreement;
+pub mod seal;
