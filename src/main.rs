@@ -440,6 +440,15 @@ fn run_export(path: &std::path::Path, out: &std::path::Path) -> anyhow::Result<(
 fn run_serve(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
     let (mut config, zones) = load(path)?;
     config.server.dry_run |= dry_run;
+    if config.cluster.is_some() {
+        // Refused rather than ignored: an operator who configures peer votes must not get an
+        // instance that silently decides alone.
+        anyhow::bail!(
+            "{}: [cluster] (peer votes) is validated but not served by this version yet; \
+             remove it to run this instance alone",
+            config.path.display()
+        );
+    }
     for zone in &zones {
         tracing::info!(zone = %zone.origin, serial = zone.soa_serial(), records = zone.records.len(), "loaded zone");
     }
