@@ -16,6 +16,7 @@
 //! - [`reload`]: re-reading the config and zones while serving; owns the running probes.
 //! - [`supervisor`]: the one owner of every long-running task; none dies unnoticed.
 //! - [`service`]: start-up, and the tasks of a running server.
+//! - [`log_gate`]: rate-limited log lines for events a remote sender can trigger.
 //! - [`fault`]: fault injection for the supervisor tests (debug builds only).
 //!
 //! A module may use the modules before it in this flow, never the ones after it.
@@ -28,6 +29,7 @@ pub mod dns;
 pub mod export;
 pub mod fault;
 pub mod health;
+pub mod log_gate;
 pub mod publish;
 pub mod reload;
 pub mod service;

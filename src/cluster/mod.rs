@@ -7,6 +7,8 @@
 //! answer. It sits beside `health` in the data flow: verdicts (+ peer votes) -> answers.
 //! - [`agreement`]: the pure rule (how many votes take an address out).
 //! - [`seal`]: sealing and opening gossip datagrams, with replay protection.
+//! - [`transport`]: chitchat's UDP transport with every datagram sealed.
 
 pub mod agreement;
 pub mod seal;
+pub mod transport;
