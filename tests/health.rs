@@ -149,6 +149,7 @@ fn http_target(address: IpAddr, port: u16, configure: impl FnOnce(&mut HttpCheck
             timeout: Duration::from_millis(300),
             fall: 1,
             rise: 1,
+            source: None,
         },
     }
 }
@@ -226,6 +227,61 @@ fn http_probe_failures_say_why() {
             .check()
             .await;
         assert!(outcome.latency < Duration::from_millis(600), "{outcome:?}");
+    });
+}
+
+/// `source` sends HTTP and TCP probes from the given local address: a backend that fails
+/// requests from 127.61.9.200 fails a probe sent from there, and passes one from elsewhere.
+#[test]
+fn probes_are_sent_from_the_configured_source() {
+    let prefix = "127.61.9";
+    let bad: IpAddr = "127.61.9.200".parse().unwrap();
+    let (port, backends) = backends(prefix, vec![Behaviour::FailFrom(vec![bad])]);
+    let address: IpAddr = format!("{prefix}.1").parse().unwrap();
+    let from = |source: Option<IpAddr>| {
+        let mut target = http_target(address, port, |_| {});
+        target.check.source = source;
+        target
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let targets = [
+            from(None),
+            from(Some(bad)),
+            from(Some("127.61.9.201".parse().unwrap())),
+        ];
+        let probers =
+            Probers::new(targets.iter().map(|target| (target.address, &target.check))).unwrap();
+        let mut passed = Vec::new();
+        for target in &targets {
+            let checker = probers.checker(target.address, &target.check).unwrap();
+            passed.push(checker.check().await.passed);
+        }
+        assert_eq!(passed, [true, false, true]);
+        // TCP from a local source connects; from an address this host does not have, the
+        // bind fails, which shows the source is used.
+        let tcp = |source: &str| CheckConfig {
+            kind: CheckKind::Tcp { port },
+            source: Some(source.parse().unwrap()),
+            ..targets[0].check.clone()
+        };
+        let before = backends[0].accepted();
+        let outcome = probers
+            .checker(address, &tcp("127.61.9.200"))
+            .unwrap()
+            .check()
+            .await;
+        assert!(outcome.passed, "{outcome:?}");
+        assert!(backends[0].accepted() > before);
+        let outcome = probers
+            .checker(address, &tcp("192.0.2.77"))
+            .unwrap()
+            .check()
+            .await;
+        assert!(
+            !outcome.passed && outcome.reason.contains("assign requested address"),
+            "{outcome:?}"
+        );
     });
 }
 

@@ -97,6 +97,7 @@ fn https_check(port: u16, host: &str, ca_file: Option<std::path::PathBuf>) -> Ch
         timeout: Duration::from_secs(2),
         fall: 1,
         rise: 1,
+        source: None,
     }
 }
 

@@ -200,6 +200,7 @@ mod file {
         pub timeout: Option<Spanned<HumanDuration>>,
         pub fall: Option<Spanned<u32>>,
         pub rise: Option<Spanned<u32>>,
+        pub source: Option<IpAddr>,
     }
 }
 
@@ -393,6 +394,9 @@ pub struct CheckConfig {
     pub fall: u32,
     /// Consecutive successes before a down address comes back.
     pub rise: u32,
+    /// The local address probes are sent from (multi-homed hosts); None: the system's choice.
+    /// Only addresses of its family are probed from it.
+    pub source: Option<IpAddr>,
 }
 
 /// The probe itself.
@@ -1092,6 +1096,7 @@ fn parse_check(
         timeout,
         fall,
         rise,
+        source: raw.source,
     })
 }
 

@@ -25,6 +25,9 @@ pub enum Behaviour {
     Hang,
     /// 200 with a body of this many bytes.
     Huge(usize),
+    /// 503 to requests from these source addresses, 200 to any other: a backend that looks
+    /// down from some vantage points only.
+    FailFrom(Vec<IpAddr>),
 }
 
 /// One HTTP server on one address, in threads of this test process.
@@ -146,6 +149,15 @@ fn answer(mut stream: TcpStream, behaviour: Behaviour, stopping: &AtomicBool) {
     };
     match behaviour {
         Behaviour::Healthy => respond(&mut stream, 200, HEALTHY_BODY.as_bytes()),
+        Behaviour::FailFrom(sources) => {
+            let from = stream.peer_addr().map(|peer| peer.ip()).ok();
+            let status = if from.is_some_and(|ip| sources.contains(&ip)) {
+                503
+            } else {
+                200
+            };
+            respond(&mut stream, status, HEALTHY_BODY.as_bytes());
+        }
         Behaviour::Status(status) => respond(&mut stream, status, HEALTHY_BODY.as_bytes()),
         Behaviour::Body(body) => respond(&mut stream, 200, body.as_bytes()),
         Behaviour::Delay(delay) => {

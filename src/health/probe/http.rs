@@ -69,6 +69,7 @@ impl HttpChecker {
         address: IpAddr,
         timeout: Duration,
         tls: rustls::ClientConfig,
+        source: Option<IpAddr>,
     ) -> Result<Self, ProbeError> {
         let text = check.url_for(address);
         let error = |message: String| ProbeError::Http {
@@ -86,6 +87,7 @@ impl HttpChecker {
             .pool_max_idle_per_host(0)
             .redirect(redirect)
             .user_agent(USER_AGENT)
+            .local_address(source)
             .tls_backend_preconfigured(tls);
         if let Some(host) = &check.host {
             let port = url.port_or_known_default().unwrap_or(80);

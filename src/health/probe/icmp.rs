@@ -29,22 +29,52 @@ pub struct IcmpClients {
     v6: Option<Family>,
 }
 
+/// Opens one ICMP socket of `kind`, bound to `source` if given.
+fn open_family(
+    kind: ICMP,
+    family: &'static str,
+    source: Option<IpAddr>,
+) -> Result<Family, ProbeError> {
+    let mut config = Config::builder().kind(kind);
+    if let Some(source) = source {
+        config = config.bind(std::net::SocketAddr::new(source, 0));
+    }
+    Client::new(&config.build())
+        .map(|client| {
+            enlarge_receive_buffer(client.get_socket().get_native_sock());
+            Family {
+                client,
+                sequence: Arc::new(AtomicU16::new(fastrand::u16(..))),
+            }
+        })
+        .map_err(|error| ProbeError::Icmp { family, error })
+}
+
 impl IcmpClients {
     pub fn open(v4: bool, v6: bool) -> Result<Self, ProbeError> {
-        let open = |kind: ICMP, family: &'static str| {
-            Client::new(&Config::builder().kind(kind).build())
-                .map(|client| {
-                    enlarge_receive_buffer(client.get_socket().get_native_sock());
-                    Family {
-                        client,
-                        sequence: Arc::new(AtomicU16::new(fastrand::u16(..))),
-                    }
-                })
-                .map_err(|error| ProbeError::Icmp { family, error })
-        };
+        let open = |kind: ICMP, family: &'static str| open_family(kind, family, None);
         Ok(Self {
             v4: v4.then(|| open(ICMP::V4, "IPv4")).transpose()?,
             v6: v6.then(|| open(ICMP::V6, "IPv6")).transpose()?,
+        })
+    }
+
+    /// The checker of one address sent from `source`, on a socket of its own bound to it.
+    pub fn checker_from(
+        address: IpAddr,
+        timeout: Duration,
+        source: IpAddr,
+    ) -> Result<IcmpChecker, ProbeError> {
+        let family = if address.is_ipv4() {
+            open_family(ICMP::V4, "IPv4", Some(source))?
+        } else {
+            open_family(ICMP::V6, "IPv6", Some(source))?
+        };
+        Ok(IcmpChecker {
+            family,
+            address,
+            identifier: PingIdentifier(fastrand::u16(..)),
+            timeout,
         })
     }
 

@@ -137,10 +137,17 @@ impl Probers {
     /// The checker of `check` on `address`.
     pub fn checker(&self, address: IpAddr, check: &CheckConfig) -> Result<Checker, ProbeError> {
         let timeout = check.timeout;
+        // A source of the other family does not apply to this address.
+        let source = check
+            .source
+            .filter(|source| source.is_ipv4() == address.is_ipv4());
         Ok(match &check.kind {
-            CheckKind::Icmp => Checker::Icmp(self.icmp.checker(address, timeout)),
+            CheckKind::Icmp => match source {
+                None => Checker::Icmp(self.icmp.checker(address, timeout)),
+                Some(source) => Checker::Icmp(IcmpClients::checker_from(address, timeout, source)?),
+            },
             CheckKind::Tcp { port } => {
-                Checker::Tcp(TcpChecker::new((address, *port).into(), timeout))
+                Checker::Tcp(TcpChecker::new((address, *port).into(), timeout, source))
             }
             CheckKind::Http(http) => {
                 let tls = match &http.ca_file {
@@ -155,7 +162,7 @@ impl Probers {
                         .clone()
                         .expect("TLS is set up when there is an HTTP target"),
                 };
-                Checker::Http(HttpChecker::new(http, address, timeout, tls)?)
+                Checker::Http(HttpChecker::new(http, address, timeout, tls, source)?)
             }
         })
     }
