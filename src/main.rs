@@ -308,6 +308,29 @@ fn run_status(base: &str, nagios: bool) -> ExitCode {
         println!("HEALTHDNS {word} - {detail}");
         return ExitCode::from(code);
     }
+    if let Some(cluster) = &report.cluster {
+        let members: Vec<String> = cluster
+            .members
+            .iter()
+            .map(|member| {
+                format!(
+                    "{} ({})",
+                    member.node,
+                    if member.live { "live" } else { "dead" }
+                )
+            })
+            .collect();
+        println!(
+            "cluster node {}{}; peers: {}",
+            cluster.node,
+            if cluster.isolated { " (isolated)" } else { "" },
+            if members.is_empty() {
+                "none".to_string()
+            } else {
+                members.join(", ")
+            }
+        );
+    }
     println!(
         "{:<16} {:<40} {:<8} {:>10}  SINCE",
         "POOL", "ADDRESS", "STATE", "LATENCY"
@@ -327,6 +350,15 @@ fn run_status(base: &str, nagios: bool) -> ExitCode {
             }
             if let Some(forced) = address.forced {
                 text.push_str(&format!(" (forced {forced})"));
+            }
+            if let Some(votes) = &address.votes {
+                if !votes.down.is_empty() {
+                    text.push_str(&format!(
+                        " (down: {} of {})",
+                        votes.down.join(","),
+                        votes.voters.len()
+                    ));
+                }
             }
             println!(
                 "{:<16} {:<40} {:<8} {:>10}  {}",
@@ -440,15 +472,6 @@ fn run_export(path: &std::path::Path, out: &std::path::Path) -> anyhow::Result<(
 fn run_serve(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
     let (mut config, zones) = load(path)?;
     config.server.dry_run |= dry_run;
-    if config.cluster.is_some() {
-        // Refused rather than ignored: an operator who configures peer votes must not get an
-        // instance that silently decides alone.
-        anyhow::bail!(
-            "{}: [cluster] (peer votes) is validated but not served by this version yet; \
-             remove it to run this instance alone",
-            config.path.display()
-        );
-    }
     for zone in &zones {
         tracing::info!(zone = %zone.origin, serial = zone.soa_serial(), records = zone.records.len(), "loaded zone");
     }

@@ -43,6 +43,17 @@ pub struct StatusReport {
     /// Each pool name's current answer (in a dry run: what it would answer).
     pub answers: Vec<AnswerReport>,
     pub zones: Vec<ZoneReport>,
+    /// In a cluster: this node, its peers and whether it hears from any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReport>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ClusterReport {
+    pub node: String,
+    /// No live peer: no address can be taken out by agreement (fail-open).
+    pub isolated: bool,
+    pub members: Vec<crate::cluster::gossip::Member>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -199,6 +210,12 @@ pub struct Publisher {
     request_sender: mpsc::Sender<Request>,
     /// What the state file should keep of the health table, for the snapshot writer.
     saved: watch::Sender<Arc<crate::health::SavedHealth>>,
+    /// This instance's votes as gossip keys, for the gossip task (in a cluster).
+    own_votes: watch::Sender<Arc<std::collections::BTreeMap<String, String>>>,
+    /// Each (pool, address)'s state as last logged, in a cluster.
+    decided: std::collections::HashMap<(String, std::net::IpAddr), State>,
+    /// This node's name and the last members seen, in a cluster.
+    cluster: Option<(String, Vec<crate::cluster::gossip::Member>)>,
     /// Per target: its probe counters and age gauge, and when its last probe finished.
     probe_metrics: Vec<ProbeMetrics>,
     /// The last serial of each zone a reload removed, so that a zone added back later does
@@ -212,6 +229,7 @@ impl Publisher {
         let (versions, _) = watch::channel(snapshots.load_full());
         let (request_sender, requests) = mpsc::channel(16);
         let (saved, _) = watch::channel(Arc::new(health.saved()));
+        let health_votes = health.own_votes();
         let publisher = Self {
             health,
             answers,
@@ -223,6 +241,9 @@ impl Publisher {
             saved,
             retired: std::collections::HashMap::new(),
             probe_metrics: Vec::new(),
+            own_votes: watch::channel(Arc::new(health_votes)).0,
+            cluster: None,
+            decided: std::collections::HashMap::new(),
         };
         let mut publisher = publisher;
         publisher.register_probe_metrics();
@@ -237,6 +258,72 @@ impl Publisher {
     /// overrides), updated after every verdict change or override.
     pub fn subscribe_saved(&self) -> watch::Receiver<Arc<crate::health::SavedHealth>> {
         self.saved.subscribe()
+    }
+
+    /// Makes this publisher a cluster member named `node`: the report shows the cluster.
+    pub fn join_cluster(&mut self, node: &str) {
+        self.cluster = Some((node.to_string(), Vec::new()));
+        self.log_decisions("start");
+        self.share_votes();
+    }
+
+    /// A receiver of this instance's votes as gossip keys.
+    pub fn subscribe_votes(
+        &self,
+    ) -> watch::Receiver<Arc<std::collections::BTreeMap<String, String>>> {
+        self.own_votes.subscribe()
+    }
+
+    /// Sends this instance's votes to the gossip task if they changed.
+    fn share_votes(&self) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let votes = self.health.own_votes();
+        self.own_votes.send_if_modified(|current| {
+            if **current == votes {
+                false
+            } else {
+                *current = Arc::new(votes);
+                true
+            }
+        });
+    }
+
+    /// Takes a new view of the peers: recomputes every answer if their votes changed, and
+    /// logs each address whose state that changed, with the votes behind it.
+    pub fn apply_peers(&mut self, view: &crate::cluster::gossip::PeerView) -> Published {
+        let started = Instant::now();
+        if let Some((_, members)) = &mut self.cluster {
+            members.clone_from(&view.members);
+        }
+        if !self.health.set_peer_votes(view.votes.clone()) {
+            return Published::default();
+        }
+        self.log_decisions("peer votes");
+        let pools = (0..self.health.pool_count()).collect();
+        let published = self.publish_pools(pools, started, "peers");
+        self.save_health();
+        published
+    }
+
+    /// Logs every address whose state changed since the last call, with the votes behind it,
+    /// and sets its `healthdns_address_down_votes` gauge (cluster only; called after a change).
+    fn log_decisions(&mut self, cause: &str) {
+        if self.cluster.is_none() {
+            return;
+        }
+        for (pool, address, state, votes) in self.health.decisions() {
+            let previous = self.decided.insert((pool.clone(), address), state);
+            let (voters, down) = votes
+                .map(|votes| (votes.voters, votes.down))
+                .unwrap_or_default();
+            metrics::gauge!("healthdns_address_down_votes", "pool" => pool.clone(), "address" => address.to_string())
+                .set(down.len() as f64);
+            if previous.is_some_and(|previous| previous != state) {
+                tracing::info!(%pool, %address, %state, ?down, ?voters, cause, "cluster state changed");
+            }
+        }
     }
 
     /// Sends the health table's saved form to the snapshot writer if it changed.
@@ -298,6 +385,7 @@ impl Publisher {
             self.export_state(crate::health::TargetId(target));
         }
         let published = self.publish_pools(BTreeSet::from([index]), started, "override");
+        self.share_votes();
         self.save_health();
         Ok(published)
     }
@@ -328,6 +416,11 @@ impl Publisher {
                 zones.sort_by(|left, right| left.origin.cmp(&right.origin));
                 zones
             },
+            cluster: self.cluster.as_ref().map(|(node, members)| ClusterReport {
+                node: node.clone(),
+                isolated: !members.iter().any(|member| member.live),
+                members: members.clone(),
+            }),
         }
     }
 
@@ -401,7 +494,17 @@ impl Publisher {
     }
 
     /// Applies outcomes until `shutdown`.
-    pub async fn run(mut self, mut outcomes: mpsc::Receiver<Probed>, shutdown: CancellationToken) {
+    pub async fn run(self, outcomes: mpsc::Receiver<Probed>, shutdown: CancellationToken) {
+        self.run_with_peers(outcomes, None, shutdown).await
+    }
+
+    /// `run`, also taking the peers' views from the gossip task (in a cluster).
+    pub async fn run_with_peers(
+        mut self,
+        mut outcomes: mpsc::Receiver<Probed>,
+        mut peers: Option<watch::Receiver<Arc<crate::cluster::gossip::PeerView>>>,
+        shutdown: CancellationToken,
+    ) {
         let mut batch = Vec::with_capacity(64);
         loop {
             tokio::select! {
@@ -429,6 +532,10 @@ impl Publisher {
                         let _ = reply.send(self.reload(*reload));
                     }
                 },
+                Ok(()) = async { peers.as_mut().expect("guarded").changed().await }, if peers.is_some() => {
+                    let view = peers.as_mut().expect("guarded").borrow_and_update().clone();
+                    self.apply_peers(&view);
+                }
                 received = outcomes.recv_many(&mut batch, MAX_BATCH), if !outcomes.is_closed() || !outcomes.is_empty() => {
                     if received == 0 {
                         // No probes (no pools): only status requests until shutdown.
@@ -518,6 +625,7 @@ impl Publisher {
         }
         self.register_probe_metrics();
         self.swap(Arc::new(next), "reload");
+        self.share_votes();
         self.save_health();
         tracing::info!(
             swap_us = started.elapsed().as_micros() as u64,
@@ -539,6 +647,7 @@ impl Publisher {
         let mut started: Option<Instant> = None;
         let mut pools: BTreeSet<usize> = BTreeSet::new();
         let now = Instant::now();
+
         for probed in batch {
             if let Some(metrics) = self.probe_metrics.get_mut(probed.target.0) {
                 metrics.record(probed.outcome.passed, now);
@@ -562,6 +671,8 @@ impl Publisher {
         };
         crate::fault::point("publisher");
         let published = self.publish_pools(pools, started, "health");
+        self.log_decisions("own probes");
+        self.share_votes();
         self.save_health();
         published
     }

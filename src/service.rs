@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::supervisor::RunError;
 use crate::supervisor::Supervisor;
 
+use crate::cluster::gossip::Gossip;
 use crate::config::Config;
 use crate::dns::handler::DnsHandler;
 use crate::dns::server::{serve, Listeners};
@@ -49,6 +50,8 @@ pub enum StartError {
     Probe(#[from] ProbeError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Gossip(#[from] crate::cluster::gossip::GossipError),
 }
 
 /// Reads the state file. A damaged one is set aside under another name (never overwritten)
@@ -91,6 +94,8 @@ pub struct Service {
     api: Option<(std::net::TcpListener, Option<PrometheusHandle>)>,
     /// Set once DNS is answered (the API's /readyz).
     ready: Arc<AtomicBool>,
+    /// The running gossip node, in a cluster.
+    gossip: Option<Gossip>,
 }
 
 impl Service {
@@ -98,6 +103,9 @@ impl Service {
     pub async fn start(config: Config, zones: Vec<ZoneData>) -> Result<Self, StartError> {
         let state = load_state(&config.server.state_file)?;
         let mut health = Health::new(&config.pools);
+        if let Some(cluster) = &config.cluster {
+            health.enable_cluster(&cluster.node, cluster.agreement);
+        }
         let (verdicts, overrides) = health.restore(&state.health);
         if verdicts + overrides > 0 {
             tracing::info!(
@@ -168,7 +176,14 @@ impl Service {
         crate::export::reserve(&snapshot, &config.server.state_file, &mut state);
         let writer = SnapshotWriter::new(snapshot);
         let snapshots = writer.reader();
-        let publisher = Publisher::new(health, answers, writer, config.server.dry_run);
+        let mut publisher = Publisher::new(health, answers, writer, config.server.dry_run);
+        let gossip = match &config.cluster {
+            None => None,
+            Some(cluster) => {
+                publisher.join_cluster(&cluster.node);
+                Some(Gossip::start(cluster, publisher.health().own_votes()).await?)
+            }
+        };
         Ok(Self {
             config,
             state,
@@ -177,6 +192,7 @@ impl Service {
             snapshots,
             api: None,
             ready: Arc::default(),
+            gossip,
         })
     }
 
@@ -272,9 +288,18 @@ impl Service {
                 }
             });
         }
+        let peers = self.gossip.map(|gossip| {
+            let (view, peers) = tokio::sync::watch::channel(Arc::default());
+            supervisor.spawn(
+                "gossip".into(),
+                gossip.run(self.publisher.subscribe_votes(), view, shutdown.clone()),
+            );
+            peers
+        });
         supervisor.spawn(
             "publisher".into(),
-            self.publisher.run(receiver, shutdown.clone()),
+            self.publisher
+                .run_with_peers(receiver, peers, shutdown.clone()),
         );
         let handler = DnsHandler::new(self.snapshots, self.config.server.udp_payload);
         let idle = self.config.server.tcp_idle_timeout;

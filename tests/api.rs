@@ -155,7 +155,11 @@ fn metrics_and_status_follow_a_dying_backend() {
     );
     assert!(probes(&after, 2, "fail") >= 1.0, "{after:?}");
     assert!(probes(&after, 2, "pass") >= passed_before, "{after:?}");
-    assert!(probes(&after, 1, "pass") > 0.0, "{after:?}");
+    assert!(
+        wait_until(Duration::from_secs(5), || probes(&scrape(), 1, "pass")
+            > 0.0),
+        "{after:?}"
+    );
     assert_eq!(
         after.get("healthdns_zone_serial{zone=\"example.test.\"}"),
         Some(&101.0)

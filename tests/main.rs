@@ -5,6 +5,7 @@ mod support;
 mod api;
 mod authoritative;
 mod cli;
+mod cluster;
 mod compare_nsd;
 mod golden;
 mod health;

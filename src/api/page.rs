@@ -45,6 +45,31 @@ pub fn render(report: &StatusReport) -> String {
             "<p id=\"dry-run\"><strong>Dry run:</strong> every configured address is served.</p>",
         );
     }
+    if let Some(cluster) = &report.cluster {
+        let _ = write!(
+            html,
+            "<h2>Cluster</h2><p id=\"cluster-node\">Node {}{}</p>\
+             <table id=\"members\"><tr><th>Peer</th><th>Address</th><th>State</th></tr>",
+            escape(&cluster.node),
+            if cluster.isolated {
+                " <strong>(isolated: no live peer; nothing is taken out by agreement)</strong>"
+            } else {
+                ""
+            },
+        );
+        for member in &cluster.members {
+            let state = if member.live { "live" } else { "dead" };
+            let _ = write!(
+                html,
+                "<tr class=\"{}\" data-member=\"{}\"><td>{}</td><td>{}</td><td>{state}</td></tr>",
+                if member.live { "up" } else { "down" },
+                escape(&member.node),
+                escape(&member.node),
+                member.address,
+            );
+        }
+        html.push_str("</table>");
+    }
     for pool in &report.pools {
         let _ = write!(
             html,
@@ -76,10 +101,22 @@ pub fn render(report: &StatusReport) -> String {
                     _ => format!("{}: no result yet", check.check),
                 })
                 .collect();
+            // In a cluster: who says it is down, of how many voters.
+            let votes = address.votes.as_ref().map_or_else(String::new, |votes| {
+                format!(
+                    " <span class=\"votes\">(down: {} of {})</span>",
+                    if votes.down.is_empty() {
+                        "none".to_string()
+                    } else {
+                        escape(&votes.down.join(", "))
+                    },
+                    votes.voters.len()
+                )
+            });
             let _ = write!(
                 html,
                 "<tr class=\"address {state}\" data-address=\"{address}\" data-state=\"{state}\">\
-                 <td>{address}{canary}</td><td>{state}</td><td>{latency}</td><td>{since}</td><td>{last}</td></tr>",
+                 <td>{address}{canary}</td><td>{state}{votes}</td><td>{latency}</td><td>{since}</td><td>{last}</td></tr>",
                 state = address.state,
                 address = address.address,
                 canary = match (address.canary, address.forced) {
@@ -149,6 +186,10 @@ mod tests {
                         smoothed_latency_ms: None,
                         reason: Some("http: status 503 <b>".into()),
                     }],
+                    votes: Some(crate::health::VotesReport {
+                        voters: vec!["ns1".into(), "ns2".into(), "ns3".into()],
+                        down: vec!["ns1".into(), "ns<2>".into()],
+                    }),
                 }],
             }],
             answers: vec![AnswerReport {
@@ -160,6 +201,16 @@ mod tests {
                 origin: "example.test.".into(),
                 serial: 7,
             }],
+            cluster: Some(crate::publish::ClusterReport {
+                node: "ns1".into(),
+                isolated: false,
+                members: vec![crate::cluster::gossip::Member {
+                    node: "ns2".into(),
+                    generation: 1,
+                    address: "127.0.6.2:7946".parse().unwrap(),
+                    live: true,
+                }],
+            }),
         };
         let page = render(&report);
         assert!(
@@ -168,6 +219,8 @@ mod tests {
         );
         assert!(page.contains("Pool web&lt;1&gt;"), "{page}");
         assert!(page.contains("192.0.2.1 (forced down)"), "{page}");
+        assert!(page.contains("(down: ns1, ns&lt;2&gt; of 3)"), "{page}");
+        assert!(page.contains("data-member=\"ns2\""), "{page}");
         assert!(page.contains("status 503 &lt;b&gt;"), "{page}");
         assert!(page.contains("<td>SERVFAIL</td>"), "{page}");
         assert!(page.contains("<td>example.test.</td><td>7</td>"), "{page}");

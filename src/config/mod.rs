@@ -258,7 +258,7 @@ pub struct ClusterConfig {
     pub advertise: SocketAddr,
     /// Seed peers.
     pub peers: Vec<SocketAddr>,
-    pub agreement: crate::cluster::agreement::Agreement,
+    pub agreement: Agreement,
     /// The shared 32-byte secret every datagram is sealed with.
     pub key: [u8; 32],
     pub gossip_interval: Duration,
@@ -372,6 +372,22 @@ pub enum AllDown {
     Empty,
     /// SERVFAIL for A and AAAA at the pool's names.
     Servfail,
+}
+
+/// `[cluster]`: how many voters must agree before an address leaves the answers (the rule
+/// is `health::agreement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agreement {
+    /// At least this many other voters must also say down (k + 1 in all).
+    MinPeersAgree(u32),
+    /// More than half of the voters, and at least two.
+    Majority,
+}
+
+impl Default for Agreement {
+    fn default() -> Self {
+        Self::MinPeersAgree(1)
+    }
 }
 
 /// One address that is probed like the others but answers for one name only, in place of one
@@ -737,7 +753,6 @@ fn cluster_config(
     folder: &Path,
     invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
 ) -> Result<ClusterConfig, ConfigError> {
-    use crate::cluster::agreement::Agreement;
     use base64::Engine;
     let node = cluster.node.get_ref().trim().to_string();
     if node.is_empty() || node.len() > 64 || node.contains(['|', ' ']) {
@@ -1456,7 +1471,6 @@ mod tests {
 
     #[test]
     fn cluster_settings_are_checked() {
-        use crate::cluster::agreement::Agreement;
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("config.toml");
         std::fs::write(

@@ -10,6 +10,7 @@
 //! - [`probe`]: how to check an address (ICMP, TCP, HTTP); stateless checkers.
 //! - [`schedule`]: when to check: one task per target, random phase, bounded overlap.
 //! - [`verdict`]: the pure `fall`/`rise` machine.
+//! - [`agreement`]: the pure cluster rule (how many peer votes take an address out).
 //! - [`selection`]: the pure choice of a pool's answer (select, max_answers, all-down, canary).
 //!
 //! It depends only on `config`; `zone`, `publish` and `service` depend on it.
@@ -23,6 +24,7 @@
 //! - Answers are recomputed only for pools that use a target whose verdict changed, so a
 //!   latency wiggle costs nothing and never changes an answer.
 
+pub mod agreement;
 pub mod probe;
 pub mod schedule;
 pub mod selection;
@@ -92,6 +94,9 @@ pub struct SavedHealth {
     pub verdicts: Vec<SavedVerdict>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<SavedOverride>,
+    /// In a cluster: the last peers' votes seen, used at the next start until peers are heard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<PeerVotes>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -138,6 +143,9 @@ pub struct AddressReport {
     #[serde(with = "rfc3339")]
     pub since: Option<std::time::SystemTime>,
     pub checks: Vec<CheckReport>,
+    /// In a cluster: the votes behind `state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub votes: Option<VotesReport>,
 }
 
 /// One check of one address.
@@ -174,6 +182,107 @@ fn address_state(status: &[TargetStatus], ids: &[TargetId], forced: Option<bool>
             }
             state
         }
+    }
+}
+
+/// What the other live instances of the cluster say (see `cluster`), by (pool, address).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerVotes {
+    /// Each (pool, address) some peer voted on: who voted, and who of them says down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub votes: Vec<PeerTally>,
+    /// Overrides published by peers; down wins over up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forced: Vec<SavedOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerTally {
+    pub pool: String,
+    pub address: IpAddr,
+    /// The peers (node names) that voted, sorted.
+    pub voters: Vec<String>,
+    /// Those of them that say down, sorted.
+    pub down: Vec<String>,
+}
+
+/// The cluster side of the health table: this node's name, the rule, and the peers' votes.
+#[derive(Debug, Clone)]
+struct ClusterRule {
+    node: String,
+    agreement: crate::health::agreement::Agreement,
+    /// By (pool, address): (voters, down).
+    tallies: FxHashMap<(String, IpAddr), (Vec<String>, Vec<String>)>,
+    /// By (pool, address): forced up (true) or down (false) by some peer.
+    forced: FxHashMap<(String, IpAddr), bool>,
+    peers: PeerVotes,
+}
+
+/// The votes behind an address's state in a cluster (the status report and the logs).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VotesReport {
+    /// Live instances with a verdict on it, this one included, sorted.
+    pub voters: Vec<String>,
+    /// Those that say down.
+    pub down: Vec<String>,
+}
+
+/// An address's state in a pool, and the votes behind it.
+struct Decision {
+    state: State,
+    votes: Option<VotesReport>,
+}
+
+/// The one rule behind answers, the status report and the `healthdns_address_up` gauge.
+/// Alone: the address's own state (see [`address_state`]). In a cluster: this instance's own
+/// state is its vote, and the address is down only when the cluster agrees (see
+/// `agreement`); while it does not, a locally down address stays in. An admin
+/// override, this instance's or a peer's (down wins), decides over both.
+fn decide(
+    status: &[TargetStatus],
+    cluster: Option<&ClusterRule>,
+    pool: &str,
+    address: IpAddr,
+    ids: &[TargetId],
+    forced: Option<bool>,
+) -> Decision {
+    let own = address_state(status, ids, None);
+    let Some(cluster) = cluster else {
+        return Decision {
+            state: address_state(status, ids, forced),
+            votes: None,
+        };
+    };
+    let key = (pool.to_string(), address);
+    let (mut voters, mut down) = cluster.tallies.get(&key).cloned().unwrap_or_default();
+    if own != State::Unknown {
+        voters.push(cluster.node.clone());
+        if own == State::Down {
+            down.push(cluster.node.clone());
+        }
+    }
+    voters.sort();
+    down.sort();
+    let forced = forced.or_else(|| cluster.forced.get(&key).copied());
+    let state = match forced {
+        Some(true) => State::Up,
+        Some(false) => State::Down,
+        None if crate::health::agreement::cluster_down(
+            cluster.agreement,
+            down.len(),
+            voters.len(),
+        ) =>
+        {
+            State::Down
+        }
+        None if voters.is_empty() => State::Unknown,
+        None => State::Up,
+    };
+    Decision {
+        state,
+        votes: Some(VotesReport { voters, down }),
     }
 }
 
@@ -230,6 +339,8 @@ pub struct Health {
     /// For each target, the pools (indexes) that use it.
     users: Vec<Vec<usize>>,
     pools: Vec<PoolState>,
+    /// Set when this instance is part of a cluster.
+    cluster: Option<ClusterRule>,
 }
 
 /// What a reconfiguration changed in the probe targets.
@@ -248,6 +359,7 @@ impl Health {
             status: Vec::new(),
             users: Vec::new(),
             pools: Vec::new(),
+            cluster: None,
         };
         health.reconfigure(pools);
         health
@@ -335,6 +447,126 @@ impl Health {
         Reconfigured { added, removed }
     }
 
+    /// Makes this table a cluster member named `node`: from now on an address is down only
+    /// when the cluster agrees (see [`decide`]).
+    pub fn enable_cluster(&mut self, node: &str, agreement: crate::health::agreement::Agreement) {
+        self.cluster = Some(ClusterRule {
+            node: node.to_string(),
+            agreement,
+            tallies: FxHashMap::default(),
+            forced: FxHashMap::default(),
+            peers: PeerVotes::default(),
+        });
+    }
+
+    /// Takes the peers' current votes; true if they changed (answers must be recomputed).
+    pub fn set_peer_votes(&mut self, peers: PeerVotes) -> bool {
+        let Some(cluster) = &mut self.cluster else {
+            return false;
+        };
+        if cluster.peers == peers {
+            return false;
+        }
+        cluster.tallies = peers
+            .votes
+            .iter()
+            .map(|tally| {
+                (
+                    (tally.pool.clone(), tally.address),
+                    (tally.voters.clone(), tally.down.clone()),
+                )
+            })
+            .collect();
+        cluster.forced.clear();
+        for forced in &peers.forced {
+            let up = forced.state == "up";
+            let entry = cluster
+                .forced
+                .entry((forced.pool.clone(), forced.address))
+                .or_insert(up);
+            *entry &= up;
+        }
+        cluster.peers = peers;
+        true
+    }
+
+    /// The peers' votes as last set (what the state file keeps of the cluster view).
+    pub fn peer_votes(&self) -> Option<&PeerVotes> {
+        self.cluster.as_ref().map(|cluster| &cluster.peers)
+    }
+
+    /// This instance's own votes and overrides, as gossip keys: `v/<pool>/<address>` =
+    /// "up" | "down" (addresses with a verdict), `f/<pool>/<address>` = "up" | "down".
+    pub fn own_votes(&self) -> BTreeMap<String, String> {
+        let mut votes = BTreeMap::new();
+        for pool in &self.pools {
+            let name = &pool.config.name;
+            let canary = pool
+                .config
+                .canary
+                .as_ref()
+                .map(|canary| (canary.address, &pool.canary_targets));
+            let addresses = pool
+                .config
+                .addresses
+                .iter()
+                .copied()
+                .zip(&pool.address_targets)
+                .chain(canary);
+            for (address, ids) in addresses {
+                match address_state(&self.status, ids, None) {
+                    State::Up => votes.insert(format!("v/{name}/{address}"), "up".into()),
+                    State::Down => votes.insert(format!("v/{name}/{address}"), "down".into()),
+                    State::Unknown => None,
+                };
+            }
+            for (index, up) in &pool.forced {
+                let address = pool.config.addresses[*index];
+                let state = if *up { "up" } else { "down" };
+                votes.insert(format!("f/{name}/{address}"), state.into());
+            }
+        }
+        votes
+    }
+
+    /// Every (pool, address) with its state and the votes behind it, for logging what a
+    /// change of votes did.
+    pub fn decisions(&self) -> Vec<(String, IpAddr, State, Option<VotesReport>)> {
+        let mut decisions = Vec::new();
+        for pool in &self.pools {
+            let canary = pool
+                .config
+                .canary
+                .as_ref()
+                .map(|canary| (canary.address, &pool.canary_targets, None));
+            let addresses = pool
+                .config
+                .addresses
+                .iter()
+                .zip(&pool.address_targets)
+                .enumerate()
+                .map(|(index, (address, ids))| (*address, ids, pool.forced.get(&index).copied()))
+                .chain(canary);
+            for (address, ids, forced) in addresses {
+                let decision = decide(
+                    &self.status,
+                    self.cluster.as_ref(),
+                    &pool.config.name,
+                    address,
+                    ids,
+                    forced,
+                );
+                decisions.push((
+                    pool.config.name.clone(),
+                    address,
+                    decision.state,
+                    decision.votes,
+                ));
+            }
+        }
+        decisions
+    }
+
     /// True while some pool uses `target` (it has not been retired by a reload).
     pub fn is_live(&self, target: TargetId) -> bool {
         !self.users[target.0].is_empty()
@@ -382,8 +614,19 @@ impl Health {
                     .map(|index| &state.address_targets[index])
                     .unwrap_or(&state.canary_targets);
                 let forced = index.and_then(|index| state.forced.get(&index).copied());
-                let up = address_state(&self.status, ids, forced) == State::Up;
-                (state.config.name.as_str(), address, up)
+                let decision = decide(
+                    &self.status,
+                    self.cluster.as_ref(),
+                    &state.config.name,
+                    address,
+                    ids,
+                    forced,
+                );
+                (
+                    state.config.name.as_str(),
+                    address,
+                    decision.state == State::Up,
+                )
             })
             .collect()
     }
@@ -416,16 +659,24 @@ impl Health {
             }
         };
         let address_report =
-            |address: IpAddr, ids: &[TargetId], canary: bool, forced: Option<bool>| {
+            |pool: &str, address: IpAddr, ids: &[TargetId], canary: bool, forced: Option<bool>| {
                 let checks: Vec<CheckReport> = ids.iter().map(check_report).collect();
-                let state = address_state(&self.status, ids, forced);
+                let decision = decide(
+                    &self.status,
+                    self.cluster.as_ref(),
+                    pool,
+                    address,
+                    ids,
+                    forced,
+                );
                 AddressReport {
                     address,
-                    state,
+                    state: decision.state,
                     canary,
                     forced: forced.map(|up| if up { State::Up } else { State::Down }),
                     since: checks.iter().filter_map(|check| check.since).max(),
                     checks,
+                    votes: decision.votes,
                 }
             };
         self.pools
@@ -438,11 +689,18 @@ impl Health {
                     .zip(&pool.address_targets)
                     .enumerate()
                     .map(|(index, (address, ids))| {
-                        address_report(*address, ids, false, pool.forced.get(&index).copied())
+                        address_report(
+                            &pool.config.name,
+                            *address,
+                            ids,
+                            false,
+                            pool.forced.get(&index).copied(),
+                        )
                     })
                     .collect();
                 if let Some(canary) = &pool.config.canary {
                     addresses.push(address_report(
+                        &pool.config.name,
                         canary.address,
                         &pool.canary_targets,
                         true,
@@ -490,6 +748,11 @@ impl Health {
         }
     }
 
+    /// How many pools there are.
+    pub fn pool_count(&self) -> usize {
+        self.pools.len()
+    }
+
     /// The pools (indexes) whose answers depend on `target`.
     pub fn pools_using(&self, target: TargetId) -> &[usize] {
         &self.users[target.0]
@@ -497,8 +760,10 @@ impl Health {
 
     /// Recomputes one pool's answers (and its selection memory) from the current verdicts.
     pub fn pool_answers(&mut self, pool: usize) -> Vec<(Name, NameAnswer)> {
-        let up = |ids: &[TargetId], status: &[TargetStatus], forced: Option<bool>| {
-            address_state(status, ids, forced) == State::Up
+        let cluster = self.cluster.as_ref();
+        let name = self.pools[pool].config.name.clone();
+        let up = |ids: &[TargetId], status: &[TargetStatus], forced: Option<bool>, address| {
+            decide(status, cluster, &name, address, ids, forced).state == State::Up
         };
         let state = &mut self.pools[pool];
         let candidates: Vec<Candidate> = state
@@ -509,7 +774,12 @@ impl Health {
             .enumerate()
             .map(|(index, (address, ids))| Candidate {
                 address: *address,
-                up: up(ids, &self.status, state.forced.get(&index).copied()),
+                up: up(
+                    ids,
+                    &self.status,
+                    state.forced.get(&index).copied(),
+                    *address,
+                ),
                 latency: ids.iter().filter_map(|id| self.status[id.0].latency).max(),
             })
             .collect();
@@ -523,7 +793,7 @@ impl Health {
             .config
             .canary
             .as_ref()
-            .filter(|_| up(&state.canary_targets, &self.status, None));
+            .filter(|canary| up(&state.canary_targets, &self.status, None, canary.address));
         name_answers(
             &state.config,
             &answer,
@@ -590,6 +860,10 @@ impl Health {
                     state: if up { "up" } else { "down" }.into(),
                 })
                 .collect(),
+            peers: self
+                .peer_votes()
+                .filter(|peers| **peers != PeerVotes::default())
+                .cloned(),
         }
     }
 
@@ -620,6 +894,10 @@ impl Health {
             if self.force(&saved.pool, saved.address, forced).is_ok() {
                 overrides += 1;
             }
+        }
+        if let Some(peers) = &saved.peers {
+            // Kept until this instance hears from its peers (see `cluster::gossip`).
+            self.set_peer_votes(peers.clone());
         }
         (verdicts, overrides)
     }

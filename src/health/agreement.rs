@@ -1,4 +1,4 @@
-//! The agreement rule: when an address is down for the whole cluster.
+//! The agreement rule: when an address is down for the whole cluster (peer votes).
 //!
 //! Why this exists: every instance must give the same answer, so the decision must be a pure
 //! function of the votes that every instance sees alike (the live instances' published
@@ -17,20 +17,7 @@
 //!   until then its last votes count.
 //! - Split votes: below the threshold the address stays in; the votes are shown in the status.
 
-/// How many voters must agree before an address leaves the answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Agreement {
-    /// At least this many other voters must also say down (k + 1 in all).
-    MinPeersAgree(u32),
-    /// More than half of the voters, and at least two.
-    Majority,
-}
-
-impl Default for Agreement {
-    fn default() -> Self {
-        Self::MinPeersAgree(1)
-    }
-}
+pub use crate::config::Agreement;
 
 /// True when the cluster takes the address out: `down` of `voters` say down.
 pub fn cluster_down(agreement: Agreement, down: usize, voters: usize) -> bool {

@@ -1,0 +1,216 @@
+//! Peer votes between three real healthdns processes on 127.0.6.1/2/3, each probing from its
+//! own source address HTTP backends that fail for some sources only: an address leaves only
+//! when two instances see it down (min_peers_agree = 1), every instance answers the same, a
+//! killed instance stops counting, and garbage, foreign-key and replayed datagrams change
+//! nothing and are counted.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use crate::api::get;
+use crate::support::backend::{backends, Behaviour};
+use crate::support::{binary, free_port, wait_until, www_addresses, Process};
+
+/// The cluster key of these tests (32 bytes of 7, in base64).
+const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+const ZONE: &str = "$TTL 300
+@      SOA ns1 hostmaster 100 3600 600 86400 60
+       NS  ns1
+ns1    A   192.0.2.53
+";
+
+struct Node {
+    process: Option<Process>,
+    dns: SocketAddr,
+    api: SocketAddr,
+    gossip: SocketAddr,
+    _folder: tempfile::TempDir,
+}
+
+impl Node {
+    fn metrics(&self) -> BTreeMap<String, f64> {
+        get(self.api, "/metrics")
+            .map(|(_, text)| {
+                text.lines()
+                    .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+                    .filter_map(|line| {
+                        let (series, value) = line.rsplit_once(' ')?;
+                        Some((series.to_string(), value.parse().ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&get(self.api, "/status").expect("status").1).unwrap()
+    }
+}
+
+/// Starts node `index` (1..=3) of a cluster whose gossip ports are `gossip_ports`.
+fn start_node(index: usize, gossip_ports: &[u16; 3], backend_port: u16, prefix: &str) -> Node {
+    let host: IpAddr = format!("127.0.6.{index}").parse().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let dns = SocketAddr::new(host, free_port());
+    let api = SocketAddr::new(host, free_port());
+    let gossip = SocketAddr::new(host, gossip_ports[index - 1]);
+    let peers: Vec<String> = (1..=3)
+        .filter(|other| *other != index)
+        .map(|other| format!("\"127.0.6.{other}:{}\"", gossip_ports[other - 1]))
+        .collect();
+    std::fs::write(folder.path().join("zone.zone"), ZONE).unwrap();
+    std::fs::write(folder.path().join("cluster.key"), KEY).unwrap();
+    let config = format!(
+        "[server]\nlisten = [\"{dns}\"]\nudp_sockets = 1\n\n[api]\nlisten = \"{api}\"\n\n\
+         [cluster]\nnode = \"ns{index}\"\nlisten = \"{gossip}\"\npeers = [{peers}]\n\
+         min_peers_agree = 1\nkey_file = \"cluster.key\"\ngossip_interval = \"100ms\"\n\n\
+         [[zone]]\norigin = \"example.test\"\nfile = \"zone.zone\"\n\n\
+         [[pool]]\nname = \"web\"\nnames = [\"www.example.test\"]\n\
+         addresses = [\"{prefix}.1\", \"{prefix}.2\", \"{prefix}.3\"]\n\
+         [[pool.check]]\nkind = \"http\"\nurl = \"http://{{address}}:{backend_port}/health\"\n\
+         interval = \"100ms\"\ntimeout = \"1s\"\nfall = 1\nrise = 1\nsource = \"{host}\"\n",
+        peers = peers.join(", "),
+    );
+    let path = folder.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let process = Process::spawn(binary().args(["serve", "--config"]).arg(&path));
+    assert!(
+        wait_until(Duration::from_secs(20), || get(api, "/readyz")
+            .is_some_and(|(code, _)| code == 200)),
+        "node {index} ready: {}",
+        process.stderr_now()
+    );
+    Node {
+        process: Some(process),
+        dns,
+        api,
+        gossip,
+        _folder: folder,
+    }
+}
+
+#[test]
+fn an_address_leaves_only_when_two_instances_agree_and_all_answer_alike() {
+    let prefix = "127.67.1";
+    let node = |index: u8| -> IpAddr { format!("127.0.6.{index}").parse().unwrap() };
+    // .1 fails for node 1 only; .2 fails for nodes 1 and 2; .3 is healthy everywhere.
+    let (backend_port, _backends) = backends(
+        prefix,
+        vec![
+            Behaviour::FailFrom(vec![node(1)]),
+            Behaviour::FailFrom(vec![node(1), node(2)]),
+            Behaviour::Healthy,
+        ],
+    );
+    let gossip_ports = [free_port(), free_port(), free_port()];
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|index| start_node(index, &gossip_ports, backend_port, prefix))
+        .collect();
+    let agreed = vec![format!("{prefix}.1"), format!("{prefix}.3")];
+    // Every node: .2 out (two votes), .1 in (one vote is not agreement).
+    assert!(
+        wait_until(Duration::from_secs(20), || nodes
+            .iter()
+            .all(|node| www_addresses(node.dns) == agreed)),
+        "all three answer {agreed:?}: {:?}\n{}",
+        nodes
+            .iter()
+            .map(|node| www_addresses(node.dns))
+            .collect::<Vec<_>>(),
+        nodes[0].process.as_ref().unwrap().stderr_now()
+    );
+    // The votes behind it, in the status of node 3 (which sees both as up itself).
+    let status = nodes[2].status();
+    let addresses = &status["pools"][0]["addresses"];
+    assert_eq!(addresses[1]["state"], "down", "{status:#}");
+    assert_eq!(
+        addresses[1]["votes"]["down"],
+        serde_json::json!(["ns1", "ns2"])
+    );
+    assert_eq!(addresses[0]["state"], "up", "{status:#}");
+    assert_eq!(addresses[0]["votes"]["down"], serde_json::json!(["ns1"]));
+    assert_eq!(status["cluster"]["node"], "ns3");
+    assert_eq!(status["cluster"]["isolated"], false);
+    // The transition was logged with its votes.
+    let log = nodes[2].process.as_ref().unwrap().stderr_now();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("cluster state changed")
+                && line.contains(&format!("{prefix}.2"))
+                && line.contains("ns1")
+                && line.contains("ns2")),
+        "{log}"
+    );
+
+    // A fourth sender: garbage, a datagram sealed under another key, and a datagram sealed
+    // under the right key sent twice (its payload is not a gossip message; then a replay).
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = nodes[0].gossip;
+    sender.send_to(b"not a datagram of ours", target).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let foreign = healthdns::cluster::seal::Sealer::new(&[9; 32], "healthdns").seal(
+        b"\x00junk",
+        now,
+        [1; 24],
+    );
+    sender.send_to(&foreign, target).unwrap();
+    let sealed = healthdns::cluster::seal::Sealer::new(&[7; 32], "healthdns").seal(
+        b"\x00junk",
+        now,
+        [2; 24],
+    );
+    sender.send_to(&sealed, target).unwrap();
+    sender.send_to(&sealed, target).unwrap();
+    let rejected = |metrics: &BTreeMap<String, f64>, reason: &str| {
+        metrics
+            .get(&format!(
+                "healthdns_gossip_rejected_total{{reason=\"{reason}\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let metrics = nodes[0].metrics();
+            ["malformed", "unopenable", "garbage", "replayed"]
+                .iter()
+                .all(|reason| rejected(&metrics, reason) >= 1.0)
+        }),
+        "each kind is counted: {:?}",
+        nodes[0].metrics()
+    );
+    assert_eq!(www_addresses(nodes[0].dns), agreed, "nothing changed");
+
+    // Node 2 is killed: its vote on .2 stops counting once it is declared dead, so .2 has
+    // one vote left (node 1's) and comes back on the two that remain.
+    let mut killed = nodes.remove(1);
+    killed.process.take().unwrap().signal("KILL");
+    let all = vec![
+        format!("{prefix}.1"),
+        format!("{prefix}.2"),
+        format!("{prefix}.3"),
+    ];
+    assert!(
+        wait_until(Duration::from_secs(30), || nodes
+            .iter()
+            .all(|node| www_addresses(node.dns) == all)),
+        "the survivors stop counting ns2: {:?}",
+        nodes
+            .iter()
+            .map(|node| www_addresses(node.dns))
+            .collect::<Vec<_>>()
+    );
+    let status = nodes[0].status();
+    let members = status["cluster"]["members"].as_array().unwrap();
+    assert!(
+        members
+            .iter()
+            .any(|member| member["node"] == "ns2" && member["live"] == false),
+        "{status:#}"
+    );
+}
