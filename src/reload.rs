@@ -354,6 +354,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         "[server] min_serial_interval",
     );
     differs(a.state_file != b.state_file, "[server] state_file");
+    differs(a.identity != b.identity, "[server] identity");
+    differs(a.nsid != b.nsid, "[server] nsid");
     // A dry run asked for on the command line stays on whatever the file says.
     differs(!a.dry_run && b.dry_run, "[server] dry_run");
     let api = |config: &Config| {

@@ -301,7 +301,11 @@ impl Service {
             self.publisher
                 .run_with_peers(receiver, peers, shutdown.clone()),
         );
-        let handler = DnsHandler::new(self.snapshots, self.config.server.udp_payload);
+        let handler = DnsHandler::new(self.snapshots, self.config.server.udp_payload)
+            .with_identity(
+                self.config.server.identity.as_deref(),
+                self.config.server.nsid.as_deref(),
+            );
         let idle = self.config.server.tcp_idle_timeout;
         let token = shutdown.clone();
         supervisor.spawn("dns listeners".into(), async move {

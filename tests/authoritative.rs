@@ -397,3 +397,37 @@ fn a_swapped_snapshot_is_answered_from_the_next_query_on() {
         assert!(reader.join().unwrap() > 0);
     }
 }
+
+/// `[server] identity` answers `id.server` and `hostname.bind` CH TXT, and `nsid` is sent to
+/// queries that ask for it (RFC 5001), as NSD and Knot do; both are off by default.
+#[test]
+fn identity_and_nsid_answer_which_server_this_is() {
+    use crate::support::{dig, Fixture, POOL_ZONE};
+    let server = TestServer::from_fixture(Fixture::custom(
+        "127.0.0.1:0",
+        &[("example.test", POOL_ZONE)],
+        "identity = \"ns1.example\"\nnsid = \"ns1-fra\"",
+        "",
+        "",
+    ));
+    for name in ["id.server", "hostname.bind", "ID.SERVER"] {
+        let answer = dig(server.address, &["+short", name, "CH", "TXT"]);
+        assert_eq!(answer.trim(), "\"ns1.example\"", "{name}");
+    }
+    let other = dig(server.address, &["version.bind", "CH", "TXT"]);
+    assert!(other.contains("status: REFUSED"), "{other}");
+    let nsid = dig(server.address, &["+nsid", "www.example.test", "A"]);
+    assert!(
+        nsid.contains("NSID: 6e 73 31 2d 66 72 61 (\"ns1-fra\")"),
+        "{nsid}"
+    );
+    let without = dig(server.address, &["www.example.test", "A"]);
+    assert!(!without.contains("NSID"), "only when asked: {without}");
+
+    // Off by default.
+    let plain = TestServer::with_zones(&[("example.test", POOL_ZONE)]);
+    let refused = dig(plain.address, &["id.server", "CH", "TXT"]);
+    assert!(refused.contains("status: REFUSED"), "{refused}");
+    let nsid = dig(plain.address, &["+nsid", "www.example.test", "A"]);
+    assert!(!nsid.contains("NSID:"), "{nsid}");
+}

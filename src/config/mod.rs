@@ -87,6 +87,8 @@ mod file {
         pub dry_run: bool,
         #[serde(default = "default_min_serial_interval", with = "humantime_serde")]
         pub min_serial_interval: Duration,
+        pub identity: Option<Spanned<String>>,
+        pub nsid: Option<Spanned<String>>,
         #[serde(default = "default_state_file")]
         pub state_file: String,
     }
@@ -108,6 +110,8 @@ mod file {
                 udp_payload: default_udp_payload(),
                 dry_run: false,
                 min_serial_interval: default_min_serial_interval(),
+                identity: None,
+                nsid: None,
                 state_file: default_state_file(),
             }
         }
@@ -288,6 +292,10 @@ pub struct ServerConfig {
     pub udp_payload: u16,
     /// Probe and log, but answer every configured address.
     pub dry_run: bool,
+    /// Answered to `id.server` and `hostname.bind` CH TXT queries; None: refused.
+    pub identity: Option<String>,
+    /// Sent as the NSID option (RFC 5001) to queries that ask for it; None: not sent.
+    pub nsid: Option<String>,
     /// The least time between two serials of the answers (changes in between are coalesced).
     pub min_serial_interval: Duration,
     /// Where each zone's last serial is kept across restarts.
@@ -737,6 +745,8 @@ impl Config {
                 udp_payload,
                 dry_run: raw.server.dry_run,
                 min_serial_interval: raw.server.min_serial_interval,
+                identity: text_setting(raw.server.identity, "server.identity", &invalid)?,
+                nsid: text_setting(raw.server.nsid, "server.nsid", &invalid)?,
                 state_file: folder.join(&raw.server.state_file),
             },
             zones,
@@ -744,6 +754,31 @@ impl Config {
             api,
         })
     }
+}
+
+/// A short text setting (identity, NSID): 1 to 255 printable ASCII characters.
+fn text_setting(
+    value: Option<toml::Spanned<String>>,
+    key: &str,
+    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<Option<String>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let text = value.get_ref();
+    if text.is_empty()
+        || text.len() > 255
+        || !text
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic() || byte == b' ')
+    {
+        return Err(invalid(
+            value.span(),
+            key,
+            format!("{text:?} must be 1 to 255 printable ASCII characters"),
+        ));
+    }
+    Ok(Some(text.clone()))
 }
 
 /// Validates `[cluster]` (at `span`); key files are read relative to `folder`.

@@ -139,6 +139,19 @@ impl<'a> Response<'a> {
         response
     }
 
+    /// An authoritative NOERROR answer holding `record` alone (CH identity queries).
+    pub fn single(record: &'a Record) -> Self {
+        let mut response = Self::new(ResponseCode::NoError, true);
+        response.answer.push_shared(std::slice::from_ref(record), 0);
+        response
+    }
+
+    /// An authoritative NOERROR answer with no record (NODATA with no SOA: CH identity names
+    /// asked for another type).
+    pub fn empty_authoritative() -> Self {
+        Self::new(ResponseCode::NoError, true)
+    }
+
     fn new(rcode: ResponseCode, authoritative: bool) -> Self {
         Self {
             rcode,

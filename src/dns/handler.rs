@@ -99,6 +99,10 @@ pub struct DnsHandler {
     /// Our OPT records: advertised UDP payload, version 0, DO clear and DO set. DO is copied
     /// from the query (RFC 3225 §3), though nothing is signed.
     edns: [Edns; 2],
+    /// The same with our NSID option, when `[server] nsid` is set (RFC 5001).
+    edns_nsid: Option<[Edns; 2]>,
+    /// `id.server.` and `hostname.bind.` CH TXT with `[server] identity`, when set.
+    identity: Option<[hickory_proto::rr::Record; 2]>,
 }
 
 impl DnsHandler {
@@ -112,7 +116,51 @@ impl DnsHandler {
         Self {
             snapshots,
             edns: [edns, edns_do],
+            edns_nsid: None,
+            identity: None,
         }
+    }
+
+    /// Answers `id.server` and `hostname.bind` CH TXT with `identity`, and sends `nsid` to
+    /// queries with the NSID option, as NSD and Knot do (both off unless set).
+    pub fn with_identity(mut self, identity: Option<&str>, nsid: Option<&str>) -> Self {
+        use hickory_proto::rr::rdata::opt::{EdnsOption, NSIDPayload};
+        use hickory_proto::rr::rdata::TXT;
+        use hickory_proto::rr::{Name, RData, Record};
+        self.identity = identity.map(|identity| {
+            ["id.server.", "hostname.bind."].map(|name| {
+                let mut record = Record::from_rdata(
+                    Name::from_ascii(name).expect("a valid name"),
+                    0,
+                    RData::TXT(TXT::new(vec![identity.to_string()])),
+                );
+                record.dns_class = DNSClass::CH;
+                record
+            })
+        });
+        self.edns_nsid = nsid.map(|nsid| {
+            self.edns.clone().map(|mut edns| {
+                edns.options_mut().insert(EdnsOption::NSID(
+                    NSIDPayload::new(nsid.as_bytes()).expect("at most 255 bytes"),
+                ));
+                edns
+            })
+        });
+        self
+    }
+
+    /// The CH TXT answer to `name` (id.server, hostname.bind) when an identity is set.
+    fn identity_answer(&self, name: &hickory_proto::rr::Name, record_type: RecordType) -> Plan<'_> {
+        let Some(records) = &self.identity else {
+            return Plan::Error(ResponseCode::Refused);
+        };
+        let Some(record) = records.iter().find(|record| &record.name == name) else {
+            return Plan::Error(ResponseCode::Refused);
+        };
+        if !matches!(record_type, RecordType::TXT | RecordType::ANY) {
+            return Plan::Answer(crate::dns::answer::Response::empty_authoritative());
+        }
+        Plan::Answer(crate::dns::answer::Response::single(record))
     }
 
     /// The response to a transfer request (AXFR or IXFR) for `name`.
@@ -164,7 +212,7 @@ impl DnsHandler {
 
     /// Decides the response to a parsed request.
     fn plan<'a>(
-        &self,
+        &'a self,
         snapshot: &'a Snapshot,
         request: &MessageRequest,
         source: SocketAddr,
@@ -181,6 +229,7 @@ impl DnsHandler {
             let query = &request.queries.queries()[0];
             let original = query.original();
             match (original.query_class, original.query_type) {
+                (DNSClass::CH, record_type) => self.identity_answer(&original.name, record_type),
                 (class, _) if class != DNSClass::IN => Plan::Error(ResponseCode::Refused),
                 (_, record_type @ (RecordType::AXFR | RecordType::IXFR)) => self.plan_transfer(
                     snapshot,
@@ -214,10 +263,19 @@ impl DnsHandler {
 
     /// Our OPT for a response, present only when the request had one.
     fn response_edns(&self, request: &MessageRequest) -> Option<&Edns> {
-        request
-            .edns
-            .as_ref()
-            .map(|edns| &self.edns[usize::from(edns.flags().dnssec_ok)])
+        request.edns.as_ref().map(|edns| {
+            let ours = match &self.edns_nsid {
+                Some(with_nsid)
+                    if edns
+                        .option(hickory_proto::rr::rdata::opt::EdnsCode::NSID)
+                        .is_some() =>
+                {
+                    with_nsid
+                }
+                _ => &self.edns,
+            };
+            &ours[usize::from(edns.flags().dnssec_ok)]
+        })
     }
 
     /// Answers one UDP datagram into `out`; returns false when nothing should be sent.
