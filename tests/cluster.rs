@@ -186,6 +186,98 @@ fn an_address_leaves_only_when_two_instances_agree_and_all_answer_alike() {
     );
     assert_eq!(www_addresses(nodes[0].dns), agreed, "nothing changed");
 
+    let answers = |nodes: &[Node]| -> Vec<Vec<String>> {
+        nodes.iter().map(|node| www_addresses(node.dns)).collect()
+    };
+    // A maintenance override on one node is gossiped and applies on every node.
+    let (code, body) = crate::api::request(
+        nodes[0].api,
+        "POST",
+        &format!("/pools/web/addresses/{prefix}.3/force"),
+        &[],
+        "{\"state\": \"down\"}",
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        wait_until(Duration::from_secs(10), || answers(&nodes)
+            .iter()
+            .all(|answer| *answer == [format!("{prefix}.1")])),
+        "forced down everywhere: {:?}",
+        answers(&nodes)
+    );
+    let (code, _) = crate::api::request(
+        nodes[0].api,
+        "POST",
+        &format!("/pools/web/addresses/{prefix}.3/force"),
+        &[],
+        "{\"state\": \"auto\"}",
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        wait_until(Duration::from_secs(10), || answers(&nodes)
+            .iter()
+            .all(|answer| *answer == agreed)),
+        "back: {:?}",
+        answers(&nodes)
+    );
+
+    // Partition: node 1 hears from nobody (its peers are frozen). Isolated, it cannot reach
+    // agreement alone: it serves every address (fail-open) and says so; when the peers come
+    // back it follows the agreement again.
+    for node in &nodes[1..] {
+        node.process.as_ref().unwrap().signal("STOP");
+    }
+    let every = vec![
+        format!("{prefix}.1"),
+        format!("{prefix}.2"),
+        format!("{prefix}.3"),
+    ];
+    let isolated = wait_until(Duration::from_secs(30), || {
+        nodes[0].status()["cluster"]["isolated"] == true && www_addresses(nodes[0].dns) == every
+    });
+    for node in &nodes[1..] {
+        node.process.as_ref().unwrap().signal("CONT");
+    }
+    assert!(
+        isolated,
+        "isolated node 1 fails open: {:#}",
+        nodes[0].status()
+    );
+    assert!(nodes[0]
+        .process
+        .as_ref()
+        .unwrap()
+        .stderr_now()
+        .contains("isolated: no live peer"));
+    assert!(
+        wait_until(Duration::from_secs(30), || answers(&nodes)
+            .iter()
+            .all(|answer| *answer == agreed)),
+        "healed: {:?}",
+        answers(&nodes)
+    );
+
+    // Node 2 restarts: a new generation, counted once by name.
+    nodes[1].process.take().unwrap().signal("KILL");
+    let restarted = start_node(2, &gossip_ports, backend_port, prefix);
+    nodes[1] = restarted;
+    assert!(
+        wait_until(Duration::from_secs(30), || answers(&nodes)
+            .iter()
+            .all(|answer| *answer == agreed)
+            && nodes[0].status()["cluster"]["members"]
+                .as_array()
+                .is_some_and(|members| members
+                    .iter()
+                    .filter(|member| member["node"] == "ns2" && member["live"] == true)
+                    .count()
+                    == 1)),
+        "the restarted node counts once: {:#}",
+        nodes[0].status()
+    );
+
     // Node 2 is killed: its vote on .2 stops counting once it is declared dead, so .2 has
     // one vote left (node 1's) and comes back on the two that remain.
     let mut killed = nodes.remove(1);

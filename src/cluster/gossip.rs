@@ -272,17 +272,23 @@ fn view_of(
             live: true,
         })
         .collect();
+    // A dead node once, by its newest generation, unless it is live again.
+    let mut dead_newest: BTreeMap<&str, &ChitchatId> = BTreeMap::new();
     for id in dead {
-        if &*id.node_id != node && !newest.contains_key(&*id.node_id) {
-            members.push(Member {
-                node: id.node_id.to_string(),
-                generation: id.generation_id,
-                address: id.gossip_advertise_addr,
-                live: false,
-            });
+        if &*id.node_id == node || newest.contains_key(&*id.node_id) {
+            continue;
+        }
+        let entry = dead_newest.entry(&id.node_id).or_insert(id);
+        if id.generation_id > entry.generation_id {
+            *entry = id;
         }
     }
-    members.dedup_by(|a, b| a.node == b.node && !a.live && !b.live);
+    members.extend(dead_newest.values().map(|id| Member {
+        node: id.node_id.to_string(),
+        generation: id.generation_id,
+        address: id.gossip_advertise_addr,
+        live: false,
+    }));
     PeerView {
         votes: PeerVotes {
             votes: tallies
