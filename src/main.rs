@@ -356,7 +356,7 @@ fn run_status(base: &str, nagios: bool) -> ExitCode {
                     text.push_str(&format!(
                         " (down: {} of {})",
                         votes.down.join(","),
-                        votes.voters.len()
+                        votes.voters
                     ));
                 }
             }

@@ -110,7 +110,7 @@ pub fn render(report: &StatusReport) -> String {
                     } else {
                         escape(&votes.down.join(", "))
                     },
-                    votes.voters.len()
+                    votes.voters
                 )
             });
             let _ = write!(
@@ -187,7 +187,7 @@ mod tests {
                         reason: Some("http: status 503 <b>".into()),
                     }],
                     votes: Some(crate::health::VotesReport {
-                        voters: vec!["ns1".into(), "ns2".into(), "ns3".into()],
+                        voters: 3,
                         down: vec!["ns1".into(), "ns<2>".into()],
                     }),
                 }],

@@ -33,6 +33,9 @@ use super::transport::SealedTransport;
 use crate::config::ClusterConfig;
 use crate::health::{PeerTally, PeerVotes, SavedOverride};
 
+/// How long changes of the peers' states are gathered before the view is rebuilt.
+pub const VIEW_DELAY: Duration = Duration::from_millis(20);
+
 /// How long a starting instance waits to hear from a peer before it decides alone.
 pub const STARTUP_GRACE: Duration = Duration::from_secs(5);
 
@@ -133,13 +136,19 @@ impl Gossip {
         let terminated = self.handle.termination_watcher();
         tokio::pin!(terminated);
         // Liveness changes without a new version (a peer declared dead) come with no
-        // notification: look every gossip interval's worth of time, at most once per 500 ms.
+        // notification: look every 500 ms. Version changes are gathered for at most
+        // `VIEW_DELAY`, so a burst of them costs one view.
         let mut ticker = tokio::time::interval(Duration::from_millis(500));
         let mut was_isolated: Option<bool> = None;
+        let mut cache = ParseCache::default();
         loop {
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
                 result = &mut terminated => {
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
                     panic!("the gossip server stopped: {}", result.err().map_or_else(|| "no error".into(), |error| format!("{error:#}")));
                 }
                 changed = own.changed() => {
@@ -151,14 +160,16 @@ impl Gossip {
                     let votes = own.borrow_and_update().clone();
                     self.publish(&votes).await;
                 }
-                _ = live.changed() => {}
+                _ = live.changed() => {
+                    tokio::time::sleep(VIEW_DELAY).await;
+                }
                 _ = ticker.tick() => {}
             }
             let dead: Vec<ChitchatId> = self
                 .handle
                 .with_chitchat(|chitchat| chitchat.dead_nodes().cloned().collect())
                 .await;
-            let next = view_of(&self.node, &live.borrow_and_update(), &dead);
+            let next = view_of(&self.node, &live.borrow_and_update(), &dead, &mut cache);
             let isolated = next.isolated();
             if isolated && started.elapsed() < STARTUP_GRACE {
                 continue;
@@ -216,12 +227,72 @@ impl Gossip {
     }
 }
 
+/// One peer's votes as parsed from its node state: ((pool, address), down), and its overrides.
+#[derive(Default)]
+struct Parsed {
+    votes: Vec<((Arc<str>, IpAddr), bool)>,
+    forced: Vec<SavedOverride>,
+}
+
+/// Each peer's parsed votes, by node name, with the (generation, max version) they were parsed
+/// at: a peer whose state did not change is not parsed again.
+#[derive(Default)]
+struct ParseCache {
+    nodes: BTreeMap<String, ((u64, u64), Arc<Parsed>)>,
+}
+
+impl ParseCache {
+    fn parsed(&mut self, id: &ChitchatId, state: &chitchat::NodeState) -> Arc<Parsed> {
+        let version = (id.generation_id, state.max_version());
+        if let Some((at, parsed)) = self.nodes.get(&*id.node_id) {
+            if *at == version {
+                return parsed.clone();
+            }
+        }
+        let parsed = Arc::new(parse(state));
+        self.nodes
+            .insert(id.node_id.to_string(), (version, parsed.clone()));
+        parsed
+    }
+}
+
+/// The vote and override keys of one node state.
+fn parse(state: &chitchat::NodeState) -> Parsed {
+    let mut parsed = Parsed::default();
+    let mut pools: BTreeMap<&str, Arc<str>> = BTreeMap::new();
+    for (key, value) in state.key_values() {
+        let Some((kind, rest)) = key.split_once('/') else {
+            continue;
+        };
+        let Some((pool, address)) = rest.rsplit_once('/') else {
+            continue;
+        };
+        let Ok(address) = address.parse::<IpAddr>() else {
+            continue;
+        };
+        match (kind, value) {
+            ("v", "up" | "down") => {
+                let pool = pools.entry(pool).or_insert_with(|| Arc::from(pool)).clone();
+                parsed.votes.push(((pool, address), value == "down"));
+            }
+            ("f", "up" | "down") => parsed.forced.push(SavedOverride {
+                pool: pool.to_string(),
+                address,
+                state: value.to_string(),
+            }),
+            _ => {}
+        }
+    }
+    parsed
+}
+
 /// The peers' votes and the members, from chitchat's live nodes (`live`, this node included)
 /// and dead ones: each node name counts once, by its newest live generation.
 fn view_of(
     node: &str,
     live: &BTreeMap<ChitchatId, chitchat::NodeState>,
     dead: &[ChitchatId],
+    cache: &mut ParseCache,
 ) -> PeerView {
     let mut newest: BTreeMap<&str, (&ChitchatId, &chitchat::NodeState)> = BTreeMap::new();
     for (id, state) in live {
@@ -233,36 +304,23 @@ fn view_of(
             *entry = (id, state);
         }
     }
-    let mut tallies: BTreeMap<(String, IpAddr), (Vec<String>, Vec<String>)> = BTreeMap::new();
+    let mut tallies: rustc_hash::FxHashMap<(Arc<str>, IpAddr), (usize, Vec<String>)> =
+        rustc_hash::FxHashMap::default();
     let mut forced = Vec::new();
-    for (name, (_, state)) in &newest {
-        for (key, value) in state.key_values() {
-            let Some((kind, rest)) = key.split_once('/') else {
-                continue;
-            };
-            let Some((pool, address)) = rest.rsplit_once('/') else {
-                continue;
-            };
-            let Ok(address) = address.parse::<IpAddr>() else {
-                continue;
-            };
-            match (kind, value) {
-                ("v", "up" | "down") => {
-                    let (voters, down) = tallies.entry((pool.to_string(), address)).or_default();
-                    voters.push(name.to_string());
-                    if value == "down" {
-                        down.push(name.to_string());
-                    }
-                }
-                ("f", "up" | "down") => forced.push(SavedOverride {
-                    pool: pool.to_string(),
-                    address,
-                    state: value.to_string(),
-                }),
-                _ => {}
+    for (name, (id, state)) in &newest {
+        let parsed = cache.parsed(id, state);
+        for (key, down) in &parsed.votes {
+            let (voters, downs) = tallies.entry(key.clone()).or_default();
+            *voters += 1;
+            if *down {
+                downs.push(name.to_string());
             }
         }
+        forced.extend(parsed.forced.iter().cloned());
     }
+    cache
+        .nodes
+        .retain(|name, _| newest.contains_key(name.as_str()));
     let mut members: Vec<Member> = newest
         .values()
         .map(|(id, _)| Member {
@@ -289,19 +347,18 @@ fn view_of(
         address: id.gossip_advertise_addr,
         live: false,
     }));
+    let mut votes: Vec<PeerTally> = tallies
+        .into_iter()
+        .map(|((pool, address), (voters, down))| PeerTally {
+            pool: pool.to_string(),
+            address,
+            voters,
+            down,
+        })
+        .collect();
+    votes.sort_by(|left, right| (&left.pool, left.address).cmp(&(&right.pool, right.address)));
     PeerView {
-        votes: PeerVotes {
-            votes: tallies
-                .into_iter()
-                .map(|((pool, address), (voters, down))| PeerTally {
-                    pool,
-                    address,
-                    voters,
-                    down,
-                })
-                .collect(),
-            forced,
-        },
+        votes: PeerVotes { votes, forced },
         members,
     }
 }

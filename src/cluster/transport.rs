@@ -35,6 +35,11 @@ pub const MAX_DATAGRAM: usize = 65_507;
 pub const FRAGMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How far a datagram's timestamp may be from now, either way.
 pub const WINDOW: Duration = Duration::from_secs(30);
+/// Bytes of sealed datagrams sent and received by every gossip socket of this process (also in
+/// `healthdns_gossip_bytes_total{direction}`); the benchmark reads them.
+pub static SENT_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static RECEIVED_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The most split messages waiting for their second half.
 const MAX_PENDING: usize = 64;
 
@@ -169,6 +174,9 @@ impl Socket for SealedSocket {
         let bytes = message.serialize_to_vec();
         for payload in frame(&bytes) {
             let datagram = self.sealer.seal(&payload, now_ms(), random_nonce());
+            SENT_BYTES.fetch_add(datagram.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("healthdns_gossip_bytes_total", "direction" => "sent")
+                .increment(datagram.len() as u64);
             if let Err(error) = self.socket.send_to(&datagram, to).await {
                 static GATE: LogGate = LogGate::new();
                 metrics::counter!("healthdns_gossip_send_failures_total").increment(1);
@@ -197,6 +205,9 @@ impl Socket for SealedSocket {
                 }
                 Err(error) => return Err(anyhow::anyhow!("gossip socket failed: {error}")),
             };
+            RECEIVED_BYTES.fetch_add(size as u64, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("healthdns_gossip_bytes_total", "direction" => "received")
+                .increment(size as u64);
             let opened = self
                 .sealer
                 .open(&self.buffer[..size], now_ms(), &mut self.replays);

@@ -202,8 +202,8 @@ pub struct PeerVotes {
 pub struct PeerTally {
     pub pool: String,
     pub address: IpAddr,
-    /// The peers (node names) that voted, sorted.
-    pub voters: Vec<String>,
+    /// How many peers voted.
+    pub voters: usize,
     /// Those of them that say down, sorted.
     pub down: Vec<String>,
 }
@@ -213,8 +213,8 @@ pub struct PeerTally {
 struct ClusterRule {
     node: String,
     agreement: crate::health::agreement::Agreement,
-    /// By (pool, address): (voters, down).
-    tallies: FxHashMap<(String, IpAddr), (Vec<String>, Vec<String>)>,
+    /// By (pool, address): (how many peers voted, those that say down).
+    tallies: FxHashMap<(String, IpAddr), (usize, Vec<String>)>,
     /// By (pool, address): forced up (true) or down (false) by some peer.
     forced: FxHashMap<(String, IpAddr), bool>,
     peers: PeerVotes,
@@ -223,8 +223,8 @@ struct ClusterRule {
 /// The votes behind an address's state in a cluster (the status report and the logs).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VotesReport {
-    /// Live instances with a verdict on it, this one included, sorted.
-    pub voters: Vec<String>,
+    /// How many live instances have a verdict on it, this one included.
+    pub voters: usize,
     /// Those that say down.
     pub down: Vec<String>,
 }
@@ -258,26 +258,20 @@ fn decide(
     let key = (pool.to_string(), address);
     let (mut voters, mut down) = cluster.tallies.get(&key).cloned().unwrap_or_default();
     if own != State::Unknown {
-        voters.push(cluster.node.clone());
+        voters += 1;
         if own == State::Down {
             down.push(cluster.node.clone());
         }
     }
-    voters.sort();
     down.sort();
     let forced = forced.or_else(|| cluster.forced.get(&key).copied());
     let state = match forced {
         Some(true) => State::Up,
         Some(false) => State::Down,
-        None if crate::health::agreement::cluster_down(
-            cluster.agreement,
-            down.len(),
-            voters.len(),
-        ) =>
-        {
+        None if crate::health::agreement::cluster_down(cluster.agreement, down.len(), voters) => {
             State::Down
         }
-        None if voters.is_empty() => State::Unknown,
+        None if voters == 0 => State::Unknown,
         None => State::Up,
     };
     Decision {
@@ -473,7 +467,7 @@ impl Health {
             .map(|tally| {
                 (
                     (tally.pool.clone(), tally.address),
-                    (tally.voters.clone(), tally.down.clone()),
+                    (tally.voters, tally.down.clone()),
                 )
             })
             .collect();
