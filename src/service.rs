@@ -107,11 +107,18 @@ impl Service {
             health.enable_cluster(&cluster.node, cluster.agreement);
         }
         let (verdicts, overrides) = health.restore(&state.health);
-        if verdicts + overrides > 0 {
+        let peer_votes = state
+            .health
+            .peers
+            .as_ref()
+            .filter(|_| config.cluster.is_some())
+            .map_or(0, |peers| peers.votes.len());
+        if verdicts + overrides + peer_votes > 0 {
             tracing::info!(
                 verdicts,
                 overrides,
-                "health state restored from the state file"
+                peer_votes,
+                "health state restored from the state file (peer votes count until peers are heard)"
             );
         }
         let probers = Probers::new(

@@ -30,6 +30,24 @@ struct Node {
 }
 
 impl Node {
+    /// Stops the node (SIGTERM: its state file is written) and starts it again on the same
+    /// config, folder and state file; returns once it is ready.
+    fn restart(&mut self) {
+        let mut process = self.process.take().unwrap();
+        process.signal("TERM");
+        assert!(process.wait_exit(Duration::from_secs(10)).is_some());
+        let path = self._folder.path().join("config.toml");
+        let process = Process::spawn(binary().args(["serve", "--config"]).arg(&path));
+        let api = self.api;
+        assert!(
+            wait_until(Duration::from_secs(20), || get(api, "/readyz")
+                .is_some_and(|(code, _)| code == 200)),
+            "restarted: {}",
+            process.stderr_now()
+        );
+        self.process = Some(process);
+    }
+
     fn metrics(&self) -> BTreeMap<String, f64> {
         get(self.api, "/metrics")
             .map(|(_, text)| {
@@ -257,6 +275,20 @@ fn an_address_leaves_only_when_two_instances_agree_and_all_answer_alike() {
             .all(|answer| *answer == agreed)),
         "healed: {:?}",
         answers(&nodes)
+    );
+
+    // Node 3 restarts with its state file: it answers with the agreed set from its first
+    // answer (its own probes see .2 up, the saved votes of ns1 and ns2 keep it out).
+    nodes[2].restart();
+    assert_eq!(
+        www_addresses(nodes[2].dns),
+        agreed,
+        "no flap after a restart"
+    );
+    let log = nodes[2].process.as_ref().unwrap().stderr_now();
+    assert!(
+        log.contains("peer_votes=") && !log.contains("peer_votes=0"),
+        "the saved peer votes were restored: {log}"
     );
 
     // Node 2 restarts: a new generation, counted once by name.
