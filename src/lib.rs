@@ -1,13 +1,14 @@
 //! healthdns: an authoritative DNS server that answers only with healthy addresses.
 //!
 //! Data flows one way, and the modules follow it:
-//! config -> health (probes -> verdicts -> pool answers) -> publish (the one snapshot writer)
+//! config -> health (probes -> verdicts (+ peer votes, `cluster`) -> pool answers) -> publish (the one snapshot writer)
 //! -> zone snapshot (swapped atomically with `ArcSwap`) -> dns (answers, transfers, NOTIFY)
 //! and export (snapshot files, state).
 //! - [`config`]: the strict TOML file format and the validated runtime `Config`.
 //! - [`zone`]: master files, the snapshot, rendering and serials.
 //! - [`health`]: probes, scheduling, verdicts, selection and the table joining them to pools.
-//! - [`cluster`]: peer votes (the agreement rule, sealed gossip), beside `health`.
+//! - [`cluster`]: peer votes over sealed chitchat gossip: this instance's verdicts out, the
+//!   peers' in (the rule that uses them is `health::agreement`).
 //! - [`publish`]: the one writer that rebuilds and swaps the snapshot when an answer changes.
 //! - [`export`]: snapshot files and the state file, written off the answer path.
 //! - [`atomic`]: whole-file writes that a crash cannot leave half done.
