@@ -249,3 +249,44 @@ fn idle_tcp_connections_are_closed() {
         start.elapsed()
     );
 }
+
+/// The UDP loop answers in batches (recvmmsg/sendmmsg): queries from several clients that
+/// arrive together each get their own answer, at their own address, with their own ID.
+#[test]
+fn a_burst_from_several_clients_is_answered_to_each() {
+    let server = TestServer::with_zones(&[("example.test", crate::support::POOL_ZONE)]);
+    let clients: Vec<std::net::UdpSocket> = (0..4)
+        .map(|_| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
+                .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            socket
+        })
+        .collect();
+    // 4 clients x 40 queries, all sent before any answer is read.
+    for round in 0..40u16 {
+        for (index, client) in clients.iter().enumerate() {
+            let mut message = query("www.example.test.", RecordType::TXT, None);
+            message.metadata.id = round * 4 + index as u16;
+            client
+                .send_to(&message.to_vec().unwrap(), server.address)
+                .unwrap();
+        }
+    }
+    let mut buffer = [0u8; 1500];
+    for (index, client) in clients.iter().enumerate() {
+        let mut ids: Vec<u16> = (0..40)
+            .map(|_| {
+                let size = client.recv(&mut buffer).expect("an answer for each query");
+                let answer = Message::from_vec(&buffer[..size]).unwrap();
+                assert_eq!(rcode(&answer), ResponseCode::NoError);
+                assert_eq!(answer.answers.len(), 1);
+                answer.metadata.id
+            })
+            .collect();
+        ids.sort_unstable();
+        let expected: Vec<u16> = (0..40u16).map(|round| round * 4 + index as u16).collect();
+        assert_eq!(ids, expected, "client {index} got exactly its own answers");
+    }
+}
