@@ -255,21 +255,24 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
     let mut in_headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; UDP_BATCH];
     let mut out_iovecs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; UDP_BATCH];
     let mut out_headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; UDP_BATCH];
+    // The receive headers point at buffers that never move; only what recvmmsg writes back
+    // (the address length) is reset before each call, for the entries it used.
+    for index in 0..UDP_BATCH {
+        in_iovecs[index] = libc::iovec {
+            iov_base: inbox[index].as_mut_ptr().cast(),
+            iov_len: MAX_DATAGRAM,
+        };
+        let header = &mut in_headers[index].msg_hdr;
+        header.msg_iov = &mut in_iovecs[index];
+        header.msg_iovlen = 1;
+        header.msg_name = (&mut sources[index] as *mut libc::sockaddr_storage).cast();
+    }
+    let storage_size = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let mut used = UDP_BATCH;
     let mut stats = super::stats::QueryStats::new("udp");
     while !shutdown.is_cancelled() {
-        for index in 0..UDP_BATCH {
-            in_iovecs[index] = libc::iovec {
-                iov_base: inbox[index].as_mut_ptr().cast(),
-                iov_len: MAX_DATAGRAM,
-            };
-            let header = &mut in_headers[index].msg_hdr;
-            header.msg_iov = &mut in_iovecs[index];
-            header.msg_iovlen = 1;
-            header.msg_name = (&mut sources[index] as *mut libc::sockaddr_storage).cast();
-            header.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            header.msg_control = std::ptr::null_mut();
-            header.msg_controllen = 0;
-            header.msg_flags = 0;
+        for header in &mut in_headers[..used] {
+            header.msg_hdr.msg_namelen = storage_size;
         }
         // SAFETY: every header points at live buffers owned by this function for the call.
         let received = unsafe {
@@ -295,6 +298,7 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
             }
             continue;
         }
+        used = received as usize;
         let mut outgoing = 0;
         for index in 0..received as usize {
             let length = in_headers[index].msg_len as usize;
@@ -325,9 +329,6 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
             header.msg_iovlen = 1;
             header.msg_name = (&mut sources[index] as *mut libc::sockaddr_storage).cast();
             header.msg_namelen = namelen;
-            header.msg_control = std::ptr::null_mut();
-            header.msg_controllen = 0;
-            header.msg_flags = 0;
             outgoing += 1;
         }
         let mut sent = 0;
