@@ -151,6 +151,20 @@ fn an_address_leaves_only_when_two_instances_agree_and_all_answer_alike() {
     assert_eq!(addresses[0]["votes"]["down"], serde_json::json!(["ns1"]));
     assert_eq!(status["cluster"]["node"], "ns3");
     assert_eq!(status["cluster"]["isolated"], false);
+    // The CLI shows the cluster and the votes.
+    let output = binary()
+        .args(["status", "--api", &format!("http://{}", nodes[2].api)])
+        .output()
+        .unwrap();
+    let table = crate::support::output_text(&output);
+    assert!(
+        table.contains("cluster node ns3; peers: ns1 (live), ns2 (live)"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("{prefix}.2 (down: ns1,ns2 of 3)")),
+        "{table}"
+    );
     // The transition was logged with its votes.
     let log = nodes[2].process.as_ref().unwrap().stderr_now();
     assert!(
