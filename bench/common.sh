@@ -62,3 +62,25 @@ zone:
   zonefile: bench.test.zone
 CONF
 }
+
+# CPU clock ticks (utime + stime) and resident memory (KiB) of a process and all its
+# descendants (NSD forks its server, Knot and healthdns run threads), read from /proc.
+descendants() { local child; for child in $(pgrep -P "$1" || true); do echo "$child"; descendants "$child"; done; }
+cpu_ticks() {
+  local total=0 pid
+  for pid in $1 $(descendants "$1"); do
+    [ -r "/proc/$pid/stat" ] || continue
+    # utime and stime are fields 14 and 15; the name (field 2) may hold spaces, so count after ')'.
+    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
+rss_kb() {
+  local total=0 pid
+  for pid in $1 $(descendants "$1"); do
+    [ -r "/proc/$pid/status" ] || continue
+    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status")))
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)

@@ -15,7 +15,6 @@ HTTP_TARGETS=${2:-1000}
 SECONDS_MEASURED=${3:-20}
 cd "$(dirname "$0")/.."
 source bench/common.sh
-TICKS=$(getconf CLK_TCK)
 
 # $1 = kind (icmp|http), $2 = targets, $3 = second octet, $4 = extra check keys
 write_config() {
@@ -43,7 +42,6 @@ $TTL 300
 ns1 A 127.0.0.1
 ZONE
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # $1 = label, $2 = targets, $3 = DNS port
 measure() {
@@ -65,7 +63,7 @@ measure() {
   done
   local downs; downs=$(grep -c "address down" "$work/$label.log" || true)
   python3 -c "
-cpu = ($after - $before) / $TICKS
+cpu = ($after - $before) / $HZ
 wall = $end - $start
 print(f'$label: $count targets at 1 s: {cpu / wall:.3f} cores ({cpu:.2f} s CPU in {wall:.1f} s), $up answering at the end, $downs down transitions logged')
 "

@@ -56,18 +56,6 @@ wait_ready() { # port
 }
 wait_ready "$NSD_PORT"; wait_ready "$HDNS_PORT"
 
-# CPU clock ticks of a process and all its descendants.
-descendants() { local child; for child in $(pgrep -P "$1" || true); do echo "$child"; descendants "$child"; done; }
-cpu_ticks() {
-  local total=0 pid
-  for pid in $1 $(descendants "$1"); do
-    [ -r "/proc/$pid/stat" ] || continue
-    # utime and stime are fields 14 and 15; the name (field 2) may hold spaces, so count after ')'.
-    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
-  done
-  echo "$total"
-}
-HZ=$(getconf CLK_TCK)
 
 run() { # pid port kind -> "us_per_query completed"
   local before after completed

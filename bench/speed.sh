@@ -117,24 +117,6 @@ wait_ready healthdns "$P_HD"; wait_ready nsd "$P_NSD"; wait_ready knot "$P_KNOT"
 # The pool answers both backends before measuring.
 for _ in $(seq 1 100); do [ "$(dig @127.0.0.1 -p "$P_HD" +short www.bench.test A | wc -l)" = 2 ] && break; sleep 0.1; done
 
-descendants() { local child; for child in $(pgrep -P "$1" || true); do echo "$child"; descendants "$child"; done; }
-cpu_ticks() {
-  local total=0 pid
-  for pid in $1 $(descendants "$1"); do
-    [ -r "/proc/$pid/stat" ] || continue
-    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
-  done
-  echo "$total"
-}
-rss_kb() {
-  local total=0 pid
-  for pid in $1 $(descendants "$1"); do
-    [ -r "/proc/$pid/status" ] || continue
-    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status")))
-  done
-  echo "$total"
-}
-HZ=$(getconf CLK_TCK)
 declare -A PORT=([healthdns]=$P_HD [gdnsd]=$P_GD [knot]=$P_KNOT [nsd]=$P_NSD [floor]=$P_FLOOR)
 declare -A PID=([healthdns]=$PID_HD [gdnsd]=$PID_GD [knot]=$PID_KNOT [nsd]=$PID_NSD [floor]=$PID_FLOOR)
 SERVERS="healthdns gdnsd knot nsd floor"

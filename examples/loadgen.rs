@@ -42,6 +42,20 @@ fn encode(line: &str) -> Option<Vec<u8>> {
     message.to_vec().ok()
 }
 
+/// One message header per iovec (no address: the socket is connected).
+fn headers(iovecs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iovecs
+        .iter_mut()
+        .map(|iovec| {
+            // SAFETY: a zeroed msghdr is valid; only the iovec fields are set.
+            let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
+            header
+        })
+        .collect()
+}
+
 fn main() {
     let arguments: Vec<String> = std::env::args().collect();
     let server: SocketAddr = arguments[1].parse().expect("SERVER as address:port");
@@ -100,16 +114,7 @@ fn main() {
                     iov_len: out_len[slot],
                 })
                 .collect();
-            let mut headers: Vec<libc::mmsghdr> = iovecs
-                .iter_mut()
-                .map(|iovec| {
-                    // SAFETY: zeroed msghdr is valid; only the iovec fields are set.
-                    let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    header.msg_hdr.msg_iov = iovec;
-                    header.msg_hdr.msg_iovlen = 1;
-                    header
-                })
-                .collect();
+            let mut headers = headers(&mut iovecs);
             // SAFETY: the headers point at live buffers for the duration of the call.
             let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), count as u32, 0) };
             if sent <= 0 {
@@ -124,16 +129,7 @@ fn main() {
                 iov_len: PACKET,
             })
             .collect();
-        let mut headers: Vec<libc::mmsghdr> = iovecs
-            .iter_mut()
-            .map(|iovec| {
-                // SAFETY: as above.
-                let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                header.msg_hdr.msg_iov = iovec;
-                header.msg_hdr.msg_iovlen = 1;
-                header
-            })
-            .collect();
+        let mut headers = headers(&mut iovecs);
         // SAFETY: the headers point at live buffers for the duration of the call.
         let received = unsafe {
             libc::recvmmsg(

@@ -337,13 +337,7 @@ fn run_status(base: &str, nagios: bool) -> ExitCode {
     );
     for pool in &report.pools {
         for address in &pool.addresses {
-            let latency = address
-                .checks
-                .iter()
-                .filter_map(|check| check.smoothed_latency_ms)
-                .fold(None, |max: Option<f64>, value| {
-                    Some(max.map_or(value, |m| m.max(value)))
-                });
+            let latency = address.latency_ms();
             let mut text = address.address.to_string();
             if address.canary {
                 text.push_str(" (canary)");

@@ -279,15 +279,7 @@ impl Publisher {
         if self.cluster.is_none() {
             return;
         }
-        let votes = self.health.own_votes();
-        self.own_votes.send_if_modified(|current| {
-            if **current == votes {
-                false
-            } else {
-                *current = Arc::new(votes);
-                true
-            }
-        });
+        send_if_changed(&self.own_votes, self.health.own_votes());
     }
 
     /// Takes a new view of the peers: recomputes every answer if their votes changed, and
@@ -326,17 +318,16 @@ impl Publisher {
         }
     }
 
+    /// After a verdict, override or reload: this instance's votes to the gossip task, and the
+    /// saved form to the snapshot writer, each only if it changed.
+    fn health_changed(&self) {
+        self.share_votes();
+        self.save_health();
+    }
+
     /// Sends the health table's saved form to the snapshot writer if it changed.
     fn save_health(&self) {
-        let saved = self.health.saved();
-        self.saved.send_if_modified(|current| {
-            if **current == saved {
-                false
-            } else {
-                *current = Arc::new(saved);
-                true
-            }
-        });
+        send_if_changed(&self.saved, self.health.saved());
     }
 
     /// The health table (read-only).
@@ -385,8 +376,7 @@ impl Publisher {
             self.export_state(crate::health::TargetId(target));
         }
         let published = self.publish_pools(BTreeSet::from([index]), started, "override");
-        self.share_votes();
-        self.save_health();
+        self.health_changed();
         Ok(published)
     }
 
@@ -625,8 +615,7 @@ impl Publisher {
         }
         self.register_probe_metrics();
         self.swap(Arc::new(next), "reload");
-        self.share_votes();
-        self.save_health();
+        self.health_changed();
         tracing::info!(
             swap_us = started.elapsed().as_micros() as u64,
             probes_added = added.len(),
@@ -672,8 +661,7 @@ impl Publisher {
         crate::fault::point("publisher");
         let published = self.publish_pools(pools, started, "health");
         self.log_decisions("own probes");
-        self.share_votes();
-        self.save_health();
+        self.health_changed();
         published
     }
 
@@ -726,6 +714,18 @@ impl Publisher {
             swap_time: Some(swap_time),
         }
     }
+}
+
+/// Sends `value` on `sender` unless it equals the current one (receivers wake only on change).
+fn send_if_changed<T: PartialEq>(sender: &watch::Sender<Arc<T>>, value: T) {
+    sender.send_if_modified(|current| {
+        if **current == value {
+            false
+        } else {
+            *current = Arc::new(value);
+            true
+        }
+    });
 }
 
 /// One target's probe metrics: `healthdns_probes_total{pool, address, check, result}` for

@@ -313,24 +313,14 @@ fn read(path: PathBuf) -> Result<(Config, Vec<crate::zone::zonefile::ZoneData>),
     Ok((config, zones))
 }
 
-/// Every distinct (address, check) pair `config` probes, in config order.
+/// Every distinct (address, check) pair `config` probes, in config order: the health
+/// table's own targets, so the reloader and the publisher agree on what a pair is.
 fn pairs(config: &Config) -> Vec<(IpAddr, CheckConfig)> {
-    let mut pairs: Vec<(IpAddr, CheckConfig)> = Vec::new();
-    for pool in &config.pools {
-        let addresses = pool
-            .addresses
-            .iter()
-            .chain(pool.canary.as_ref().map(|canary| &canary.address));
-        for address in addresses {
-            for check in &pool.checks {
-                let pair = (*address, check.clone());
-                if !pairs.contains(&pair) {
-                    pairs.push(pair);
-                }
-            }
-        }
-    }
-    pairs
+    crate::health::Health::new(&config.pools)
+        .targets()
+        .iter()
+        .map(|target| (target.address, target.check.clone()))
+        .collect()
 }
 
 /// The `[server]` and `[api]` keys that differ between `old` and `new`.

@@ -89,7 +89,7 @@ fn start_with(prefix: &str, port: u16, api: SocketAddr, api_keys: &str) -> Serve
 }
 
 /// `healthdns serve` on `config`, once its API at `api` says ready.
-fn serve_ready(config: &std::path::Path, api: SocketAddr) -> Process {
+pub fn serve_ready(config: &std::path::Path, api: SocketAddr) -> Process {
     let process = Process::spawn(binary().args(["serve", "--config"]).arg(config));
     assert!(
         wait_until(Duration::from_secs(20), || get(api, "/readyz")

@@ -37,14 +37,7 @@ impl Node {
         process.signal("TERM");
         assert!(process.wait_exit(Duration::from_secs(10)).is_some());
         let path = self._folder.path().join("config.toml");
-        let process = Process::spawn(binary().args(["serve", "--config"]).arg(&path));
-        let api = self.api;
-        assert!(
-            wait_until(Duration::from_secs(20), || get(api, "/readyz")
-                .is_some_and(|(code, _)| code == 200)),
-            "restarted: {}",
-            process.stderr_now()
-        );
+        let process = crate::api::serve_ready(&path, self.api);
         self.process = Some(process);
     }
 
@@ -93,13 +86,7 @@ fn start_node(index: usize, gossip_ports: &[u16; 3], backend_port: u16, prefix: 
     );
     let path = folder.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let process = Process::spawn(binary().args(["serve", "--config"]).arg(&path));
-    assert!(
-        wait_until(Duration::from_secs(20), || get(api, "/readyz")
-            .is_some_and(|(code, _)| code == 200)),
-        "node {index} ready: {}",
-        process.stderr_now()
-    );
+    let process = crate::api::serve_ready(&path, api);
     Node {
         process: Some(process),
         dns,

@@ -17,7 +17,7 @@ use crate::support::backend::{backends, Behaviour};
 use crate::support::named::Named;
 use crate::support::{
     addresses, binary, dig, dig_serial, free_port, output_text, query, rcode, wait_until,
-    www_addresses, Process, CHANGE,
+    www_addresses, CHANGE,
 };
 
 /// Queries www.example.test A over UDP, one after another, until stopped (at most 60 s and
@@ -181,13 +181,7 @@ fn reload_under_a_query_loop_keeps_or_changes_the_answers_and_never_fails_a_quer
     std::fs::write(&zone_path, ZONE).unwrap();
     let first = config(dns, api, "", &pool("web", "www", prefix, &[1, 2], port));
     std::fs::write(&config_path, &first).unwrap();
-    let mut server = Process::spawn(binary().args(["serve", "--config"]).arg(&config_path));
-    assert!(
-        wait_until(Duration::from_secs(20), || get(api, "/readyz")
-            .is_some_and(|(code, _)| code == 200)),
-        "ready: {}",
-        server.stderr_now()
-    );
+    let mut server = crate::api::serve_ready(&config_path, api);
     let both = vec![format!("{prefix}.1"), format!("{prefix}.2")];
     assert_eq!(www_addresses(dns), both);
     let since_before = check_since(api, &format!("{prefix}.1"));
@@ -307,13 +301,7 @@ fn a_reloaded_zone_reaches_a_bind_secondary_by_notify_and_ixfr() {
     let config_path = folder.path().join("config.toml");
     std::fs::write(folder.path().join("zone.zone"), ZONE).unwrap();
     std::fs::write(&config_path, config(dns, api, &zone_keys, "")).unwrap();
-    let server = Process::spawn(binary().args(["serve", "--config"]).arg(&config_path));
-    assert!(
-        wait_until(Duration::from_secs(20), || get(api, "/readyz")
-            .is_some_and(|(code, _)| code == 200)),
-        "ready: {}",
-        server.stderr_now()
-    );
+    let _server = crate::api::serve_ready(&config_path, api);
     let named = Named::secondary(&["example.test"], dns, named_port);
     assert!(
         wait_until(Duration::from_secs(20), || named.serial("example.test")

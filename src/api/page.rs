@@ -81,12 +81,7 @@ pub fn render(report: &StatusReport) -> String {
         );
         for address in &pool.addresses {
             let latency = address
-                .checks
-                .iter()
-                .filter_map(|check| check.smoothed_latency_ms)
-                .fold(None, |max: Option<f64>, value| {
-                    Some(max.map_or(value, |max| max.max(value)))
-                })
+                .latency_ms()
                 .map_or_else(|| "-".to_string(), |ms| format!("{ms:.1} ms"));
             let since = address.since.map_or_else(
                 || "-".to_string(),

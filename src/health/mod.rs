@@ -148,6 +148,17 @@ pub struct AddressReport {
     pub votes: Option<VotesReport>,
 }
 
+impl AddressReport {
+    /// The address's latency in milliseconds: the largest smoothed latency of its checks (the
+    /// same rule selection uses).
+    pub fn latency_ms(&self) -> Option<f64> {
+        self.checks
+            .iter()
+            .filter_map(|check| check.smoothed_latency_ms)
+            .reduce(f64::max)
+    }
+}
+
 /// One check of one address.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CheckReport {
