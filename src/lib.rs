@@ -36,3 +36,45 @@ pub mod reload;
 pub mod service;
 pub mod supervisor;
 pub mod zone;
+
+/// A global allocator for the unit tests that counts this thread's allocations, so a test
+/// can assert that a path allocates nothing.
+#[cfg(test)]
+pub mod test_alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    pub struct Counting;
+
+    // SAFETY: every call is forwarded to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = COUNT.try_with(|count| count.set(count.get().map(|value| value + 1)));
+            // SAFETY: the caller's contract is passed on.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract is passed on.
+            unsafe { System.dealloc(pointer, layout) }
+        }
+        unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+            let _ = COUNT.try_with(|count| count.set(count.get().map(|value| value + 1)));
+            // SAFETY: the caller's contract is passed on.
+            unsafe { System.realloc(pointer, layout, size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    /// How many allocations `work` made on this thread.
+    pub fn count(work: impl FnOnce()) -> u64 {
+        COUNT.with(|count| count.set(Some(0)));
+        work();
+        COUNT.with(|count| count.replace(None)).unwrap_or(0)
+    }
+}

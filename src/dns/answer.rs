@@ -18,6 +18,8 @@
 //! - A/AAAA at a pool name whose pool answers SERVFAIL (all down, `all_down = "servfail"`):
 //!   SERVFAIL without AA.
 
+use std::sync::Arc;
+
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, Record, RecordType};
 use smallvec::SmallVec;
@@ -127,6 +129,11 @@ pub struct Response<'a> {
     /// True for referrals: glue that does not fit means the response must be truncated
     /// (RFC 9471), rather than sent without it.
     pub additional_required: bool,
+    /// The zone that answered (None: REFUSED, or not from a zone).
+    pub zone: Option<&'a Arc<Zone>>,
+    /// True when the answer read a name the zone's overlay replaces (a pool name, the apex,
+    /// a name whose additional addresses are a pool's): it may change with every version.
+    pub volatile: bool,
 }
 
 impl<'a> Response<'a> {
@@ -160,7 +167,43 @@ impl<'a> Response<'a> {
             authority: Section::default(),
             additional: Section::default(),
             additional_required: false,
+            zone: None,
+            volatile: true,
         }
+    }
+
+    /// What the answer cache keeps with this response's bytes, or None when it must not
+    /// keep them (records synthesized in a rotated order).
+    pub fn cache_fill(&self) -> Option<crate::dns::cache::Fill> {
+        let mut rotated = Vec::new();
+        let mut index = 0;
+        for part in &self.answer.parts {
+            match part {
+                Part::Shared { records, .. } => {
+                    let rotates = records.len() > 1
+                        && matches!(records[0].record_type(), RecordType::A | RecordType::AAAA);
+                    if rotates {
+                        rotated.push((index, records.to_vec()));
+                    }
+                    index += records.len();
+                }
+                Part::Synthesized(records) => {
+                    let rotates = records.len() > 1
+                        && records.iter().any(|record| {
+                            matches!(record.record_type(), RecordType::A | RecordType::AAAA)
+                        });
+                    if rotates {
+                        return None;
+                    }
+                    index += records.len();
+                }
+            }
+        }
+        Some(crate::dns::cache::Fill {
+            zone: self.zone.cloned(),
+            volatile: self.volatile,
+            rotated,
+        })
     }
 
     /// REFUSED, for names under no served zone.
@@ -196,6 +239,8 @@ pub fn resolve<'a>(
         }
     }
     let mut response = Response::new(ResponseCode::NoError, true);
+    response.zone = Some(zone);
+    response.volatile = false;
     let mut resolver = Resolver {
         zone,
         record_type: question.record_type,
@@ -207,17 +252,24 @@ pub fn resolve<'a>(
 }
 
 struct Resolver<'a, 'r> {
-    zone: &'a Zone,
+    zone: &'a Arc<Zone>,
     record_type: RecordType,
     rotation: usize,
     response: &'r mut Response<'a>,
 }
 
 impl<'a> Resolver<'a, '_> {
+    /// The node at `key`, noting when it is one the zone's overlay replaces.
+    fn node(&mut self, key: &[u8]) -> Option<&'a Node> {
+        let (node, overlaid) = self.zone.node_tracked(key);
+        self.response.volatile |= overlaid;
+        node
+    }
+
     /// Answers for `key` (owner name `name`), `depth` links into a CNAME chain.
     fn lookup(&mut self, key: &[u8], name: &Name, depth: usize) {
         let zone = self.zone;
-        if let Some(node) = zone.node(key) {
+        if let Some(node) = self.node(key) {
             if let Some(cut_len) = node.cut_len() {
                 let at_cut = cut_len == key.len();
                 if !(at_cut && self.record_type == RecordType::DS) {
@@ -243,7 +295,7 @@ impl<'a> Resolver<'a, '_> {
             if candidate.len() < zone.key().len() {
                 break;
             }
-            if let Some(node) = zone.node(candidate) {
+            if let Some(node) = self.node(candidate) {
                 if let Some(cut_len) = node.cut_len() {
                     if depth == 0 {
                         self.referral(&candidate[candidate.len() - cut_len..]);
@@ -254,7 +306,7 @@ impl<'a> Resolver<'a, '_> {
                 wildcard[0] = 1;
                 wildcard[1] = b'*';
                 wildcard[2..2 + candidate.len()].copy_from_slice(candidate);
-                if let Some(source) = zone.node(&wildcard[..2 + candidate.len()]) {
+                if let Some(source) = self.node(&wildcard[..2 + candidate.len()]) {
                     self.answer_node(source, Some(name), depth);
                     return;
                 }
@@ -325,7 +377,7 @@ impl<'a> Resolver<'a, '_> {
     }
 
     fn referral(&mut self, cut_key: &[u8]) {
-        let node = self.zone.node(cut_key).expect("cut nodes exist");
+        let node = self.node(cut_key).expect("cut nodes exist");
         let ns = node.rrset(RecordType::NS).expect("cuts have NS");
         self.response.authoritative = false;
         self.response.authority.push_shared(&ns.records, 0);

@@ -25,6 +25,7 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 
@@ -36,6 +37,7 @@ use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageRequest, MessageResponseBuilder};
 
 use crate::dns::answer::{resolve, Question, Response, SectionIter};
+use crate::dns::cache::{AnswerCache, Fill, Lookup};
 use crate::dns::transfer::{client_serial, Transfer};
 use crate::zone::snapshot::{name_key, Snapshot, SnapshotReader};
 
@@ -70,6 +72,17 @@ fn next_rotation() -> usize {
         rotation.set(value.wrapping_add(1));
         value
     })
+}
+
+/// The rotation the next query on this thread gets, without taking it.
+fn peek_rotation() -> usize {
+    ROTATION.with(Cell::get)
+}
+
+/// Sets this thread's rotation counter (tests compare the two paths at one rotation).
+#[cfg(test)]
+pub(crate) fn set_rotation(value: usize) {
+    ROTATION.with(|rotation| rotation.set(value));
 }
 
 /// What a request gets, before encoding. Lives on the stack for one query; boxing the
@@ -286,6 +299,51 @@ impl DnsHandler {
         )
     }
 
+    /// `answer_udp` through this thread's answer cache (`cache`): the same bytes, cheaper for
+    /// a question answered before.
+    pub fn answer_udp_cached(
+        &self,
+        cache: &mut AnswerCache,
+        packet: &[u8],
+        source: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let snapshot = self.snapshots.load();
+        let question = match cache.lookup(
+            packet,
+            &snapshot,
+            self.edns[0].max_payload(),
+            self.edns_nsid.is_some(),
+            peek_rotation(),
+            out,
+        ) {
+            Lookup::Hit => {
+                next_rotation();
+                return true;
+            }
+            Lookup::Miss(question) => question,
+            Lookup::Uncacheable => {
+                return matches!(
+                    self.answer_in(&snapshot, packet, source, Transport::Udp, out, None),
+                    Answered::Message
+                )
+            }
+        };
+        let mut fill = None;
+        let answered = self.answer_in(
+            &snapshot,
+            packet,
+            source,
+            Transport::Udp,
+            out,
+            Some(&mut fill),
+        );
+        if let Some(fill) = fill {
+            cache.fill(question, packet, out, &snapshot, fill);
+        }
+        matches!(answered, Answered::Message)
+    }
+
     /// Answers one request into `out`, or returns the transfer to stream.
     pub fn answer(
         &self,
@@ -293,6 +351,20 @@ impl DnsHandler {
         source: SocketAddr,
         transport: Transport,
         out: &mut Vec<u8>,
+    ) -> Answered {
+        self.answer_in(&self.snapshots.load(), packet, source, transport, out, None)
+    }
+
+    /// Answers from `snapshot`; when the response is a whole answer (nothing truncated or
+    /// left out) and `fill` is given, says there what the answer cache needs to keep it.
+    fn answer_in(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        packet: &[u8],
+        source: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+        fill: Option<&mut Option<Fill>>,
     ) -> Answered {
         out.clear();
         let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
@@ -320,8 +392,7 @@ impl DnsHandler {
                 .min(self.edns[0].max_payload())
                 .max(MIN_UDP_PAYLOAD),
         };
-        let snapshot = self.snapshots.load();
-        let (metadata, plan) = self.plan(&snapshot, &request, source, transport);
+        let (metadata, plan) = self.plan(snapshot, &request, source, transport);
         let edns = self.response_edns(&request);
         let mut fit = match plan {
             Plan::Error(_) => Fit::Truncated,
@@ -338,6 +409,12 @@ impl DnsHandler {
             }
             let message = build(&request, edns, metadata, &plan, fit);
             match message.destructive_emit(&mut encoder) {
+                Ok(info) if !info.truncation && fit == Fit::Everything => {
+                    if let (Some(fill), Plan::Answer(response)) = (fill, &plan) {
+                        *fill = response.cache_fill();
+                    }
+                    return Answered::Message;
+                }
                 Ok(info) if !info.truncation || fit == Fit::Truncated => return Answered::Message,
                 Ok(info) => {
                     let Plan::Answer(response) = &plan else {

@@ -4,12 +4,14 @@
 //! never writing it. It may depend on `config` and `zone`; nothing but `service` depends on it.
 //! - [`answer`]: pure authoritative answering rules over a snapshot.
 //! - [`handler`]: request parsing rules, EDNS, truncation and encoding.
+//! - [`cache`]: the UDP fast path, a per-thread cache of the handler's response bytes.
 //! - [`server`]: sockets (bound by the caller) and the serving loops.
 //! - [`transfer`]: AXFR/IXFR responses streamed from one zone version.
 //! - [`notify`]: NOTIFY to secondaries when a zone has a new serial.
 //! - [`stats`]: query counters and sampled answer times, flushed to the metrics facade.
 
 pub mod answer;
+pub mod cache;
 pub mod handler;
 pub mod notify;
 pub mod server;

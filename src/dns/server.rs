@@ -270,6 +270,7 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
     let storage_size = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     let mut used = UDP_BATCH;
     let mut stats = super::stats::QueryStats::new("udp");
+    let mut cache = super::cache::AnswerCache::new();
     while !shutdown.is_cancelled() {
         for header in &mut in_headers[..used] {
             header.msg_hdr.msg_namelen = storage_size;
@@ -312,7 +313,7 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
                 stats.dropped();
                 continue;
             };
-            if !handler.answer_udp(packet, source, &mut answers[index]) {
+            if !handler.answer_udp_cached(&mut cache, packet, source, &mut answers[index]) {
                 stats.dropped();
                 continue;
             }

@@ -222,7 +222,7 @@ impl Snapshot {
     }
 
     /// The most specific served zone that contains `key`.
-    pub fn find_zone(&self, key: &[u8]) -> Option<&Zone> {
+    pub fn find_zone(&self, key: &[u8]) -> Option<&Arc<Zone>> {
         let mut candidate = Some(key);
         while let Some(suffix) = candidate {
             if let Some(zone) = self.zones.get(suffix) {
@@ -780,11 +780,16 @@ impl Zone {
     /// The node at exactly `key`, if the name exists (as an owner or an empty non-terminal).
     /// One hash probe, except for the few names the overlay replaces.
     pub fn node(&self, key: &[u8]) -> Option<&Node> {
-        let node = self.base.nodes.get(key)?;
-        if node.overlaid {
-            return self.overlay.get(key);
+        self.node_tracked(key).0
+    }
+
+    /// `node`, and whether the name is one the overlay replaces: an answer that read such a
+    /// name can change with every version of the zone (the answer cache needs to know).
+    pub fn node_tracked(&self, key: &[u8]) -> (Option<&Node>, bool) {
+        match self.base.nodes.get(key) {
+            Some(node) if node.overlaid => (self.overlay.get(key), true),
+            node => (node, false),
         }
-        Some(node)
     }
 
     /// The SOA to put in the authority section of negative answers.

@@ -1,0 +1,728 @@
+//! The UDP fast path: a per-thread cache of the general path's own response bytes.
+//!
+//! Why this exists: hickory's request decoder and response encoder cost most of a query
+//! (bench/speed.sh, bench/instructions.sh). Most queries repeat a question the thread has
+//! answered before, so each UDP thread keeps the bytes the general path (`handler`) produced
+//! for a question and, next time, parses the header, the question and the OPT record by hand,
+//! copies the bytes and patches what differs from query to query. This is the design of
+//! PowerDNS's packet cache, not gdnsd's answers built at load time: building every (name,
+//! type, EDNS) answer when the snapshot is built would multiply the memory of a 1,000,000-name
+//! zone, and bytes made by the general path are equal to it by construction (a test compares
+//! the two for every name and type of its zones).
+//!
+//! Documented rules:
+//! - Only a plain question is looked up: QR=0, opcode QUERY, one question with no compression
+//!   pointer and no upper-case letter (the general path compresses case-sensitively, so a
+//!   mixed-case name gets different bytes), class IN, no ANCOUNT/NSCOUNT, at most an OPT in
+//!   the additional section with version 0, extended RCODE 0, and options other than NSID,
+//!   DAU and client subnet, which the general path interprets; no trailing bytes. Types ANY,
+//!   DS, AXFR, IXFR, OPT and the meta types (128–255) are never cached. Everything else
+//!   goes to the general path, as do mixed-case and random names, at its usual cost.
+//! - The key is (question bytes, no EDNS / EDNS / EDNS with DO). An entry holds a response
+//!   the general path encoded whole (no truncation, nothing left out); it is used only when
+//!   it fits the client's UDP limit, so a small limit falls back and is truncated as before.
+//! - Patched per query: the ID, RD and CD (copied from the query, as the general path does),
+//!   and the order of each A/AAAA RRset in the answer section, rotated by the same per-thread
+//!   counter the general path uses.
+//! - An entry is valid for the snapshot it was made from. After a swap it is checked once:
+//!   the question must still fall in the same zone, and either that zone is the same
+//!   version, or the answer read no name the zone's overlay replaces (pools, the apex,
+//!   names with pool addresses in their additional section) and the zone's static part is
+//!   the same; the negative-answer SOA's serial is then rewritten. Otherwise it is rebuilt.
+//!   A pool change so costs only the answers it can change.
+//! - The cache is bounded: `SLOTS` entries per thread, two-way set-associative; a new entry
+//!   replaces the older of its two slots. Nothing is allocated or locked on a hit.
+
+use std::sync::{Arc, Weak};
+
+use hickory_proto::rr::{RData, Record};
+
+use crate::zone::snapshot::{Snapshot, Zone, ZoneBase};
+
+/// Entries per thread (a power of two).
+pub const SLOTS: usize = 1 << 15;
+/// The smallest UDP payload every DNS client accepts (RFC 1035 §4.2.1).
+const MIN_UDP_PAYLOAD: u16 = 512;
+
+/// What the general path says about a response it encoded, for the cache to keep it.
+pub struct Fill {
+    /// The zone that answered, if any.
+    pub zone: Option<Arc<Zone>>,
+    /// The answer read a name the overlay replaces.
+    pub volatile: bool,
+    /// The A/AAAA RRsets of the answer section that rotate: (index of their first record in
+    /// the section, their records in zone order).
+    pub rotated: Vec<(usize, Vec<Record>)>,
+}
+
+/// A question the fast path can look up, parsed from a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Question {
+    /// End of the question section (header + name + type + class).
+    end: usize,
+    /// 0: no EDNS, 1: EDNS, 2: EDNS with DO.
+    variant: u8,
+    /// The client's UDP limit for the response.
+    limit: u16,
+}
+
+/// One cached response.
+struct Entry {
+    /// The question's name, type and class, as received (lowercase).
+    question: Box<[u8]>,
+    variant: u8,
+    bytes: Vec<u8>,
+    /// The snapshot the entry was last known valid in (a `Weak` pins the address, so a new
+    /// snapshot can never be mistaken for it).
+    snapshot: Weak<Snapshot>,
+    zone: Option<Weak<Zone>>,
+    base: Option<Weak<ZoneBase>>,
+    volatile: bool,
+    /// Where the negative-answer SOA's serial is, if the response has one.
+    serial_at: Option<usize>,
+    /// Rotated RRsets: the rdata offset of each record slot, and the rdata in zone order.
+    groups: Vec<Group>,
+    /// Bumped on each hit; the older of two slots is replaced.
+    used: u64,
+}
+
+struct Group {
+    slots: Vec<usize>,
+    width: usize,
+    rdata: Vec<u8>,
+}
+
+/// Lookup and fill counts, for tests and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub revalidated: u64,
+    pub uncacheable: u64,
+}
+
+/// One thread's cache.
+pub struct AnswerCache {
+    slots: Vec<Option<Box<Entry>>>,
+    clock: u64,
+    pub stats: CacheStats,
+}
+
+impl Default for AnswerCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AnswerCache {
+    pub fn new() -> Self {
+        Self {
+            // All-zero (None) slots: the allocator hands back untouched pages, so a thread
+            // that answers few names costs little memory.
+            slots: std::iter::repeat_with(|| None).take(SLOTS).collect(),
+            clock: 0,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Answers `packet` from the cache into `out` when it can; `our_payload` is the UDP size
+    /// we advertise and `rotation` the rotation counter's value for this query.
+    pub fn lookup(
+        &mut self,
+        packet: &[u8],
+        snapshot: &Arc<Snapshot>,
+        our_payload: u16,
+        nsid: bool,
+        rotation: usize,
+        out: &mut Vec<u8>,
+    ) -> Lookup {
+        let Some(question) = parse(packet, our_payload, nsid) else {
+            self.stats.uncacheable += 1;
+            return Lookup::Uncacheable;
+        };
+        let key = &packet[12..question.end];
+        let home = slot_of(key, question.variant);
+        self.clock += 1;
+        let clock = self.clock;
+        for slot in [home, home ^ 1] {
+            let Some(entry) = self.slots[slot].as_deref_mut() else {
+                continue;
+            };
+            if entry.variant != question.variant || &*entry.question != key {
+                continue;
+            }
+            if !std::ptr::eq(entry.snapshot.as_ptr(), Arc::as_ptr(snapshot)) {
+                if !entry.revalidate(snapshot, &key[..key.len() - 4]) {
+                    self.slots[slot] = None;
+                    break;
+                }
+                self.stats.revalidated += 1;
+            }
+            if entry.bytes.len() > usize::from(question.limit) {
+                break;
+            }
+            entry.used = clock;
+            self.stats.hits += 1;
+            entry.write(packet, rotation, out);
+            return Lookup::Hit;
+        }
+        self.stats.misses += 1;
+        Lookup::Miss(question)
+    }
+
+    /// Keeps `response`, which the general path just encoded whole for `packet` (whose
+    /// question `question` missed), in `snapshot`.
+    pub fn fill(
+        &mut self,
+        question: Question,
+        packet: &[u8],
+        response: &[u8],
+        snapshot: &Arc<Snapshot>,
+        fill: Fill,
+    ) {
+        let Some(entry) = Entry::new(question, packet, response, snapshot, fill) else {
+            self.stats.uncacheable += 1;
+            return;
+        };
+        let home = slot_of(&entry.question, question.variant);
+        let older = |slot: &Option<Box<Entry>>| slot.as_ref().map_or(0, |entry| entry.used);
+        let slot = if older(&self.slots[home]) <= older(&self.slots[home ^ 1]) {
+            home
+        } else {
+            home ^ 1
+        };
+        let mut entry = Box::new(entry);
+        entry.used = self.clock;
+        self.slots[slot] = Some(entry);
+    }
+}
+
+/// What `lookup` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The response is in `out`.
+    Hit,
+    /// Not cached: answer with the general path, then `fill`.
+    Miss(Question),
+    /// Not a question the cache handles: answer with the general path.
+    Uncacheable,
+}
+
+fn slot_of(question: &[u8], variant: u8) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = rustc_hash::FxBuildHasher.build_hasher();
+    hasher.write(question);
+    hasher.write_u8(variant);
+    // FxHash's low bits are weak; fold the high ones in.
+    let hash = hasher.finish();
+    ((hash ^ (hash >> 29)) as usize) & (SLOTS - 1)
+}
+
+/// Parses a query's header, question and OPT record, if the cache handles it (module rules).
+pub fn parse(packet: &[u8], our_payload: u16, nsid: bool) -> Option<Question> {
+    let header = packet.get(..12)?;
+    // QR=0 and opcode QUERY.
+    if header[2] & 0xF8 != 0 {
+        return None;
+    }
+    let count = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
+    if count(4) != 1 || count(6) != 0 || count(8) != 0 || count(10) > 1 {
+        return None;
+    }
+    let mut at = 12;
+    loop {
+        let length = usize::from(*packet.get(at)?);
+        if length == 0 {
+            at += 1;
+            break;
+        }
+        if length > 63 {
+            return None;
+        }
+        let label = packet.get(at + 1..at + 1 + length)?;
+        if label.iter().any(u8::is_ascii_uppercase) {
+            return None;
+        }
+        at += 1 + length;
+    }
+    if at - 12 > 255 {
+        return None;
+    }
+    let fixed = packet.get(at..at + 4)?;
+    let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+    let qclass = u16::from_be_bytes([fixed[2], fixed[3]]);
+    // OPT, DS, and meta types (AXFR, IXFR, ANY, TSIG...) go to the general path.
+    if qclass != 1 || qtype == 0 || qtype == 41 || qtype == 43 || (128..=255).contains(&qtype) {
+        return None;
+    }
+    let end = at + 4;
+    if count(10) == 0 {
+        return (end == packet.len()).then_some(Question {
+            end,
+            variant: 0,
+            limit: MIN_UDP_PAYLOAD,
+        });
+    }
+    // The OPT record: root owner, type 41, class = UDP payload, TTL = rcode/version/flags.
+    let opt = packet.get(end..end + 11)?;
+    if opt[0] != 0 || u16::from_be_bytes([opt[1], opt[2]]) != 41 || opt[5] != 0 || opt[6] != 0 {
+        return None;
+    }
+    let payload = u16::from_be_bytes([opt[3], opt[4]]);
+    let dnssec_ok = opt[7] & 0x80 != 0;
+    let rdlength = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
+    let options = packet.get(end + 11..end + 11 + rdlength)?;
+    if end + 11 + rdlength != packet.len() {
+        return None;
+    }
+    let mut rest = options;
+    while !rest.is_empty() {
+        let code = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]);
+        let length = usize::from(u16::from_be_bytes([*rest.get(2)?, *rest.get(3)?]));
+        // NSID changes our OPT when we have one; DAU and client subnet are parsed (and can
+        // be refused) by the general path.
+        if (code == 3 && nsid) || code == 5 || code == 8 {
+            return None;
+        }
+        rest = rest.get(4 + length..)?;
+    }
+    Some(Question {
+        end,
+        variant: 1 + u8::from(dnssec_ok),
+        limit: payload.min(our_payload).max(MIN_UDP_PAYLOAD),
+    })
+}
+
+impl Entry {
+    fn new(
+        question: Question,
+        packet: &[u8],
+        response: &[u8],
+        snapshot: &Arc<Snapshot>,
+        fill: Fill,
+    ) -> Option<Self> {
+        let mut walker = Walker {
+            bytes: response,
+            at: question.end,
+        };
+        // The response repeats the question byte for byte.
+        if response.get(12..question.end)? != &packet[12..question.end] {
+            return None;
+        }
+        let counts = |at: usize| usize::from(u16::from_be_bytes([response[at], response[at + 1]]));
+        let (answers, authorities) = (counts(6), counts(8));
+        let mut rdata_at = Vec::with_capacity(answers);
+        let mut serial_at = None;
+        for index in 0..answers + authorities {
+            let (record_type, data) = walker.record()?;
+            if index < answers {
+                rdata_at.push((record_type, data));
+            } else if record_type == 6 && serial_at.is_none() {
+                let mut soa = Walker {
+                    bytes: response,
+                    at: data,
+                };
+                soa.name()?;
+                soa.name()?;
+                serial_at = Some(soa.at);
+            }
+        }
+        let mut groups = Vec::with_capacity(fill.rotated.len());
+        for (first, records) in &fill.rotated {
+            let mut group = Group {
+                slots: Vec::with_capacity(records.len()),
+                width: 0,
+                rdata: Vec::new(),
+            };
+            for (index, record) in records.iter().enumerate() {
+                let (record_type, data) = *rdata_at.get(first + index)?;
+                let bytes: &[u8] = match &record.data {
+                    RData::A(address) if record_type == 1 => &address.0.octets()[..],
+                    RData::AAAA(address) if record_type == 28 => &address.0.octets()[..],
+                    _ => return None,
+                };
+                group.width = bytes.len();
+                group.rdata.extend_from_slice(bytes);
+                group.slots.push(data);
+            }
+            groups.push(group);
+        }
+        Some(Self {
+            question: packet[12..question.end].into(),
+            variant: question.variant,
+            bytes: response.to_vec(),
+            snapshot: Arc::downgrade(snapshot),
+            base: fill.zone.as_ref().map(|zone| Arc::downgrade(zone.base())),
+            zone: fill.zone.as_ref().map(Arc::downgrade),
+            volatile: fill.volatile,
+            serial_at,
+            groups,
+            used: 0,
+        })
+    }
+
+    /// Checks the entry against a new snapshot (module rules), updating the serial.
+    fn revalidate(&mut self, snapshot: &Arc<Snapshot>, name: &[u8]) -> bool {
+        let zone = snapshot.find_zone(name);
+        let valid = match (zone, &self.zone, &self.base) {
+            (None, None, _) => true,
+            (Some(zone), Some(was), Some(base)) => {
+                if std::ptr::eq(was.as_ptr(), Arc::as_ptr(zone)) {
+                    true
+                } else if !self.volatile && std::ptr::eq(base.as_ptr(), Arc::as_ptr(zone.base())) {
+                    if let Some(at) = self.serial_at {
+                        self.bytes[at..at + 4].copy_from_slice(&zone.serial().to_be_bytes());
+                    }
+                    self.zone = Some(Arc::downgrade(zone));
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        };
+        if valid {
+            self.snapshot = Arc::downgrade(snapshot);
+        }
+        valid
+    }
+
+    /// Writes the response to `query` at `rotation` into `out`.
+    fn write(&self, query: &[u8], rotation: usize, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.bytes);
+        out[0] = query[0];
+        out[1] = query[1];
+        // RD (0x01 of byte 2) and CD (0x10 of byte 3) come from the query.
+        out[2] = (out[2] & !0x01) | (query[2] & 0x01);
+        out[3] = (out[3] & !0x10) | (query[3] & 0x10);
+        for group in &self.groups {
+            let count = group.slots.len();
+            let rotate = rotation % count;
+            for (index, &slot) in group.slots.iter().enumerate() {
+                let source = ((index + rotate) % count) * group.width;
+                out[slot..slot + group.width]
+                    .copy_from_slice(&group.rdata[source..source + group.width]);
+            }
+        }
+    }
+}
+
+/// Reads records from an encoded message.
+struct Walker<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Walker<'_> {
+    /// Skips a name (labels, ending in a zero or a pointer).
+    fn name(&mut self) -> Option<()> {
+        loop {
+            let length = *self.bytes.get(self.at)?;
+            match length {
+                0 => {
+                    self.at += 1;
+                    return Some(());
+                }
+                length if length & 0xC0 == 0xC0 => {
+                    self.at += 2;
+                    return Some(());
+                }
+                length => self.at += 1 + usize::from(length),
+            }
+        }
+    }
+
+    /// Skips a record; returns its type and where its rdata starts.
+    fn record(&mut self) -> Option<(u16, usize)> {
+        self.name()?;
+        let fixed = self.bytes.get(self.at..self.at + 10)?;
+        let record_type = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let length = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let data = self.at + 10;
+        self.at = data + length;
+        (self.at <= self.bytes.len()).then_some((record_type, data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &str, qtype: u16, opt: Option<&[u8]>) -> Vec<u8> {
+        let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.').filter(|label| !label.is_empty()) {
+            packet.push(label.len() as u8);
+            packet.extend_from_slice(label.as_bytes());
+        }
+        packet.push(0);
+        packet.extend_from_slice(&qtype.to_be_bytes());
+        packet.extend_from_slice(&1u16.to_be_bytes());
+        if let Some(opt) = opt {
+            packet[11] = 1;
+            packet.extend_from_slice(opt);
+        }
+        packet
+    }
+
+    #[test]
+    fn the_parser_takes_only_plain_questions() {
+        let plain = query("www.example.test", 1, None);
+        let parsed = parse(&plain, 1232, false).unwrap();
+        assert_eq!((parsed.variant, parsed.limit), (0, 512));
+        let edns = [0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0];
+        let parsed = parse(&query("www.example.test", 1, Some(&edns)), 1232, false).unwrap();
+        assert_eq!((parsed.variant, parsed.limit), (2, 1232));
+        // A cookie option is ignored; NSID only matters when we send one.
+        let cookie = [
+            0, 0, 41, 2, 0, 0, 0, 0, 0, 0, 12, 0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8,
+        ];
+        assert!(parse(&query("a.test", 1, Some(&cookie)), 1232, false).is_some());
+        let nsid = [0, 0, 41, 2, 0, 0, 0, 0, 0, 0, 4, 0, 3, 0, 0];
+        assert!(parse(&query("a.test", 1, Some(&nsid)), 1232, false).is_some());
+        assert!(parse(&query("a.test", 1, Some(&nsid)), 1232, true).is_none());
+        let refused = [
+            ("mixed case", query("WWW.example.test", 1, None)),
+            ("ANY", query("a.test", 255, None)),
+            ("AXFR", query("a.test", 252, None)),
+            ("DS", query("a.test", 43, None)),
+            (
+                "EDNS version 1",
+                query("a.test", 1, Some(&[0, 0, 41, 2, 0, 0, 1, 0, 0, 0, 0])),
+            ),
+            (
+                "a bad option length",
+                query(
+                    "a.test",
+                    1,
+                    Some(&[0, 0, 41, 2, 0, 0, 0, 0, 0, 0, 4, 0, 10, 0, 9]),
+                ),
+            ),
+            (
+                "client subnet",
+                query(
+                    "a.test",
+                    1,
+                    Some(&[0, 0, 41, 2, 0, 0, 0, 0, 0, 0, 4, 0, 8, 0, 0]),
+                ),
+            ),
+        ];
+        for (what, packet) in refused {
+            assert_eq!(parse(&packet, 1232, false), None, "{what}");
+        }
+        let mut response = plain.clone();
+        response[2] |= 0x80;
+        assert_eq!(parse(&response, 1232, false), None, "a response");
+        let mut trailing = plain.clone();
+        trailing.push(0);
+        assert_eq!(parse(&trailing, 1232, false), None, "trailing bytes");
+        for cut in 0..plain.len() {
+            assert_eq!(parse(&plain[..cut], 1232, false), None, "cut at {cut}");
+        }
+    }
+}
+
+/// The cache against the general path: equal bytes for every name and type of a zone that
+/// has every kind of answer, across rotations, flags, EDNS variants and snapshot swaps.
+#[cfg(test)]
+mod equality {
+    use std::net::IpAddr;
+    use std::path::Path;
+
+    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RecordType};
+
+    use crate::dns::handler::{set_rotation, DnsHandler};
+    use crate::health::{Answers, NameAnswer};
+    use crate::zone::snapshot::{Snapshot, SnapshotWriter};
+    use crate::zone::zonefile::parse_zone;
+
+    use super::*;
+
+    const ZONE: &str = "$TTL 300\n@ SOA ns1 hostmaster 7 3600 600 1209600 60\n@ NS ns1\n@ NS ns2\n\
+        @ MX 10 mail\nns1 A 192.0.2.1\nns2 A 192.0.2.2\nns2 AAAA 2001:db8::2\n\
+        www A 192.0.2.10\nwww A 192.0.2.11\nwww A 192.0.2.12\nwww AAAA 2001:db8::10\nwww AAAA 2001:db8::11\n\
+        one A 192.0.2.20\nalias CNAME www\nchain CNAME alias\nout CNAME www.example.org.\n\
+        mail A 192.0.2.30\n*.wild A 192.0.2.40\n*.wild A 192.0.2.41\n*.wtxt TXT \"w\"\n\
+        x.ent TXT \"x\"\nsub NS ns.sub\nns.sub A 192.0.2.50\nmx MX 5 pool\nsrv SRV 1 2 3 pool\n\
+        big TXT \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" \"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\" \"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\"\n";
+
+    const NAMES: &[&str] = &[
+        "example.test",
+        "ns1.example.test",
+        "ns2.example.test",
+        "www.example.test",
+        "one.example.test",
+        "alias.example.test",
+        "chain.example.test",
+        "out.example.test",
+        "mail.example.test",
+        "a.wild.example.test",
+        "b.c.wild.example.test",
+        "q.wtxt.example.test",
+        "ent.example.test",
+        "x.ent.example.test",
+        "sub.example.test",
+        "a.b.sub.example.test",
+        "ns.sub.example.test",
+        "mx.example.test",
+        "srv.example.test",
+        "pool.example.test",
+        "down.example.test",
+        "nx.example.test",
+        "big.example.test",
+        "example.org",
+        "test",
+    ];
+    const TYPES: &[u16] = &[1, 28, 2, 6, 15, 16, 5, 33, 12, 65, 99];
+
+    fn answers(addresses: &[&str]) -> Answers {
+        let mut answers = Answers::new();
+        let addresses: Vec<IpAddr> = addresses.iter().map(|text| text.parse().unwrap()).collect();
+        answers.insert(
+            Name::from_ascii("pool.example.test.").unwrap(),
+            NameAnswer {
+                ttl: 30,
+                addresses,
+                servfail: false,
+                families: [true, true],
+            },
+        );
+        answers.insert(
+            Name::from_ascii("down.example.test.").unwrap(),
+            NameAnswer {
+                ttl: 30,
+                addresses: vec![],
+                servfail: true,
+                families: [true, false],
+            },
+        );
+        answers
+    }
+
+    fn snapshot(addresses: &[&str]) -> Snapshot {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let data = parse_zone(ZONE, Path::new("t.zone"), &origin).unwrap();
+        Snapshot::build(&[data], &answers(addresses))
+    }
+
+    fn query(
+        name: &str,
+        qtype: u16,
+        id: u16,
+        flags: (bool, bool),
+        edns: Option<(u16, bool)>,
+    ) -> Vec<u8> {
+        let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+        message.metadata.recursion_desired = flags.0;
+        message.metadata.checking_disabled = flags.1;
+        message.add_query(Query::query(
+            Name::from_ascii(name).unwrap(),
+            RecordType::from(qtype),
+        ));
+        if let Some((payload, dnssec_ok)) = edns {
+            let mut edns = Edns::new();
+            edns.set_max_payload(payload);
+            edns.set_dnssec_ok(dnssec_ok);
+            message.set_edns(edns);
+        }
+        message.to_vec().unwrap()
+    }
+
+    /// Asks every question through both paths and compares; returns the cache's counts.
+    fn compare_all(handler: &DnsHandler, cache: &mut AnswerCache) -> CacheStats {
+        let source = "127.0.0.1:5300".parse().unwrap();
+        let variants = [
+            None,
+            Some((1232, false)),
+            Some((4096, true)),
+            Some((600, false)),
+        ];
+        let (mut general, mut cached) = (Vec::new(), Vec::new());
+        for name in NAMES {
+            for &qtype in TYPES {
+                for edns in variants {
+                    for round in 0..4u16 {
+                        let flags = (round % 2 == 0, round / 2 == 1);
+                        let packet = query(name, qtype, 0x100 * round + 7, flags, edns);
+                        set_rotation(round as usize);
+                        let sent = handler.answer_udp(&packet, source, &mut general);
+                        set_rotation(round as usize);
+                        let sent_cached =
+                            handler.answer_udp_cached(cache, &packet, source, &mut cached);
+                        assert_eq!(sent, sent_cached);
+                        assert_eq!(
+                            general,
+                            cached,
+                            "{name} type {qtype} {edns:?} round {round}: {:?}",
+                            Message::from_vec(&general).map(|message| message.to_string())
+                        );
+                    }
+                }
+            }
+        }
+        cache.stats
+    }
+
+    #[test]
+    fn cached_answers_equal_the_general_path_byte_for_byte() {
+        let writer = SnapshotWriter::new(snapshot(&["10.0.0.1", "10.0.0.2", "2001:db8::7"]));
+        let handler = DnsHandler::new(writer.reader(), 1232);
+        let mut cache = AnswerCache::new();
+        let first = compare_all(&handler, &mut cache);
+        assert!(
+            first.hits > first.misses,
+            "most of the rounds were served from the cache: {first:?}"
+        );
+        // A pool change: a new zone version; the pool's answers are rebuilt, the static ones
+        // revalidated (negative answers with the new serial), and all stay equal.
+        let current = writer.load_full();
+        let pool = Name::from_ascii("pool.example.test.").unwrap();
+        writer.store(Arc::new(
+            current.with_answers(&[&pool], &answers(&["10.0.0.3"])),
+        ));
+        let second = compare_all(&handler, &mut cache);
+        assert!(
+            second.revalidated > first.revalidated,
+            "static answers revalidated: {second:?}"
+        );
+        writer.store(Arc::new(
+            writer.load_full().with_answers(&[&pool], &answers(&[])),
+        ));
+        compare_all(&handler, &mut cache);
+        // A whole new snapshot (a reload): nothing stale survives.
+        writer.store(Arc::new(snapshot(&["10.0.0.9"])));
+        compare_all(&handler, &mut cache);
+    }
+
+    #[test]
+    fn a_hit_allocates_nothing() {
+        let writer = SnapshotWriter::new(snapshot(&["10.0.0.1", "10.0.0.2"]));
+        let handler = DnsHandler::new(writer.reader(), 1232);
+        let mut cache = AnswerCache::new();
+        let source = "127.0.0.1:5300".parse().unwrap();
+        let mut out = Vec::with_capacity(4096);
+        let questions: Vec<Vec<u8>> = [
+            ("pool.example.test", 1),
+            ("www.example.test", 28),
+            ("nx.example.test", 1),
+            ("sub.example.test", 1),
+        ]
+        .iter()
+        .map(|(name, qtype)| query(name, *qtype, 9, (true, false), Some((1232, true))))
+        .collect();
+        for packet in &questions {
+            assert!(handler.answer_udp_cached(&mut cache, packet, source, &mut out));
+        }
+        let before = cache.stats.hits;
+        let allocations = crate::test_alloc::count(|| {
+            for _ in 0..100 {
+                for packet in &questions {
+                    assert!(handler.answer_udp_cached(&mut cache, packet, source, &mut out));
+                }
+            }
+        });
+        assert_eq!(cache.stats.hits - before, 400);
+        assert_eq!(allocations, 0, "allocations on 400 cache hits");
+    }
+}
