@@ -362,7 +362,8 @@ impl ZoneBase {
             .iter()
             .map(|(name, families)| (name_key(name), *families))
             .collect();
-        let mut nodes: FxHashMap<NameKey, Node> = FxHashMap::default();
+        let mut nodes: FxHashMap<NameKey, Node> =
+            FxHashMap::with_capacity_and_hasher(data.records.len() + 1, Default::default());
         for pool_key in pool_keys.keys() {
             nodes.entry(pool_key.clone()).or_default();
         }
@@ -398,16 +399,20 @@ impl ZoneBase {
             node.rrsets.sort_by_key(|set| u16::from(set.record_type));
         }
         // Empty non-terminals: every name between an owner and the apex exists (RFC 4592 §2.2.2).
-        let owners: Vec<NameKey> = nodes.keys().cloned().collect();
-        for owner in &owners {
+        let mut missing: rustc_hash::FxHashSet<&[u8]> = rustc_hash::FxHashSet::default();
+        for owner in nodes.keys() {
             let mut ancestor = parent_key(owner);
             while let Some(suffix) = ancestor {
-                if suffix.len() <= key.len() {
+                if suffix.len() <= key.len() || nodes.contains_key(suffix) {
                     break;
                 }
-                nodes.entry(suffix.into()).or_default();
+                missing.insert(suffix);
                 ancestor = parent_key(suffix);
             }
+        }
+        let missing: Vec<NameKey> = missing.into_iter().map(NameKey::from).collect();
+        for ancestor in missing {
+            nodes.entry(ancestor).or_default();
         }
         nodes.entry(key.clone()).or_default();
 
@@ -473,7 +478,7 @@ impl ZoneBase {
             .filter(|(owner, node)| !node.rrsets.is_empty() || pool_keys.contains_key(*owner))
             .map(|(owner, _)| owner.clone())
             .collect();
-        ordered.sort_by(|left, right| canonical_labels(left).cmp(&canonical_labels(right)));
+        sort_canonical(&mut ordered, key.len());
         let mut pool_names: Vec<(NameKey, Name)> = pool_keys.into_iter().collect();
         pool_names
             .sort_by(|left, right| canonical_labels(&left.0).cmp(&canonical_labels(&right.0)));
@@ -486,6 +491,50 @@ impl ZoneBase {
             ordered,
         }
     }
+}
+
+/// Sorts keys of one zone (whose origin key is `origin_len` bytes) in canonical order. Each
+/// key is decorated with the first bytes of an order-preserving encoding of its labels below
+/// the origin, so most comparisons never follow the key's pointer: sorting a 1,000,000-name
+/// zone by `canonical_labels` alone took seconds of cache misses.
+fn sort_canonical(keys: &mut Vec<NameKey>, origin_len: usize) {
+    let mut decorated: Vec<([u8; 16], NameKey)> = keys
+        .drain(..)
+        .map(|key| (canonical_prefix(&key, origin_len), key))
+        .collect();
+    decorated.sort_unstable_by(|left, right| {
+        left.0
+            .cmp(&right.0)
+            .then_with(|| canonical_labels(&left.1).cmp(&canonical_labels(&right.1)))
+    });
+    keys.extend(decorated.into_iter().map(|(_, key)| key));
+}
+
+/// The first 16 bytes of a key's labels below the origin, root side first, each label's
+/// bytes followed by a 0 separator; bytes 0 and 1 are written as 1,1 and 1,2 so that the
+/// separator sorts below every byte. Keys whose prefixes differ compare as their names do.
+fn canonical_prefix(key: &[u8], origin_len: usize) -> [u8; 16] {
+    let mut prefix = [0u8; 16];
+    let relative = &canonical_labels(key)[canonical_labels(&key[key.len() - origin_len..]).len()..];
+    let mut at = 0;
+    let mut put = |byte: u8| {
+        if at < prefix.len() {
+            prefix[at] = byte;
+        }
+        at += 1;
+    };
+    for label in relative {
+        for &byte in *label {
+            if byte <= 1 {
+                put(1);
+                put(byte + 1);
+            } else {
+                put(byte);
+            }
+        }
+        put(0);
+    }
+    prefix
 }
 
 /// The labels of a key from the root down: comparing these compares names in canonical DNS
@@ -1113,5 +1162,51 @@ mail     TXT \"kept\"
             .zone(&name_key(&Name::from_ascii("a.test.").unwrap()))
             .unwrap();
         assert_eq!(a.changes_since(500).unwrap().len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod canonical_order {
+    use super::*;
+
+    #[test]
+    fn the_decorated_sort_is_the_canonical_order() {
+        let origin = name_key(&Name::from_ascii("example.test.").unwrap());
+        let mut keys: Vec<NameKey> = Vec::new();
+        let labels: &[&[u8]] = &[
+            b"a",
+            b"ab",
+            b"abc",
+            b"b",
+            b"z",
+            b"a\x00",
+            b"a\x01",
+            b"\x00",
+            b"\x01",
+            b"\x02",
+            b"zzzzzzzzzzzzzzzzzzzz",
+            b"zzzzzzzzzzzzzzzzzzzy",
+            b"*",
+            b"-",
+        ];
+        for first in labels {
+            for second in [None].into_iter().chain(labels.iter().map(Some)) {
+                let mut key = Vec::new();
+                if let Some(second) = second {
+                    key.push(second.len() as u8);
+                    key.extend_from_slice(second);
+                }
+                key.push(first.len() as u8);
+                key.extend_from_slice(first);
+                key.extend_from_slice(&origin);
+                keys.push(key.into());
+            }
+        }
+        keys.push(origin.clone());
+        keys.reverse();
+        let mut expected = keys.clone();
+        expected.sort_by(|left, right| canonical_labels(left).cmp(&canonical_labels(right)));
+        sort_canonical(&mut keys, origin.len());
+        assert_eq!(keys, expected);
     }
 }

@@ -8,12 +8,13 @@
 //! (one SOA at the apex, NS at the apex, nothing outside the origin, no CNAME beside other data)
 //! and reports every problem it finds, not just the first.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use crate::zone::snapshot::{name_key, NameKey};
 use hickory_proto::serialize::txt::{parse_ttl, Parser};
 
 /// How deep `$INCLUDE` may nest before the file is rejected (a loop guard).
@@ -155,26 +156,25 @@ impl Reader {
     }
 
     fn read_text(&mut self, text: &str, path: &Path, state: &mut FileState, depth: usize) {
-        let entries = match split_entries(text) {
-            Ok(entries) => entries,
-            Err((line, message)) => {
-                self.error(path, line, message);
-                return;
-            }
-        };
-        for entry in &entries {
+        // About one record per line: reserve once instead of growing a large vector.
+        self.records
+            .reserve(text.bytes().filter(|&byte| byte == b'\n').count());
+        let split = split_entries(text, |entry| {
             let first = &entry.tokens[0];
             if !entry.blank_owner && !first.quoted && first.text.starts_with('$') {
                 self.directive(entry, path, state, depth);
             } else if let Err(message) = self.record(entry, text, state) {
                 self.error(path, entry.line, message);
             }
+        });
+        if let Err((line, message)) = split {
+            self.error(path, line, message);
         }
     }
 
     fn directive(&mut self, entry: &Entry, path: &Path, state: &mut FileState, depth: usize) {
         let name = entry.tokens[0].text.to_ascii_uppercase();
-        let argument = entry.tokens.get(1).map(|token| token.text.as_str());
+        let argument = entry.tokens.get(1).map(|token| token.text);
         match (name.as_str(), argument) {
             ("$ORIGIN", Some(value)) => match Name::parse(value, Some(&state.origin)) {
                 Ok(mut name) => {
@@ -215,7 +215,7 @@ impl Reader {
                     last_owner: state.last_owner.clone(),
                 };
                 if let Some(origin_token) = entry.tokens.get(2) {
-                    match Name::parse(&origin_token.text, Some(&state.origin)) {
+                    match Name::parse(origin_token.text, Some(&state.origin)) {
                         Ok(origin) => inner.origin = origin,
                         Err(error) => {
                             self.error(path, entry.line, format!("bad $INCLUDE origin: {error}"));
@@ -244,7 +244,7 @@ impl Reader {
             let owner = if token.text == "@" && !token.quoted {
                 state.origin.clone()
             } else {
-                Name::parse(&token.text, Some(&state.origin))
+                Name::parse(token.text, Some(&state.origin))
                     .map_err(|error| format!("bad owner name {:?}: {error}", token.text))?
             };
             state.last_owner = Some(owner.clone());
@@ -259,7 +259,7 @@ impl Reader {
                 .ok_or_else(|| format!("record for {owner} has no type"))?;
             if ttl.is_none() && token.text.starts_with(|c: char| c.is_ascii_digit()) {
                 ttl = Some(
-                    parse_ttl_token(&token.text)
+                    parse_ttl_token(token.text)
                         .ok_or_else(|| format!("bad TTL {:?}", token.text))?,
                 );
                 continue;
@@ -353,7 +353,7 @@ fn parse_record(
         // bytes), so TXT character-strings are decoded here.
         let strings = rdata_tokens
             .iter()
-            .map(|token| character_string(&token.text))
+            .map(|token| character_string(token.text))
             .collect::<Result<Vec<_>, _>>()?;
         if strings.is_empty() {
             return Err("TXT needs at least one character-string".into());
@@ -361,6 +361,9 @@ fn parse_record(
         let txt =
             hickory_proto::rr::rdata::TXT::from_bytes(strings.iter().map(Vec::as_slice).collect());
         return Ok(Record::from_rdata(owner.clone(), ttl, RData::TXT(txt)));
+    }
+    if let Some(data) = parse_common(record_type, rdata_tokens, origin) {
+        return Ok(Record::from_rdata(owner.clone(), ttl, data?));
     }
     let single = format!("$ORIGIN {origin}\n{owner} {ttl} IN {record_type} {rdata_text}\n");
     let (_, sets) = Parser::new(single, None, Some(origin.clone()))
@@ -377,9 +380,55 @@ fn parse_record(
     Ok(record)
 }
 
+/// The most common types (A, AAAA, NS, CNAME, PTR, MX) parsed directly from their tokens:
+/// hickory's `Parser`, built per record, costs about ten times more, which is most of the
+/// load time of a large zone. `None`: another type or form, for hickory's parser.
+fn parse_common(
+    record_type: RecordType,
+    tokens: &[&Token],
+    origin: &Name,
+) -> Option<Result<RData, String>> {
+    use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR};
+    if tokens.iter().any(|token| token.quoted) {
+        return None;
+    }
+    let name = |text: &str| {
+        if text == "@" {
+            return Ok(origin.clone());
+        }
+        Name::parse(text, Some(origin)).map_err(|error| format!("bad name {text:?}: {error}"))
+    };
+    let texts: smallvec::SmallVec<[&str; 2]> = tokens.iter().map(|token| token.text).collect();
+    Some(match (record_type, texts.as_slice()) {
+        (RecordType::A, [address]) => address
+            .parse()
+            .map(|address| RData::A(A(address)))
+            .map_err(|_| format!("bad A record: {address:?} is not an IPv4 address")),
+        (RecordType::AAAA, [address]) => address
+            .parse()
+            .map(|address| RData::AAAA(AAAA(address)))
+            .map_err(|_| format!("bad AAAA record: {address:?} is not an IPv6 address")),
+        (RecordType::NS, [target]) => name(target).map(|target| RData::NS(NS(target))),
+        (RecordType::CNAME, [target]) => name(target).map(|target| RData::CNAME(CNAME(target))),
+        (RecordType::PTR, [target]) => name(target).map(|target| RData::PTR(PTR(target))),
+        (RecordType::MX, [preference, exchange]) => {
+            let preference = preference
+                .parse::<u16>()
+                .map_err(|_| format!("bad MX record: preference {preference:?}"));
+            match preference {
+                Ok(preference) => {
+                    name(exchange).map(|exchange| RData::MX(MX::new(preference, exchange)))
+                }
+                Err(error) => Err(error),
+            }
+        }
+        _ => return None,
+    })
+}
+
 /// RFC 3597 §5 generic RDATA after `\#`: a length and that many bytes in hex.
 fn parse_generic(record_type: RecordType, tokens: &[&Token]) -> Result<RData, String> {
-    let mut fields = tokens.iter().map(|token| token.text.as_str());
+    let mut fields = tokens.iter().map(|token| token.text);
     let length: u16 = fields
         .next()
         .and_then(|field| field.parse().ok())
@@ -455,31 +504,38 @@ fn parse_ttl_token(text: &str) -> Option<u32> {
 }
 
 /// A token of an entry, with its byte range in the file text.
-struct Token {
-    text: String,
+struct Token<'t> {
+    text: &'t str,
     quoted: bool,
     end: usize,
 }
 
 /// One logical line: a record or a directive, possibly spread over lines by parentheses.
-struct Entry {
+struct Entry<'t> {
     line: u32,
     blank_owner: bool,
-    tokens: Vec<Token>,
+    tokens: Vec<Token<'t>>,
     /// Byte offset where the entry ends (exclusive), before its newline.
     end: usize,
 }
 
-/// Splits master-file text into entries, honouring quotes, escapes, comments and parentheses.
-fn split_entries(text: &str) -> Result<Vec<Entry>, (u32, String)> {
+/// Splits master-file text into entries, honouring quotes, escapes, comments and parentheses,
+/// and hands each to `each` as it is read (a large zone is never held twice).
+fn split_entries<'t>(text: &'t str, mut each: impl FnMut(&Entry<'t>)) -> Result<(), (u32, String)> {
     let bytes = text.as_bytes();
-    let mut entries = Vec::new();
+    let mut entry = Entry {
+        line: 0,
+        blank_owner: false,
+        tokens: Vec::new(),
+        end: 0,
+    };
     let mut index = 0;
     let mut line: u32 = 1;
     while index < bytes.len() {
         let entry_line = line;
         let blank_owner = matches!(bytes[index], b' ' | b'\t');
-        let mut tokens = Vec::new();
+        let mut tokens = std::mem::take(&mut entry.tokens);
+        tokens.clear();
         let mut depth = 0usize;
         let mut open_line = 0;
         let mut end = bytes.len();
@@ -533,7 +589,7 @@ fn split_entries(text: &str) -> Result<Vec<Entry>, (u32, String)> {
                         }
                     }
                     tokens.push(Token {
-                        text: text[start..index.min(bytes.len())].to_string(),
+                        text: &text[start..index.min(bytes.len())],
                         quoted: true,
                         end: index + 1,
                     });
@@ -550,7 +606,7 @@ fn split_entries(text: &str) -> Result<Vec<Entry>, (u32, String)> {
                     }
                     let stop = index.min(bytes.len());
                     tokens.push(Token {
-                        text: text[start..stop].to_string(),
+                        text: &text[start..stop],
                         quoted: false,
                         end: stop,
                     });
@@ -560,16 +616,26 @@ fn split_entries(text: &str) -> Result<Vec<Entry>, (u32, String)> {
         if depth > 0 {
             return Err((open_line, "'(' is never closed".to_string()));
         }
-        if !tokens.is_empty() {
-            entries.push(Entry {
-                line: entry_line,
-                blank_owner,
-                tokens,
-                end: end.min(bytes.len()),
-            });
+        entry = Entry {
+            line: entry_line,
+            blank_owner,
+            tokens,
+            end: end.min(bytes.len()),
+        };
+        if !entry.tokens.is_empty() {
+            each(&entry);
         }
     }
-    Ok(entries)
+    Ok(())
+}
+
+/// One record type at one owner, while a zone is checked.
+struct OwnerType {
+    record_type: RecordType,
+    /// Where the type first appears.
+    line: u32,
+    /// Indices of its records in the kept list.
+    kept: smallvec::SmallVec<[u32; 1]>,
 }
 
 /// Checks what a served zone needs and removes exact duplicates (as BIND and NSD do).
@@ -587,10 +653,11 @@ fn check_zone(
         })
     };
     let mut kept: Vec<SourcedRecord> = Vec::with_capacity(records.len());
-    // Per owner: the first line of each record type, to explain conflicts.
-    let mut by_owner: rustc_hash::FxHashMap<LowerName, BTreeMap<RecordType, u32>> =
+    // Per owner (lowercase wire key): each record type's first line and the indices of its
+    // kept records, to explain conflicts and to drop exact duplicates. Compact on purpose:
+    // a zone of millions of names passes through here.
+    let mut by_owner: rustc_hash::FxHashMap<NameKey, smallvec::SmallVec<[OwnerType; 1]>> =
         rustc_hash::FxHashMap::default();
-    let mut seen = rustc_hash::FxHashSet::default();
     let mut soa_count = 0;
     for sourced in records {
         let record = &sourced.record;
@@ -616,50 +683,71 @@ fn check_zone(
                 continue;
             }
         }
-        if !seen.insert((
-            LowerName::new(&record.name),
-            record_type,
-            record.data.clone(),
-        )) {
-            continue;
+        let types = by_owner.entry(name_key(&record.name)).or_default();
+        if let Some(same) = types.iter().find(|known| known.record_type == record_type) {
+            if same
+                .kept
+                .iter()
+                .any(|&index| kept[index as usize].record.data == record.data)
+            {
+                continue;
+            }
         }
-        let types = by_owner.entry(LowerName::new(&record.name)).or_default();
         if record_type == RecordType::CNAME {
-            if let Some(previous) = types.get(&RecordType::CNAME) {
+            if let Some(previous) = types
+                .iter()
+                .find(|known| known.record_type == RecordType::CNAME)
+            {
                 at_line(
                     sourced.line,
                     format!(
-                        "a second CNAME at {} (the first is at line {previous})",
-                        record.name
+                        "a second CNAME at {} (the first is at line {})",
+                        record.name, previous.line
                     ),
                 );
                 continue;
             }
-            if let Some((other, line)) = types.iter().next() {
+            if let Some(other) = types
+                .iter()
+                .min_by_key(|known| u16::from(known.record_type))
+            {
                 at_line(
                     sourced.line,
                     format!(
-                        "CNAME and other data at {}: {other} at line {line} (RFC 1034 §3.6.2)",
-                        record.name
+                        "CNAME and other data at {}: {} at line {} (RFC 1034 §3.6.2)",
+                        record.name, other.record_type, other.line
                     ),
                 );
                 continue;
             }
-        } else if let Some(line) = types.get(&RecordType::CNAME) {
+        } else if let Some(cname) = types
+            .iter()
+            .find(|known| known.record_type == RecordType::CNAME)
+        {
             at_line(
                 sourced.line,
                 format!(
-                    "CNAME and other data at {}: CNAME at line {line} (RFC 1034 §3.6.2)",
-                    record.name
+                    "CNAME and other data at {}: CNAME at line {} (RFC 1034 §3.6.2)",
+                    record.name, cname.line
                 ),
             );
             continue;
         }
-        types.entry(record_type).or_insert(sourced.line);
+        let index = kept.len() as u32;
+        match types
+            .iter_mut()
+            .find(|known| known.record_type == record_type)
+        {
+            Some(known) => known.kept.push(index),
+            None => types.push(OwnerType {
+                record_type,
+                line: sourced.line,
+                kept: smallvec::smallvec![index],
+            }),
+        }
         kept.push(sourced);
     }
-    let apex = LowerName::new(origin);
-    let apex_types = by_owner.get(&apex);
+    let apex_types = by_owner.get(&name_key(origin));
     if soa_count == 0 {
         errors.push(ZoneError {
             path: path.to_path_buf(),
@@ -667,7 +755,11 @@ fn check_zone(
             message: format!("no SOA record at the zone apex {origin}"),
         });
     }
-    if !apex_types.is_some_and(|types| types.contains_key(&RecordType::NS)) {
+    if !apex_types.is_some_and(|types| {
+        types
+            .iter()
+            .any(|known| known.record_type == RecordType::NS)
+    }) {
         errors.push(ZoneError {
             path: path.to_path_buf(),
             line: None,
