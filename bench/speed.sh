@@ -8,21 +8,35 @@
 # outstanding) is pinned to CPU 1. Servers are interleaved (A B C D A B C D ...) and each
 # figure is the median of ROUNDS runs of SECONDS. Reports answered QPS, server CPU µs/query
 # (from /proc), p50/p99 latency, RSS, and healthdns' ratio to the best anchor.
-# Needs (nothing is installed by this script): nsd, knot, gdnsd, dig, python3, taskset
-#   apt-get install -y nsd knot gdnsd bind9-dnsutils util-linux
-# Usage: bench/speed.sh [SECONDS] [ROUNDS]   (default 3 s, 3 rounds)
+# Mixes: the pool answer, random static names, NXDOMAIN, NODATA, a referral, EDNS with DO,
+# TCP (16 connections pipelining 16 queries each; compared with NSD), and `nxrandom`:
+# 200,000 distinct NXDOMAIN names, which defeat healthdns' answer cache (its general path).
+# Then two more measurements:
+# - latency at 80% of gdnsd's saturation rate on the static mix (paced generator), p99
+#   of healthdns beside gdnsd's;
+# - swaps: the pool mix with every answer parsed (--check), steady and while the pool's
+#   healthy set is changed 10 times a second through the API (force down / auto): errors,
+#   torn or empty answers, and CPU per query beside the steady state.
+# MODE=two: every server runs two threads over both cores, and two generators share them
+# (the second mode of issue 12: both cores driven); the extra measurements are skipped.
+# Needs (nothing is installed by this script): nsd, knot, gdnsd, dig, curl, python3, taskset
+#   apt-get install -y nsd knot gdnsd bind9-dnsutils curl util-linux
+# Usage: [MODE=two] bench/speed.sh [SECONDS] [ROUNDS]   (default 3 s, 3 rounds)
 set -euo pipefail
 SECONDS_PER_RUN=${1:-3}
 ROUNDS=${2:-3}
+MODE=${MODE:-one}
+if [ "$MODE" = two ]; then THREADS=2; SERVER_CPUS=0,1; GEN_CPUS=0,1; GENERATORS=2
+else THREADS=1; SERVER_CPUS=0; GEN_CPUS=1; GENERATORS=1; fi
 cd "$(dirname "$0")/.."
-for tool in nsd knotd gdnsd dig python3 taskset; do
-  command -v "$tool" >/dev/null || { echo "bench/speed.sh needs $tool (apt-get install -y nsd knot gdnsd bind9-dnsutils util-linux)" >&2; exit 1; }
+for tool in nsd knotd gdnsd dig curl python3 taskset; do
+  command -v "$tool" >/dev/null || { echo "bench/speed.sh needs $tool (apt-get install -y nsd knot gdnsd bind9-dnsutils curl util-linux)" >&2; exit 1; }
 done
 source bench/common.sh
 cargo build --release --quiet --examples
 HTTP_PORT=$(free_port)
 start_backend 1; start_backend 2
-P_HD=$(free_port); P_NSD=$(free_port); P_KNOT=$(free_port); P_GD=$(free_port); P_FLOOR=$(free_port)
+P_API=$(free_port); P_HD=$(free_port); P_NSD=$(free_port); P_KNOT=$(free_port); P_GD=$(free_port); P_FLOOR=$(free_port)
 
 zone() { # $1 = 1 to leave www out (healthdns: the pool answers it)
   echo '$ORIGIN bench.test.'; echo '$TTL 300'
@@ -42,14 +56,18 @@ for i in $(seq 1 10000); do echo "nx$i.bench.test A"; done > "$work/q_nxdomain"
 for i in $(seq 1 10000); do echo "www$i.bench.test MX"; done > "$work/q_nodata"
 for i in $(seq 1 1000); do echo "host.d$i.bench.test A"; done > "$work/q_referral"
 shuf -i 1-10000 -n 10000 | sed 's/.*/www&.bench.test A do/' > "$work/q_edns_do"
-MIXES="pool static nxdomain nodata referral edns_do"
+cp "$work/q_static" "$work/q_tcp"
+python3 -c "import random; random.seed(7); print('\n'.join(f'r{random.getrandbits(40):x}.bench.test A' for _ in range(200000)))" > "$work/q_nxrandom"
+MIXES="pool static nxdomain nodata referral edns_do tcp nxrandom"
 
-# healthdns: one UDP thread.
+# healthdns: one UDP thread (two in MODE=two).
 cat > "$work/hd.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$P_HD"]
-udp_sockets = 1
+udp_sockets = $THREADS
 state_file = "hd.state"
+[api]
+listen = "127.0.0.1:$P_API"
 [[zone]]
 origin = "bench.test"
 file = "hd.zone"
@@ -61,11 +79,12 @@ addresses = ["127.0.9.1", "127.0.9.2"]
 kind = "http"
 url = "http://{address}:$HTTP_PORT/"
 CONF
-RUST_LOG=warn taskset -c 0 target/release/healthdns serve --config "$work/hd.toml" & pids+=($!); PID_HD=$!
+RUST_LOG=warn taskset -c $SERVER_CPUS target/release/healthdns serve --config "$work/hd.toml" & pids+=($!); PID_HD=$!
 
-# NSD: one server process.
+# NSD: one server process (two in MODE=two).
 nsd_conf "$P_NSD" > "$work/nsd.conf"
-taskset -c 0 nsd -d -c "$work/nsd.conf" & pids+=($!); PID_NSD=$!
+sed -i "s/server-count: 1/server-count: $THREADS/" "$work/nsd.conf"
+taskset -c $SERVER_CPUS nsd -d -c "$work/nsd.conf" & pids+=($!); PID_NSD=$!
 
 # Knot: one UDP and one TCP worker.
 mkdir -p "$work/knot"
@@ -73,8 +92,8 @@ cat > "$work/knot.conf" <<CONF
 server:
     listen: 127.0.0.1@$P_KNOT
     rundir: "$work/knot"
-    udp-workers: 1
-    tcp-workers: 1
+    udp-workers: $THREADS
+    tcp-workers: $THREADS
     background-workers: 1
 log:
   - target: "$work/knot.log"
@@ -88,7 +107,7 @@ zone:
     zonefile-sync: -1
     journal-content: none
 CONF
-taskset -c 0 knotd -c "$work/knot.conf" 2>"$work/knotd.err" & pids+=($!); PID_KNOT=$!
+taskset -c $SERVER_CPUS knotd -c "$work/knot.conf" 2>"$work/knotd.err" & pids+=($!); PID_KNOT=$!
 
 # gdnsd: one UDP and one TCP thread.
 mkdir -p "$work/gdnsd/zones" "$work/gdnsd/run" "$work/gdnsd/state"
@@ -98,13 +117,13 @@ options => {
   listen => [ 127.0.0.1:$P_GD ]
   run_dir => $work/gdnsd/run
   state_dir => $work/gdnsd/state
-  udp_threads => 1
-  tcp_threads => 1
+  udp_threads => $THREADS
+  tcp_threads => $THREADS
 }
 CONF
-taskset -c 0 gdnsd -c "$work/gdnsd" start 2>"$work/gdnsd.err" & pids+=($!); PID_GD=$!
+taskset -c $SERVER_CPUS gdnsd -c "$work/gdnsd" start 2>"$work/gdnsd.err" & pids+=($!); PID_GD=$!
 
-taskset -c 0 target/release/examples/echo_floor "127.0.0.1:$P_FLOOR" & pids+=($!); PID_FLOOR=$!
+taskset -c $SERVER_CPUS target/release/examples/echo_floor "127.0.0.1:$P_FLOOR" & pids+=($!); PID_FLOOR=$!
 
 wait_ready() { # name port
   for _ in $(seq 1 200); do
@@ -122,15 +141,30 @@ declare -A PID=([healthdns]=$PID_HD [gdnsd]=$PID_GD [knot]=$PID_KNOT [nsd]=$PID_
 SERVERS="healthdns gdnsd knot nsd floor"
 
 : > "$work/results"
+# One measurement: CPU ticks of the server around GENERATORS loadgen runs; prints the
+# results line. Arguments: server, query file, then loadgen flags.
+measure() {
+  local server=$1 queries=$2; shift 2
+  local before after lines answered qps
+  before=$(cpu_ticks "${PID[$server]}")
+  lines=$(for g in $(seq 1 "$GENERATORS"); do
+    taskset -c "$GEN_CPUS" target/release/examples/loadgen "127.0.0.1:${PORT[$server]}" "$queries" 256 "$SECONDS_PER_RUN" "$@" &
+  done; wait)
+  after=$(cpu_ticks "${PID[$server]}")
+  # Sum the generators' counts; latency from the first.
+  answered=$(echo "$lines" | sed 's/.*answered=\([0-9]*\).*/\1/' | paste -sd+ | bc)
+  qps=$(echo "$lines" | sed 's/.*qps=\([0-9]*\).*/\1/' | paste -sd+ | bc)
+  errors=$(echo "$lines" | sed 's/.*errors=\([0-9]*\).*/\1/' | paste -sd+ | bc)
+  local first; first=$(echo "$lines" | head -1)
+  us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$answered" 'BEGIN { printf "%.2f", n ? (t / hz) * 1e6 / n : 0 }')
+  echo "$us answered=$answered qps=$qps $(echo "$first" | grep -o 'p50_us=[0-9]* p99_us=[0-9]*') errors=$errors rss_kb=$(rss_kb "${PID[$server]}")"
+}
 for mix in $MIXES; do
+  flags=(); [ "$mix" = tcp ] && flags=(--tcp 16)
   for round in $(seq 1 "$ROUNDS"); do
     for server in $SERVERS; do
-      before=$(cpu_ticks "${PID[$server]}")
-      line=$(taskset -c 1 target/release/examples/loadgen "127.0.0.1:${PORT[$server]}" "$work/q_$mix" 256 "$SECONDS_PER_RUN")
-      after=$(cpu_ticks "${PID[$server]}")
-      answered=$(echo "$line" | sed 's/.*answered=\([0-9]*\).*/\1/')
-      us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$answered" 'BEGIN { printf "%.2f", n ? (t / hz) * 1e6 / n : 0 }')
-      echo "$mix $server $us $line rss_kb=$(rss_kb "${PID[$server]}")" >> "$work/results"
+      [ "$mix" = tcp ] && [ "$server" = floor ] && continue
+      echo "$mix $server $(measure "$server" "$work/q_$mix" "${flags[@]}")" >> "$work/results"
     done
   done
 done
@@ -155,5 +189,68 @@ for mix in mixes:
     best_qps = max(anchors, key=lambda s: anchors[s][1])
     best_cpu = min(anchors, key=lambda s: anchors[s][0])
     hd = med["healthdns"]
-    print(f"{mix:9} ratio     qps {hd[1]/anchors[best_qps][1]:.2f}x {best_qps}; cpu/q {hd[0]/anchors[best_cpu][0]:.2f}x {best_cpu}, {hd[0]/med['floor'][0]:.2f}x floor")
+    floor = f", {hd[0]/med['floor'][0]:.2f}x floor" if "floor" in med else ""
+    nsd = f"; qps {hd[1]/anchors['nsd'][1]:.2f}x nsd" if mix == "tcp" and "nsd" in anchors else ""
+    print(f"{mix:9} ratio     qps {hd[1]/anchors[best_qps][1]:.2f}x {best_qps}; cpu/q {hd[0]/anchors[best_cpu][0]:.2f}x {best_cpu}{floor}{nsd}")
+PY
+
+[ "$MODE" = two ] && exit 0
+
+# Latency at 80% of gdnsd's saturation rate (static mix), paced, interleaved rounds.
+rate=$(awk '$1 == "static" && $2 == "gdnsd" { print $0 }' "$work/results" | sed 's/.*qps=\([0-9]*\).*/\1/' | sort -n | awk '{ v[NR] = $1 } END { print int(v[int((NR + 1) / 2)] * 0.8) }')
+: > "$work/paced"
+for round in $(seq 1 "$ROUNDS"); do
+  for server in healthdns gdnsd; do
+    echo "$server $(measure "$server" "$work/q_static" --rate "$rate")" >> "$work/paced"
+  done
+done
+echo
+echo "latency at $rate q/s (80% of gdnsd's saturation, static mix), medians of $ROUNDS:"
+for server in healthdns gdnsd; do
+  grep "^$server " "$work/paced" | python3 -c "
+import sys, re, statistics
+runs = [dict(re.findall(r'(\w+)=(\d+)', line)) for line in sys.stdin]
+print(f'  $server: p50 {statistics.median(int(r[\"p50_us\"]) for r in runs)} us, p99 {statistics.median(int(r[\"p99_us\"]) for r in runs)} us, errors {sum(int(r[\"errors\"]) for r in runs)}')"
+done
+
+# Swaps: the pool mix, answers checked, steady and while the healthy set changes 10x/s.
+swaps() { curl -s "http://127.0.0.1:$P_API/metrics" | awk '/^healthdns_snapshot_swaps_total/ { sum += $2 } END { print sum + 0 }'; }
+flipper() { # changes the pool's answer every 100 ms (on a fixed schedule) until killed
+  exec python3 - "$P_API" <<'PY'
+import sys, time, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/pools/web/addresses/127.0.9.2/force"
+start, tick = time.monotonic(), 0
+while True:
+    state = "down" if tick % 2 == 0 else "auto"
+    urllib.request.urlopen(urllib.request.Request(url, data=f'{{"state": "{state}"}}'.encode(), method="POST")).read()
+    tick += 1
+    time.sleep(max(0.0, start + tick * 0.1 - time.monotonic()))
+PY
+}
+: > "$work/swaps"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "steady $(measure healthdns "$work/q_pool" --check)" >> "$work/swaps"
+  before=$(swaps)
+  taskset -c "$GEN_CPUS" bash -c "$(declare -f flipper); P_API=$P_API flipper" & flip=$!; pids+=("$flip")
+  sleep 0.3
+  line=$(measure healthdns "$work/q_pool" --check)
+  kill "$flip"; wait "$flip" 2>/dev/null || true
+  echo "swapping $line swaps=$(( $(swaps) - before ))" >> "$work/swaps"
+  curl -s -o /dev/null -X POST -d '{"state": "auto"}' "http://127.0.0.1:$P_API/pools/web/addresses/127.0.9.2/force"
+done
+echo
+echo "swaps (pool mix, every answer parsed; medians of $ROUNDS):"
+python3 - "$work/swaps" "$SECONDS_PER_RUN" <<'PY'
+import sys, re, statistics
+rows = {}
+for line in open(sys.argv[1]):
+    kind, us, rest = line.split(" ", 2)
+    fields = dict(re.findall(r"(\w+)=(\d+)", rest))
+    rows.setdefault(kind, []).append((float(us), int(fields["qps"]), int(fields["errors"]), int(fields.get("swaps", 0))))
+steady = statistics.median(r[0] for r in rows["steady"])
+swapping = statistics.median(r[0] for r in rows["swapping"])
+print(f"  steady:   {steady:.2f} us/query, {statistics.median(r[1] for r in rows['steady'])} q/s, errors {sum(r[2] for r in rows['steady'])}")
+print(f"  swapping: {swapping:.2f} us/query, {statistics.median(r[1] for r in rows['swapping'])} q/s, errors {sum(r[2] for r in rows['swapping'])}, "
+      f"{statistics.median(r[3] for r in rows['swapping']) / float(sys.argv[2]):.1f} swaps/s")
+print(f"  CPU per query while swapping: {swapping / steady:.2f}x steady (target within 1.10)")
 PY

@@ -4,12 +4,19 @@
 //! dnsperf saturates its own core at about 100k queries/s, below what the servers can do, so
 //! it cannot tell them apart by throughput; this can.
 //!
-//! Usage: loadgen SERVER QUERY_FILE [OUTSTANDING] [SECONDS]
+//! Usage: loadgen SERVER QUERY_FILE [OUTSTANDING] [SECONDS] [--rate QPS] [--tcp CONNECTIONS]
+//!                [--check]
 //! QUERY_FILE: one query per line, "name type" with optional "do" (EDNS with DO) or "edns".
+//! - `--rate QPS`: send at this fixed rate (at most OUTSTANDING in flight) instead of keeping
+//!   OUTSTANDING in flight: latency at a chosen load.
+//! - `--tcp N`: N TCP connections, each with OUTSTANDING / N queries pipelined per round.
+//! - `--check`: parse every answer; one that does not parse, or a NOERROR answer to an A
+//!   query with no record, counts as an error (torn or empty answers during swaps).
+//!
 //! Prints one line: `answered=N qps=Q p50_us=A p99_us=B errors=E lost=L`.
 
-use std::io::BufRead;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -69,6 +76,28 @@ fn main() {
     assert!(!queries.is_empty(), "no queries in {}", arguments[2]);
     let outstanding: usize = arguments.get(3).and_then(|a| a.parse().ok()).unwrap_or(256);
     let seconds: u64 = arguments.get(4).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let flag = |name: &str| -> Option<f64> {
+        let at = arguments.iter().position(|argument| argument == name)?;
+        arguments.get(at + 1).and_then(|value| value.parse().ok())
+    };
+    let rate = flag("--rate");
+    let check = arguments.iter().any(|argument| argument == "--check");
+    let mut report = Report::default();
+    let started = Instant::now();
+    let limit = Duration::from_secs(seconds);
+    if let Some(connections) = flag("--tcp") {
+        run_tcp(
+            server,
+            &queries,
+            outstanding,
+            connections as usize,
+            limit,
+            check,
+            &mut report,
+        );
+        report.print(started.elapsed().as_secs_f64());
+        return;
+    }
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.connect(server).unwrap();
     socket
@@ -81,18 +110,24 @@ fn main() {
     let mut next_id: u16 = 0;
     let mut next_query = 0usize;
     let mut in_flight = 0usize;
-    let mut latencies: Vec<u32> = Vec::with_capacity(1 << 22);
-    let mut errors = 0u64;
-    let mut lost = 0u64;
     let mut out = vec![[0u8; PACKET]; BATCH];
     let mut out_len = [0usize; BATCH];
     let mut inbox = vec![[0u8; PACKET]; BATCH];
-    let started = Instant::now();
-    let limit = Duration::from_secs(seconds);
+    let mut sent_total = 0u64;
     while started.elapsed() < limit {
-        // Fill the window, a batch at a time.
-        while in_flight < outstanding {
-            let count = (outstanding - in_flight).min(BATCH);
+        // Fill the window (or send what the rate allows by now), a batch at a time.
+        loop {
+            let allowed = match rate {
+                Some(rate) => {
+                    let due = (started.elapsed().as_secs_f64() * rate) as u64;
+                    (due.saturating_sub(sent_total) as usize).min(outstanding - in_flight)
+                }
+                None => outstanding - in_flight,
+            };
+            if allowed == 0 {
+                break;
+            }
+            let count = allowed.min(BATCH);
             for slot in 0..count {
                 let query = &queries[next_query % queries.len()];
                 next_query += 1;
@@ -100,7 +135,7 @@ fn main() {
                 next_id = next_id.wrapping_add(1);
                 if sent_at[id as usize].is_some() {
                     // Its answer never came (lost); the slot is reused.
-                    lost += 1;
+                    report.lost += 1;
                     in_flight -= 1;
                 }
                 out[slot][..query.len()].copy_from_slice(query);
@@ -121,6 +156,7 @@ fn main() {
                 break;
             }
             in_flight += sent as usize;
+            sent_total += sent as u64;
         }
         let mut iovecs: Vec<libc::iovec> = inbox
             .iter_mut()
@@ -131,20 +167,31 @@ fn main() {
             .collect();
         let mut headers = headers(&mut iovecs);
         // SAFETY: the headers point at live buffers for the duration of the call.
+        // Paced: never block, so the next sends go out on time.
+        let wait = if rate.is_some() {
+            libc::MSG_DONTWAIT
+        } else {
+            libc::MSG_WAITFORONE
+        };
         let received = unsafe {
             libc::recvmmsg(
                 fd,
                 headers.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_WAITFORONE,
+                wait,
                 std::ptr::null_mut(),
             )
         };
+        if received < 0 && rate.is_some() {
+            // Nothing has come yet; at a fixed rate a lost answer shows when its ID comes
+            // round again.
+            continue;
+        }
         if received <= 0 {
             // A timeout: everything in flight is lost; start the window again.
             for slot in sent_at.iter_mut() {
                 if slot.take().is_some() {
-                    lost += 1;
+                    report.lost += 1;
                 }
             }
             in_flight = 0;
@@ -154,35 +201,143 @@ fn main() {
         for (index, header) in headers.iter().take(received as usize).enumerate() {
             let length = header.msg_len as usize;
             if length < 12 {
-                errors += 1;
+                report.errors += 1;
                 continue;
             }
-            let packet = &inbox[index];
+            let packet = &inbox[index][..length];
             let id = u16::from_be_bytes([packet[0], packet[1]]);
             let Some(at) = sent_at[id as usize].take() else {
                 continue;
             };
             in_flight -= 1;
-            let rcode = packet[3] & 0x0f;
-            if rcode != 0 && rcode != 3 {
-                errors += 1;
-            }
-            latencies.push(now.duration_since(at).as_micros() as u32);
+            report.answer(packet, check, now.duration_since(at));
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let percentile = |p: f64| -> u32 {
-        if latencies.is_empty() {
-            return 0;
+    report.print(started.elapsed().as_secs_f64());
+}
+
+/// What the run measured.
+#[derive(Default)]
+struct Report {
+    latencies: Vec<u32>,
+    errors: u64,
+    lost: u64,
+}
+
+impl Report {
+    /// Counts one answer: an error unless NOERROR or NXDOMAIN (and, with `check`, unless it
+    /// parses and, for A, holds a record).
+    fn answer(&mut self, packet: &[u8], check: bool, latency: Duration) {
+        let rcode = packet[3] & 0x0f;
+        let mut bad = rcode != 0 && rcode != 3;
+        if check && !bad {
+            bad = match Message::from_vec(packet) {
+                Err(_) => true,
+                Ok(message) => {
+                    let asked_a = message
+                        .queries
+                        .first()
+                        .is_some_and(|query| query.query_type() == RecordType::A);
+                    rcode == 0
+                        && asked_a
+                        && message.answers.is_empty()
+                        && !message.metadata.truncation
+                }
+            };
         }
-        latencies[((latencies.len() - 1) as f64 * p) as usize]
+        if bad {
+            self.errors += 1;
+        }
+        self.latencies.push(latency.as_micros() as u32);
+    }
+
+    fn print(mut self, elapsed: f64) {
+        self.latencies.sort_unstable();
+        let percentile = |p: f64| -> u32 {
+            if self.latencies.is_empty() {
+                return 0;
+            }
+            self.latencies[((self.latencies.len() - 1) as f64 * p) as usize]
+        };
+        println!(
+            "answered={} qps={:.0} p50_us={} p99_us={} errors={} lost={}",
+            self.latencies.len(),
+            self.latencies.len() as f64 / elapsed,
+            percentile(0.5),
+            percentile(0.99),
+            self.errors,
+            self.lost
+        );
+    }
+}
+
+/// TCP: `connections` connections; each round writes OUTSTANDING / connections framed queries
+/// on every connection, then reads every answer (pipelining, RFC 7766 §6.2.1).
+fn run_tcp(
+    server: SocketAddr,
+    queries: &[Vec<u8>],
+    outstanding: usize,
+    connections: usize,
+    limit: Duration,
+    check: bool,
+    report: &mut Report,
+) {
+    let connect = || {
+        let stream = TcpStream::connect(server).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        stream
     };
-    println!(
-        "answered={} qps={:.0} p50_us={} p99_us={} errors={errors} lost={lost}",
-        latencies.len(),
-        latencies.len() as f64 / elapsed,
-        percentile(0.5),
-        percentile(0.99)
-    );
+    let connections = connections.max(1);
+    let per = (outstanding / connections).max(1);
+    let mut streams: Vec<TcpStream> = (0..connections).map(|_| connect()).collect();
+    let mut next = 0usize;
+    let mut buffer = Vec::with_capacity(per * 64);
+    let mut answer = vec![0u8; 65_535];
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let mut sent = Vec::with_capacity(connections);
+        for stream in &mut streams {
+            buffer.clear();
+            for index in 0..per {
+                let query = &queries[next % queries.len()];
+                next += 1;
+                buffer.extend_from_slice(&(query.len() as u16).to_be_bytes());
+                let at = buffer.len();
+                buffer.extend_from_slice(query);
+                buffer[at..at + 2].copy_from_slice(&(index as u16).to_be_bytes());
+            }
+            sent.push((Instant::now(), stream.write_all(&buffer).is_ok()));
+        }
+        for (stream, (at, written)) in streams.iter_mut().zip(sent) {
+            let mut healthy = written;
+            for _ in 0..per {
+                if !healthy {
+                    report.lost += 1;
+                    continue;
+                }
+                let mut length = [0u8; 2];
+                let read = stream.read_exact(&mut length).and_then(|()| {
+                    let length = usize::from(u16::from_be_bytes(length));
+                    stream.read_exact(&mut answer[..length]).map(|()| length)
+                });
+                match read {
+                    Ok(length) if length >= 12 => {
+                        report.answer(&answer[..length], check, at.elapsed())
+                    }
+                    Ok(_) => report.errors += 1,
+                    Err(_) => {
+                        report.lost += 1;
+                        healthy = false;
+                    }
+                }
+            }
+            if !healthy {
+                // The server closed or stalled the connection: a new one for the next round.
+                *stream = connect();
+            }
+        }
+    }
 }

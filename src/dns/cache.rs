@@ -11,6 +11,8 @@
 //! the two for every name and type of its zones).
 //!
 //! Documented rules:
+//! - UDP threads and TCP runtime threads each keep their own cache; over TCP there is no
+//!   size limit, and the bytes of a whole answer are the same on both transports.
 //! - Only a plain question is looked up: QR=0, opcode QUERY, one question with no compression
 //!   pointer and no upper-case letter (the general path compresses case-sensitively, so a
 //!   mixed-case name gets different bytes), class IN, no ANCOUNT/NSCOUNT, at most an OPT in
@@ -30,8 +32,9 @@
 //!   names with pool addresses in their additional section) and the zone's static part is
 //!   the same; the negative-answer SOA's serial is then rewritten. Otherwise it is rebuilt.
 //!   A pool change so costs only the answers it can change.
-//! - The cache is bounded: `SLOTS` entries per thread, two-way set-associative; a new entry
-//!   replaces the older of its two slots. Nothing is allocated or locked on a hit.
+//! - The cache is bounded: `SLOTS` entries per thread, `WAYS`-way set-associative; a new
+//!   entry replaces the least recently used of its set. Nothing is allocated or locked on a
+//!   hit.
 
 use std::sync::{Arc, Weak};
 
@@ -40,7 +43,9 @@ use hickory_proto::rr::{RData, Record};
 use crate::zone::snapshot::{Snapshot, Zone, ZoneBase};
 
 /// Entries per thread (a power of two).
-pub const SLOTS: usize = 1 << 15;
+pub const SLOTS: usize = 1 << 16;
+/// Entries a question may be kept in (a power of two): the set of `WAYS` slots its hash picks.
+const WAYS: usize = 4;
 /// The smallest UDP payload every DNS client accepts (RFC 1035 §4.2.1).
 const MIN_UDP_PAYLOAD: u16 = 512;
 
@@ -106,6 +111,8 @@ pub struct AnswerCache {
     slots: Vec<Option<Box<Entry>>>,
     clock: u64,
     pub stats: CacheStats,
+    /// The counts already added to the metrics facade.
+    flushed: CacheStats,
 }
 
 impl Default for AnswerCache {
@@ -122,29 +129,54 @@ impl AnswerCache {
             slots: std::iter::repeat_with(|| None).take(SLOTS).collect(),
             clock: 0,
             stats: CacheStats::default(),
+            flushed: CacheStats::default(),
         }
     }
 
+    /// Adds the counts since the last flush to `healthdns_answer_cache_total{result}` (called
+    /// with the query counters' flush, never per query).
+    pub fn flush_metrics(&mut self) {
+        let (now, was) = (self.stats, self.flushed);
+        for (result, count) in [
+            ("hit", now.hits - was.hits),
+            ("miss", now.misses - was.misses),
+            ("revalidated", now.revalidated - was.revalidated),
+            ("uncacheable", now.uncacheable - was.uncacheable),
+        ] {
+            if count > 0 {
+                metrics::counter!("healthdns_answer_cache_total", "result" => result)
+                    .increment(count);
+            }
+        }
+        self.flushed = now;
+    }
+
     /// Answers `packet` from the cache into `out` when it can; `our_payload` is the UDP size
-    /// we advertise and `rotation` the rotation counter's value for this query.
+    /// we advertise, `tcp` lifts the size limit, and `rotation` is the rotation counter's
+    /// value for this query.
+    #[allow(clippy::too_many_arguments)]
     pub fn lookup(
         &mut self,
         packet: &[u8],
         snapshot: &Arc<Snapshot>,
         our_payload: u16,
+        tcp: bool,
         nsid: bool,
         rotation: usize,
         out: &mut Vec<u8>,
     ) -> Lookup {
-        let Some(question) = parse(packet, our_payload, nsid) else {
+        let Some(mut question) = parse(packet, our_payload, nsid) else {
             self.stats.uncacheable += 1;
             return Lookup::Uncacheable;
         };
+        if tcp {
+            question.limit = u16::MAX;
+        }
         let key = &packet[12..question.end];
         let home = slot_of(key, question.variant);
         self.clock += 1;
         let clock = self.clock;
-        for slot in [home, home ^ 1] {
+        for slot in home..home + WAYS {
             let Some(entry) = self.slots[slot].as_deref_mut() else {
                 continue;
             };
@@ -185,12 +217,10 @@ impl AnswerCache {
             return;
         };
         let home = slot_of(&entry.question, question.variant);
-        let older = |slot: &Option<Box<Entry>>| slot.as_ref().map_or(0, |entry| entry.used);
-        let slot = if older(&self.slots[home]) <= older(&self.slots[home ^ 1]) {
-            home
-        } else {
-            home ^ 1
-        };
+        let used = |slot: &Option<Box<Entry>>| slot.as_ref().map_or(0, |entry| entry.used);
+        let slot = (home..home + WAYS)
+            .min_by_key(|&slot| used(&self.slots[slot]))
+            .expect("WAYS > 0");
         let mut entry = Box::new(entry);
         entry.used = self.clock;
         self.slots[slot] = Some(entry);
@@ -213,9 +243,14 @@ fn slot_of(question: &[u8], variant: u8) -> usize {
     let mut hasher = rustc_hash::FxBuildHasher.build_hasher();
     hasher.write(question);
     hasher.write_u8(variant);
-    // FxHash's low bits are weak; fold the high ones in.
-    let hash = hasher.finish();
-    ((hash ^ (hash >> 29)) as usize) & (SLOTS - 1)
+    // FxHash mixes little; a finalizer (murmur3's fmix64) spreads similar names over sets.
+    let mut hash = hasher.finish();
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
+    (hash as usize) & (SLOTS - 1) & !(WAYS - 1)
 }
 
 /// Parses a query's header, question and OPT record, if the cache handles it (module rules).
@@ -532,7 +567,7 @@ mod equality {
     use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
     use hickory_proto::rr::{Name, RecordType};
 
-    use crate::dns::handler::{set_rotation, DnsHandler};
+    use crate::dns::handler::{set_rotation, Answered, DnsHandler, Transport};
     use crate::health::{Answers, NameAnswer};
     use crate::zone::snapshot::{Snapshot, SnapshotWriter};
     use crate::zone::zonefile::parse_zone;
@@ -645,12 +680,20 @@ mod equality {
                     for round in 0..4u16 {
                         let flags = (round % 2 == 0, round / 2 == 1);
                         let packet = query(name, qtype, 0x100 * round + 7, flags, edns);
+                        let transport = if round == 3 {
+                            Transport::Tcp
+                        } else {
+                            Transport::Udp
+                        };
                         set_rotation(round as usize);
-                        let sent = handler.answer_udp(&packet, source, &mut general);
+                        let sent = handler.answer(&packet, source, transport, &mut general);
                         set_rotation(round as usize);
                         let sent_cached =
-                            handler.answer_udp_cached(cache, &packet, source, &mut cached);
-                        assert_eq!(sent, sent_cached);
+                            handler.answer_cached(cache, &packet, source, transport, &mut cached);
+                        assert_eq!(
+                            matches!(sent, Answered::Message),
+                            matches!(sent_cached, Answered::Message)
+                        );
                         assert_eq!(
                             general,
                             cached,

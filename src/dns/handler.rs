@@ -299,8 +299,48 @@ impl DnsHandler {
         )
     }
 
-    /// `answer_udp` through this thread's answer cache (`cache`): the same bytes, cheaper for
-    /// a question answered before.
+    /// `answer` through this thread's answer cache (`cache`): the same bytes, cheaper for a
+    /// question answered before.
+    pub fn answer_cached(
+        &self,
+        cache: &mut AnswerCache,
+        packet: &[u8],
+        source: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> Answered {
+        let snapshot = self.snapshots.load();
+        let limit = match transport {
+            Transport::Udp => self.edns[0].max_payload(),
+            Transport::Tcp => u16::MAX,
+        };
+        let question = match cache.lookup(
+            packet,
+            &snapshot,
+            limit,
+            transport == Transport::Tcp,
+            self.edns_nsid.is_some(),
+            peek_rotation(),
+            out,
+        ) {
+            Lookup::Hit => {
+                next_rotation();
+                return Answered::Message;
+            }
+            Lookup::Miss(question) => question,
+            Lookup::Uncacheable => {
+                return self.answer_in(&snapshot, packet, source, transport, out, None)
+            }
+        };
+        let mut fill = None;
+        let answered = self.answer_in(&snapshot, packet, source, transport, out, Some(&mut fill));
+        if let Some(fill) = fill {
+            cache.fill(question, packet, out, &snapshot, fill);
+        }
+        answered
+    }
+
+    /// `answer_udp` through `cache`.
     pub fn answer_udp_cached(
         &self,
         cache: &mut AnswerCache,
@@ -308,40 +348,10 @@ impl DnsHandler {
         source: SocketAddr,
         out: &mut Vec<u8>,
     ) -> bool {
-        let snapshot = self.snapshots.load();
-        let question = match cache.lookup(
-            packet,
-            &snapshot,
-            self.edns[0].max_payload(),
-            self.edns_nsid.is_some(),
-            peek_rotation(),
-            out,
-        ) {
-            Lookup::Hit => {
-                next_rotation();
-                return true;
-            }
-            Lookup::Miss(question) => question,
-            Lookup::Uncacheable => {
-                return matches!(
-                    self.answer_in(&snapshot, packet, source, Transport::Udp, out, None),
-                    Answered::Message
-                )
-            }
-        };
-        let mut fill = None;
-        let answered = self.answer_in(
-            &snapshot,
-            packet,
-            source,
-            Transport::Udp,
-            out,
-            Some(&mut fill),
-        );
-        if let Some(fill) = fill {
-            cache.fill(question, packet, out, &snapshot, fill);
-        }
-        matches!(answered, Answered::Message)
+        matches!(
+            self.answer_cached(cache, packet, source, Transport::Udp, out),
+            Answered::Message
+        )
     }
 
     /// Answers one request into `out`, or returns the transfer to stream.

@@ -293,6 +293,7 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
             ) {
                 // Idle: the counts so far go out now.
                 stats.flush();
+                cache.flush_metrics();
             } else {
                 // ICMP errors from earlier sends surface here once; they are not fatal.
                 tracing::debug!(%error, "UDP receive error");
@@ -313,7 +314,16 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
                 stats.dropped();
                 continue;
             };
-            if !handler.answer_udp_cached(&mut cache, packet, source, &mut answers[index]) {
+            if !matches!(
+                handler.answer_cached(
+                    &mut cache,
+                    packet,
+                    source,
+                    Transport::Udp,
+                    &mut answers[index]
+                ),
+                Answered::Message
+            ) {
                 stats.dropped();
                 continue;
             }
@@ -358,6 +368,7 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
         // Under steady load the thread never idles: flush every FLUSH_EVERY queries.
         if stats.due() {
             stats.flush();
+            cache.flush_metrics();
         }
     }
 }
@@ -412,6 +423,8 @@ async fn serve_tcp(
 }
 
 /// Answers the queries on one TCP connection, in order, until it closes, idles or `shutdown`.
+/// Every complete query already received is answered before the next read, and their answers
+/// go out in one write: a pipelining client costs one system call per batch, not per query.
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -422,66 +435,95 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     // Flushed to the metrics facade when the connection ends (on drop).
     let mut stats = super::stats::QueryStats::new("tcp");
-    let mut packet = Vec::with_capacity(512);
+    // Bytes received and not yet answered: at most one partial query after each batch.
+    let mut input: Vec<u8> = Vec::with_capacity(4096);
     let mut response = Vec::with_capacity(4096);
-    // The length prefix and the response, sent in one write.
-    let mut framed = Vec::with_capacity(4096);
+    // Framed answers (length prefix and message), written together.
+    let mut output: Vec<u8> = Vec::with_capacity(4096);
+    let mut last_query = tokio::time::Instant::now();
     loop {
-        let mut length = [0u8; 2];
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            read = tokio::time::timeout(idle_timeout, stream.read_exact(&mut length)) => read,
-        };
-        if !matches!(read, Ok(Ok(_))) {
-            return;
-        }
-        packet.resize(usize::from(u16::from_be_bytes(length)), 0);
-        match tokio::time::timeout(idle_timeout, stream.read_exact(&mut packet)).await {
-            Ok(Ok(_)) => {}
-            _ => return,
-        }
-        let started = stats.sample().then(super::stats::now);
-        match handler.answer(&packet, peer, Transport::Tcp, &mut response) {
-            Answered::Nothing => {
-                stats.dropped();
-                continue;
-            }
-            Answered::Message => {
-                stats.count(&packet, &response);
-                if let Some(started) = started {
-                    stats.record_latency(started.elapsed());
+        let mut consumed = 0;
+        while let Some(length) = input
+            .get(consumed..consumed + 2)
+            .map(|prefix| usize::from(u16::from_be_bytes([prefix[0], prefix[1]])))
+            .filter(|length| input.len() >= consumed + 2 + length)
+        {
+            let packet = &input[consumed + 2..consumed + 2 + length];
+            consumed += 2 + length;
+            last_query = tokio::time::Instant::now();
+            let started = stats.sample().then(super::stats::now);
+            match TCP_CACHE.with_borrow_mut(|cache| {
+                handler.answer_cached(cache, packet, peer, Transport::Tcp, &mut response)
+            }) {
+                Answered::Nothing => stats.dropped(),
+                Answered::Message => {
+                    stats.count(packet, &response);
+                    if let Some(started) = started {
+                        stats.record_latency(started.elapsed());
+                    }
+                    if stats.due() {
+                        stats.flush();
+                    }
+                    output.extend_from_slice(&(response.len() as u16).to_be_bytes());
+                    output.extend_from_slice(&response);
                 }
-                if stats.due() {
-                    stats.flush();
-                }
-                framed.clear();
-                framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
-                framed.extend_from_slice(&response);
-                match tokio::time::timeout(idle_timeout, stream.write_all(&framed)).await {
-                    Ok(Ok(())) => {}
-                    _ => return,
-                }
-            }
-            Answered::Transfer(transfer) => {
-                let started = std::time::Instant::now();
-                match transfer.send(&mut stream, idle_timeout).await {
-                    Ok(stats) => tracing::info!(
-                        zone = %transfer.zone().origin(),
-                        serial = transfer.zone().serial(),
-                        kind = ?transfer.kind(),
-                        %peer,
-                        records = stats.records,
-                        messages = stats.messages,
-                        bytes = stats.bytes,
-                        took_ms = started.elapsed().as_millis() as u64,
-                        "zone transfer sent"
-                    ),
-                    Err(error) => {
-                        tracing::warn!(zone = %transfer.zone().origin(), %peer, %error, "zone transfer stopped");
+                Answered::Transfer(transfer) => {
+                    // The answers before it go first, in order.
+                    if !write_all(&mut stream, &mut output, idle_timeout).await {
                         return;
+                    }
+                    let started = std::time::Instant::now();
+                    match transfer.send(&mut stream, idle_timeout).await {
+                        Ok(stats) => tracing::info!(
+                            zone = %transfer.zone().origin(),
+                            serial = transfer.zone().serial(),
+                            kind = ?transfer.kind(),
+                            %peer,
+                            records = stats.records,
+                            messages = stats.messages,
+                            bytes = stats.bytes,
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "zone transfer sent"
+                        ),
+                        Err(error) => {
+                            tracing::warn!(zone = %transfer.zone().origin(), %peer, %error, "zone transfer stopped");
+                            return;
+                        }
                     }
                 }
             }
         }
+        input.drain(..consumed);
+        if !write_all(&mut stream, &mut output, idle_timeout).await {
+            return;
+        }
+        // A connection with no complete query for `idle_timeout` is closed.
+        input.reserve(4096);
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            read = tokio::time::timeout_at(last_query + idle_timeout, stream.read_buf(&mut input)) => read,
+        };
+        if !matches!(read, Ok(Ok(1..))) {
+            return;
+        }
     }
+}
+
+thread_local! {
+    /// The answer cache of TCP queries answered on this runtime thread.
+    static TCP_CACHE: std::cell::RefCell<super::cache::AnswerCache> =
+        std::cell::RefCell::new(super::cache::AnswerCache::new());
+}
+
+/// Writes and empties `output`; false if the client does not take it within `timeout`.
+async fn write_all(stream: &mut TcpStream, output: &mut Vec<u8>, timeout: Duration) -> bool {
+    if output.is_empty() {
+        return true;
+    }
+    let written = matches!(
+        tokio::time::timeout(timeout, stream.write_all(output)).await,
+        Ok(Ok(()))
+    );
+    output.clear();
+    written
 }
