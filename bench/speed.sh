@@ -215,8 +215,8 @@ done
 
 # Swaps: the pool mix, answers checked, steady and while the healthy set changes 10x/s.
 swaps() { curl -s "http://127.0.0.1:$P_API/metrics" | awk '/^healthdns_snapshot_swaps_total/ { sum += $2 } END { print sum + 0 }'; }
-flipper() { # changes the pool's answer every 100 ms (on a fixed schedule) until killed
-  exec python3 - "$P_API" <<'PY'
+# Changes the pool's answer every 100 ms, on a fixed schedule, until killed.
+cat > "$work/flipper.py" <<'PY'
 import sys, time, urllib.request
 url = f"http://127.0.0.1:{sys.argv[1]}/pools/web/addresses/127.0.9.2/force"
 start, tick = time.monotonic(), 0
@@ -226,12 +226,11 @@ while True:
     tick += 1
     time.sleep(max(0.0, start + tick * 0.1 - time.monotonic()))
 PY
-}
 : > "$work/swaps"
 for round in $(seq 1 "$ROUNDS"); do
   echo "steady $(measure healthdns "$work/q_pool" --check)" >> "$work/swaps"
   before=$(swaps)
-  taskset -c "$GEN_CPUS" bash -c "$(declare -f flipper); P_API=$P_API flipper" & flip=$!; pids+=("$flip")
+  taskset -c "$GEN_CPUS" python3 "$work/flipper.py" "$P_API" & flip=$!; pids+=("$flip")
   sleep 0.3
   line=$(measure healthdns "$work/q_pool" --check)
   kill "$flip"; wait "$flip" 2>/dev/null || true

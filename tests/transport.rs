@@ -290,3 +290,80 @@ fn a_burst_from_several_clients_is_answered_to_each() {
         assert_eq!(ids, expected, "client {index} got exactly its own answers");
     }
 }
+
+/// The answer cache over a real socket: the first answer to a question comes from the general
+/// path, the next ones from the cache; apart from the ID and RD they are the same bytes, and a
+/// mixed-case question (never cached) gets its own case back.
+#[test]
+fn repeated_questions_get_the_same_bytes_from_the_cache() {
+    let server = TestServer::start();
+    for (name, record_type) in [
+        ("mail.example.test.", RecordType::A),
+        ("nothing.example.test.", RecordType::A),
+        ("www.example.test.", RecordType::MX),
+    ] {
+        let mut answers = Vec::new();
+        for (index, rd) in [true, false, true].into_iter().enumerate() {
+            let mut message = query(name, record_type, Some(1232));
+            message.metadata.id = 0x4000 + index as u16;
+            message.metadata.recursion_desired = rd;
+            let bytes = server
+                .raw_udp(&message.to_vec().unwrap())
+                .expect("an answer");
+            assert_eq!(
+                &bytes[..2],
+                &message.metadata.id.to_be_bytes(),
+                "ID patched"
+            );
+            assert_eq!(bytes[2] & 1 == 1, rd, "RD copied");
+            answers.push(bytes);
+        }
+        for answer in &answers[1..] {
+            assert_eq!(answer[2] & !1, answers[0][2] & !1, "{name}: same flags");
+            assert_eq!(
+                answer[3..],
+                answers[0][3..],
+                "{name}: same bytes after the header flags"
+            );
+        }
+    }
+    let mixed = server.udp("MaIl.ExAmPlE.tEsT.", RecordType::A);
+    assert_eq!(mixed.queries[0].name().to_string(), "MaIl.ExAmPlE.tEsT.");
+    assert_eq!(mixed.answers.len(), 1);
+}
+
+/// A query whose bytes arrive in two TCP segments, followed by two queries in one segment:
+/// all three answered, in order.
+#[test]
+fn tcp_queries_split_and_joined_across_segments_are_answered_in_order() {
+    use std::io::Write;
+    let server = TestServer::start();
+    let mut stream = server.tcp_connect();
+    stream.set_nodelay(true).unwrap();
+    let frame = |message: &Message| {
+        let bytes = message.to_vec().unwrap();
+        let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&bytes);
+        framed
+    };
+    let queries: Vec<Message> = [
+        "www.example.test.",
+        "mail.example.test.",
+        "nothing.example.test.",
+    ]
+    .iter()
+    .map(|name| query(name, RecordType::A, None))
+    .collect();
+    let first = frame(&queries[0]);
+    stream.write_all(&first[..5]).unwrap();
+    // The server has read the partial query; the rest comes in a later segment.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    stream.write_all(&first[5..]).unwrap();
+    let mut joined = frame(&queries[1]);
+    joined.extend_from_slice(&frame(&queries[2]));
+    stream.write_all(&joined).unwrap();
+    for message in &queries {
+        let answer = tcp_receive(&mut stream);
+        assert_eq!(answer.metadata.id, message.metadata.id, "answered in order");
+    }
+}

@@ -73,10 +73,10 @@ pub struct Question {
 
 /// One cached response.
 struct Entry {
-    /// The question's name, type and class, as received (lowercase).
-    question: Box<[u8]>,
     variant: u8,
+    /// The response; its question section (bytes 12..12 + `question_len`) is the key.
     bytes: Vec<u8>,
+    question_len: usize,
     /// The snapshot the entry was last known valid in (a `Weak` pins the address, so a new
     /// snapshot can never be mistaken for it).
     snapshot: Weak<Snapshot>,
@@ -108,7 +108,9 @@ pub struct CacheStats {
 
 /// One thread's cache.
 pub struct AnswerCache {
-    slots: Vec<Option<Box<Entry>>>,
+    /// `SLOTS / WAYS` sets; a set's tags and pointers share one cache line, so a lookup
+    /// reads one line before the entry it finds.
+    sets: Vec<Set>,
     clock: u64,
     pub stats: CacheStats,
     /// The counts already added to the metrics facade.
@@ -126,7 +128,9 @@ impl AnswerCache {
         Self {
             // All-zero (None) slots: the allocator hands back untouched pages, so a thread
             // that answers few names costs little memory.
-            slots: std::iter::repeat_with(|| None).take(SLOTS).collect(),
+            sets: std::iter::repeat_with(Set::default)
+                .take(SLOTS / WAYS)
+                .collect(),
             clock: 0,
             stats: CacheStats::default(),
             flushed: CacheStats::default(),
@@ -173,19 +177,24 @@ impl AnswerCache {
             question.limit = u16::MAX;
         }
         let key = &packet[12..question.end];
-        let home = slot_of(key, question.variant);
+        let (set, tag) = set_of(key, question.variant);
         self.clock += 1;
         let clock = self.clock;
-        for slot in home..home + WAYS {
-            let Some(entry) = self.slots[slot].as_deref_mut() else {
+        let set = &mut self.sets[set];
+        for way in 0..WAYS {
+            if set.tags[way] != tag {
+                continue;
+            }
+            let Some(entry) = set.entries[way].as_deref_mut() else {
                 continue;
             };
-            if entry.variant != question.variant || &*entry.question != key {
+            if entry.variant != question.variant || entry.question() != key {
                 continue;
             }
             if !std::ptr::eq(entry.snapshot.as_ptr(), Arc::as_ptr(snapshot)) {
                 if !entry.revalidate(snapshot, &key[..key.len() - 4]) {
-                    self.slots[slot] = None;
+                    set.entries[way] = None;
+                    set.tags[way] = 0;
                     break;
                 }
                 self.stats.revalidated += 1;
@@ -216,14 +225,16 @@ impl AnswerCache {
             self.stats.uncacheable += 1;
             return;
         };
-        let home = slot_of(&entry.question, question.variant);
+        let (set, tag) = set_of(entry.question(), question.variant);
+        let set = &mut self.sets[set];
         let used = |slot: &Option<Box<Entry>>| slot.as_ref().map_or(0, |entry| entry.used);
-        let slot = (home..home + WAYS)
-            .min_by_key(|&slot| used(&self.slots[slot]))
+        let way = (0..WAYS)
+            .min_by_key(|&way| used(&set.entries[way]))
             .expect("WAYS > 0");
         let mut entry = Box::new(entry);
         entry.used = self.clock;
-        self.slots[slot] = Some(entry);
+        set.entries[way] = Some(entry);
+        set.tags[way] = tag;
     }
 }
 
@@ -238,7 +249,16 @@ pub enum Lookup {
     Uncacheable,
 }
 
-fn slot_of(question: &[u8], variant: u8) -> usize {
+/// One set: each way's hash (odd; 0 when empty), so only an entry whose hash matches is read.
+#[derive(Default)]
+#[repr(align(64))]
+struct Set {
+    tags: [u64; WAYS],
+    entries: [Option<Box<Entry>>; WAYS],
+}
+
+/// The question's set, and its tag.
+fn set_of(question: &[u8], variant: u8) -> (usize, u64) {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = rustc_hash::FxBuildHasher.build_hasher();
     hasher.write(question);
@@ -250,7 +270,7 @@ fn slot_of(question: &[u8], variant: u8) -> usize {
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     hash ^= hash >> 33;
-    (hash as usize) & (SLOTS - 1) & !(WAYS - 1)
+    ((hash as usize >> 1) & (SLOTS / WAYS - 1), hash | 1)
 }
 
 /// Parses a query's header, question and OPT record, if the cache handles it (module rules).
@@ -383,9 +403,9 @@ impl Entry {
             groups.push(group);
         }
         Some(Self {
-            question: packet[12..question.end].into(),
             variant: question.variant,
             bytes: response.to_vec(),
+            question_len: question.end - 12,
             snapshot: Arc::downgrade(snapshot),
             base: fill.zone.as_ref().map(|zone| Arc::downgrade(zone.base())),
             zone: fill.zone.as_ref().map(Arc::downgrade),
@@ -394,6 +414,11 @@ impl Entry {
             groups,
             used: 0,
         })
+    }
+
+    /// The question section this entry answers.
+    fn question(&self) -> &[u8] {
+        &self.bytes[12..12 + self.question_len]
     }
 
     /// Checks the entry against a new snapshot (module rules), updating the serial.
