@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A zone of 1,000,000 names (`hN IN A 10.x.y.z`, 25 MB), served by NSD, Knot and healthdns,
-# one at a time: time from start to answering the last name, and the server's RSS then (NSD:
-# its serving child and main process together). healthdns also serves a pool name in that
+# one at a time: time from start to answering the last name, and the server's RSS then (the
+# largest of its processes: NSD's children share the zone's pages with the main process). healthdns also serves a pool name in that
 # zone: its backend is killed and restarted TRIALS times, and each verdict change's swap time
 # (verdict to new snapshot, `swap_us` in the log) is reported.
 # Needs: nsd, knot, dig, python3, a release build of healthdns.
@@ -31,10 +31,12 @@ ready_after() { # $1 = start time (date +%s.%N)
   done
   python3 -c "import time; print(f'{time.time() - $1:.2f}')"
 }
-rss_tree_mib() { # the RSS of $1 and its children, MiB
-  local total=0 pid
-  for pid in $1 $(pgrep -P "$1" || true); do total=$((total + $(rss_kb "$pid"))); done
-  echo $((total / 1024))
+rss_tree_mib() { # the largest RSS of $1 and its children, MiB
+  local largest=0 pid rss
+  for pid in $1 $(pgrep -P "$1" || true); do
+    rss=$(rss_kb "$pid"); [ "$rss" -gt "$largest" ] && largest=$rss
+  done
+  echo $((largest / 1024))
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 
