@@ -21,7 +21,8 @@
 # (the second mode of issue 12: both cores driven); the extra measurements are skipped.
 # Needs (nothing is installed by this script): nsd, knot, gdnsd, dig, curl, python3, taskset
 #   apt-get install -y nsd knot gdnsd bind9-dnsutils curl util-linux
-# Usage: [MODE=two] bench/speed.sh [SECONDS] [ROUNDS]   (default 3 s, 3 rounds)
+# Usage: [MODE=two] [MIXES="static ..."] bench/speed.sh [SECONDS] [ROUNDS]   (default 3 s, 3 rounds;
+#   the latency and swap measurements need the static mix)
 set -euo pipefail
 SECONDS_PER_RUN=${1:-3}
 ROUNDS=${2:-3}
@@ -58,7 +59,7 @@ for i in $(seq 1 1000); do echo "host.d$i.bench.test A"; done > "$work/q_referra
 shuf -i 1-10000 -n 10000 | sed 's/.*/www&.bench.test A do/' > "$work/q_edns_do"
 cp "$work/q_static" "$work/q_tcp"
 python3 -c "import random; random.seed(7); print('\n'.join(f'r{random.getrandbits(40):x}.bench.test A' for _ in range(200000)))" > "$work/q_nxrandom"
-MIXES="pool static nxdomain nodata referral edns_do tcp nxrandom"
+MIXES=${MIXES:-"pool static nxdomain nodata referral edns_do tcp nxrandom"}
 
 # healthdns: one UDP thread (two in MODE=two).
 cat > "$work/hd.toml" <<CONF
