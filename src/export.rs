@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::atomic::{remove_stale_temporaries, write_atomically};
 use crate::health::SavedHealth;
 use crate::zone::render::{body, with_body};
-use crate::zone::serial::{digest_with_body, State};
+use crate::zone::serial::{content_digest, State};
 use crate::zone::snapshot::{name_key, Snapshot, Zone};
 use hickory_proto::rr::Name;
 use std::collections::HashMap;
@@ -168,7 +168,7 @@ impl Writer {
     }
 
     /// Writes the snapshot file and records the state of each zone whose serial is new (every
-    /// zone when `last`); each such zone is rendered once, for both. The zones and their
+    /// zone when `last`); a zone is rendered as text only for its snapshot file. The zones and their
     /// settings are the snapshot's own, so a reload changes them with the records. While
     /// running, the state reserves serials ahead (`serial::RESERVE`); the `last` write, after
     /// the publisher has stopped, records the exact final serials.
@@ -188,9 +188,9 @@ impl Writer {
                 continue;
             }
             let started = Instant::now();
-            let body = body(zone);
             if written != Some(zone.serial()) {
                 if let Some(path) = &config.snapshot {
+                    let body = body(zone);
                     // The serial is recorded below even when the file cannot be written, so
                     // serials never go back after a restart.
                     match write_zone(zone, &body, path, started) {
@@ -214,9 +214,7 @@ impl Writer {
                     }
                 }
             }
-            state_changed |= self
-                .state
-                .record(zone, digest_with_body(zone, &body), !last);
+            state_changed |= self.state.record(zone, content_digest(zone), !last);
             self.written.insert(config.origin.clone(), zone.serial());
         }
         if self.state.health != *health {

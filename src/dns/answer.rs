@@ -338,7 +338,7 @@ impl<'a> Resolver<'a, '_> {
         }
         if let Some(cname) = node.rrset(RecordType::CNAME) {
             self.add_answer(cname, synthesize);
-            let Some((target, target_key)) = &cname.cname_target else {
+            let Some((target, target_key)) = cname.cname_target.as_deref() else {
                 return;
             };
             if depth + 1 < MAX_CHAIN && is_within(target_key, self.zone.key()) {

@@ -50,7 +50,6 @@ pub fn snapshot_file_serial(path: &Path) -> Option<u32> {
             fields.get(soa + 3)?.parse().ok()
         })
 }
-use crate::zone::render::write_record;
 use crate::zone::snapshot::{with_serial, Zone};
 
 /// True when `left` is greater than `right` in serial number arithmetic (RFC 1982 §3.2).
@@ -60,17 +59,29 @@ pub fn serial_greater(left: u32, right: u32) -> bool {
 
 /// A digest of a zone version's records with the serial left out: equal digests mean equal
 /// content.
+///
+/// The records are hashed in their canonical wire form (RFC 4034 §6.2: no compression, names
+/// lowercase), each with its length, in the order zone transfers send them: about ten times
+/// cheaper than rendering the zone as text, which took seconds for a million records.
 pub fn content_digest(zone: &Zone) -> String {
-    digest_with_body(zone, &crate::zone::render::body(zone))
-}
-
-/// `content_digest` from the zone's already rendered `body` (`render::body`).
-pub fn digest_with_body(zone: &Zone, body: &str) -> String {
-    let mut soa = String::new();
-    write_record(&mut soa, &with_serial(zone.soa(), 0));
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
     let mut hasher = Sha256::new();
-    hasher.update(soa.as_bytes());
-    hasher.update(body.as_bytes());
+    let mut wire = Vec::with_capacity(512);
+    let soa = with_serial(zone.soa(), 0);
+    for record in std::iter::once(&soa).chain(zone.records().skip(1)) {
+        wire.clear();
+        let mut encoder = BinEncoder::new(&mut wire);
+        encoder.set_canonical_form(true);
+        if record.emit(&mut encoder).is_err() {
+            // Not encodable (cannot happen for loaded records): its text stands in.
+            wire.clear();
+            let mut text = String::new();
+            crate::zone::render::write_record(&mut text, record);
+            wire.extend_from_slice(text.as_bytes());
+        }
+        hasher.update((wire.len() as u32).to_be_bytes());
+        hasher.update(&wire);
+    }
     hex::encode(hasher.finalize())
 }
 

@@ -395,8 +395,14 @@ impl ZoneBase {
                 None => node.rrsets.push(RrSet::new(record.clone())),
             }
         }
+        // Exact capacities: a vector grown by push keeps room for four elements, which for a
+        // zone of single-record names is most of its memory.
         for node in nodes.values_mut() {
             node.rrsets.sort_by_key(|set| u16::from(set.record_type));
+            node.rrsets.shrink_to_fit();
+            for set in &mut node.rrsets {
+                set.records.shrink_to_fit();
+            }
         }
         // Empty non-terminals: every name between an owner and the apex exists (RFC 4592 §2.2.2).
         let mut missing: rustc_hash::FxHashSet<&[u8]> = rustc_hash::FxHashSet::default();
@@ -943,13 +949,14 @@ pub struct RrSet {
     /// Addresses of in-zone NS/MX/SRV targets (glue, for NS at a cut).
     pub additional: Vec<Record>,
     /// For a CNAME: the target's key, so a chain is followed without building names.
-    pub cname_target: Option<(Name, NameKey)>,
+    /// Boxed: most RRsets are not CNAMEs, and a million-name zone holds a million RRsets.
+    pub cname_target: Option<Box<(Name, NameKey)>>,
 }
 
 impl RrSet {
     fn new(record: Record) -> Self {
         let cname_target = match &record.data {
-            RData::CNAME(target) => Some((target.0.clone(), name_key(&target.0))),
+            RData::CNAME(target) => Some(Box::new((target.0.clone(), name_key(&target.0)))),
             _ => None,
         };
         Self {
