@@ -390,9 +390,9 @@ impl ZoneBase {
                     // RFC 2181 §5.2: one TTL per RRset; the first record's wins.
                     let mut record = record.clone();
                     record.ttl = set.records[0].ttl;
-                    set.records.push(record);
+                    push_compact(&mut set.records, record);
                 }
-                None => node.rrsets.push(RrSet::new(record.clone())),
+                None => push_compact(&mut node.rrsets, RrSet::new(record.clone())),
             }
         }
         // Exact capacities: a vector grown by push keeps room for four elements, which for a
@@ -497,6 +497,16 @@ impl ZoneBase {
             ordered,
         }
     }
+}
+
+/// Pushes without the four-element first allocation of `Vec::push` while the vector is
+/// small (most names have one RRset of one record), so a large zone leaves no freed holes
+/// between its live allocations; larger vectors grow as usual and are shrunk once built.
+fn push_compact<T>(vector: &mut Vec<T>, value: T) {
+    if vector.len() < 4 {
+        vector.reserve_exact(1);
+    }
+    vector.push(value);
 }
 
 /// Sorts keys of one zone (whose origin key is `origin_len` bytes) in canonical order. Each
