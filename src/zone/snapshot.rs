@@ -429,7 +429,7 @@ impl ZoneBase {
             .filter(|(owner, node)| **owner != key && node.rrset(RecordType::NS).is_some())
             .map(|(owner, _)| owner.clone())
             .collect();
-        for (owner, node) in nodes.iter_mut() {
+        for (owner, node) in nodes.iter_mut().filter(|_| !cuts.is_empty()) {
             let mut suffix = Some(&owner[..]);
             while let Some(candidate) = suffix {
                 if candidate.len() <= key.len() {

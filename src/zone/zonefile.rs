@@ -657,7 +657,7 @@ fn check_zone(
     // kept records, to explain conflicts and to drop exact duplicates. Compact on purpose:
     // a zone of millions of names passes through here.
     let mut by_owner: rustc_hash::FxHashMap<NameKey, smallvec::SmallVec<[OwnerType; 1]>> =
-        rustc_hash::FxHashMap::default();
+        rustc_hash::FxHashMap::with_capacity_and_hasher(records.len(), Default::default());
     let mut soa_count = 0;
     for sourced in records {
         let record = &sourced.record;
