@@ -635,6 +635,7 @@ impl Publisher {
     pub fn apply(&mut self, batch: &[Probed]) -> Published {
         let mut started: Option<Instant> = None;
         let mut pools: BTreeSet<usize> = BTreeSet::new();
+        let mut transitions = Vec::new();
         let now = Instant::now();
 
         for probed in batch {
@@ -650,8 +651,7 @@ impl Publisher {
             let up = state == State::Up;
             metrics::counter!("healthdns_transitions_total", "to" => if up { "up" } else { "down" })
                 .increment(1);
-            self.health
-                .log_transition(probed.target, &probed.outcome, state, false);
+            transitions.push((probed, state));
             self.export_state(probed.target);
             pools.extend(self.health.pools_using(probed.target));
         }
@@ -660,6 +660,11 @@ impl Publisher {
         };
         crate::fault::point("publisher");
         let published = self.publish_pools(pools, started, "health");
+        // Logged after the swap: writing log lines must not delay the new answers.
+        for (probed, state) in transitions {
+            self.health
+                .log_transition(probed.target, &probed.outcome, state, false);
+        }
         self.log_decisions("own probes");
         self.health_changed();
         published
@@ -685,15 +690,13 @@ impl Publisher {
             return Published::default();
         }
         for (name, answer) in &changed {
-            let addresses = answer.address_texts();
-            if self.dry_run {
-                tracing::info!(%name, ?addresses, servfail = answer.servfail, "dry run: would answer (serving every configured address)");
-            } else {
-                tracing::info!(%name, ?addresses, servfail = answer.servfail, "answer changed");
-            }
             self.answers.insert(name.clone(), answer.clone());
         }
         if self.dry_run {
+            for (name, answer) in &changed {
+                let addresses = answer.address_texts();
+                tracing::info!(%name, ?addresses, servfail = answer.servfail, "dry run: would answer (serving every configured address)");
+            }
             return Published {
                 changed,
                 swap_time: None,
@@ -703,6 +706,11 @@ impl Publisher {
         let next = Arc::new(self.snapshots.load().with_answers(&names, &self.answers));
         self.swap(next, cause);
         let swap_time = started.elapsed();
+        // Logged after the swap: writing log lines must not delay the new answers.
+        for (name, answer) in &changed {
+            let addresses = answer.address_texts();
+            tracing::info!(%name, ?addresses, servfail = answer.servfail, "answer changed");
+        }
         metrics::histogram!("healthdns_publish_seconds").record(swap_time.as_secs_f64());
         tracing::info!(
             swap_us = swap_time.as_micros() as u64,
