@@ -4,10 +4,11 @@
 //! can serve on port 0 and read the port back, and the daemon can fail before it starts
 //! probing. UDP is served by our own loop, one OS thread per SO_REUSEPORT socket, several
 //! sockets per address, because hickory-server serves each UDP socket from a single task and
-//! spawns a task per query. A blocking thread costs one `recvfrom` and one `sendto` per query;
-//! an async task adds an epoll wake-up and a failed `recvfrom` to each, which measured as
-//! about 30% more CPU per query (bench/qps.sh). The kernel spreads datagrams across the
-//! sockets. TCP is served here too, one task per connection: hickory-server's TCP response
+//! spawns a task per query. A blocking thread receives and sends in batches (recvmmsg and
+//! sendmmsg, `UDP_BATCH` datagrams per call) and answers through its own answer cache
+//! (`cache`); an async task would add an epoll wake-up and a failed `recvfrom` per query,
+//! which measured as about 30% more CPU per query (bench/qps.sh). The kernel spreads
+//! datagrams across the sockets. TCP is served here too, one task per connection: hickory-server's TCP response
 //! handle queues at most 32 messages with `try_send` and fails past that, so it cannot stream
 //! a zone transfer of thousands of messages; our loop writes each message with the socket's
 //! own backpressure.
