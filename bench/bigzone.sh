@@ -47,23 +47,7 @@ nsd_ready=$(ready_after "$start"); nsd_rss=$(rss_tree_mib "$pid"); stop "$pid"
 sleep 0.5
 
 # Knot
-mkdir -p "$work/knot"
-cat > "$work/knot.conf" <<CONF
-server:
-    listen: 127.0.0.1@$PORT
-    rundir: "$work/knot"
-log:
-  - target: "$work/knot.log"
-    any: error
-database:
-    storage: "$work/knot"
-zone:
-  - domain: bench.test
-    storage: "$work"
-    file: "bench.test.zone"
-    zonefile-sync: -1
-    journal-content: none
-CONF
+knot_conf "$PORT" > "$work/knot.conf"
 start=$(date +%s.%N); knotd -c "$work/knot.conf" 2>"$work/knotd.err" & pid=$!; pids+=("$pid")
 knot_ready=$(ready_after "$start"); knot_rss=$(rss_tree_mib "$pid"); stop "$pid"
 sleep 0.5

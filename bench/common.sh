@@ -84,3 +84,25 @@ rss_kb() {
   echo "$total"
 }
 HZ=$(getconf CLK_TCK)
+
+# A Knot config serving $work/bench.test.zone as bench.test on 127.0.0.1:$1, errors logged to
+# $work/knot.log; further arguments are extra `server:` lines.
+knot_conf() { # $1 = port, then extra server lines
+  local port=$1 line; shift
+  mkdir -p "$work/knot"
+  printf 'server:\n    listen: 127.0.0.1@%s\n    rundir: "%s/knot"\n' "$port" "$work"
+  for line in "$@"; do printf '    %s\n' "$line"; done
+  cat <<CONF
+log:
+  - target: "$work/knot.log"
+    any: error
+database:
+    storage: "$work/knot"
+zone:
+  - domain: bench.test
+    storage: "$work"
+    file: "bench.test.zone"
+    zonefile-sync: -1
+    journal-content: none
+CONF
+}
