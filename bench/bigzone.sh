@@ -61,18 +61,7 @@ state_file = "hd.state"
 [[zone]]
 origin = "bench.test"
 file = "bench.test.zone"
-[[pool]]
-name = "web"
-names = ["www.bench.test"]
-addresses = ["127.0.9.1", "127.0.9.2"]
-all_down = "serve_all"
-[[pool.check]]
-kind = "http"
-url = "http://{address}:$HTTP_PORT/"
-interval = "100ms"
-timeout = "200ms"
-fall = 2
-rise = 2
+$(pool_toml www.bench.test "127.0.9.1 127.0.9.2" 'interval = "100ms"' 'timeout = "200ms"' 'fall = 2' 'rise = 2')
 CONF
 start=$(date +%s.%N); RUST_LOG=info target/release/healthdns serve --config "$work/hd.toml" >"$work/hd.log" 2>&1 & pid=$!; pids+=("$pid")
 hd_ready=$(ready_after "$start"); hd_rss=$(rss_tree_mib "$pid")

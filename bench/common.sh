@@ -106,3 +106,16 @@ zone:
     journal-content: none
 CONF
 }
+
+# A [[pool]] "web" answering the name $1 with the addresses $2 (space-separated), checked by
+# HTTP on $HTTP_PORT; further arguments are extra [[pool.check]] lines, e.g. "${FAST_CHECK[@]}".
+pool_toml() { # $1 = name, $2 = addresses, then check lines
+  local name=$1 list="" address
+  for address in $2; do list+="\"$address\", "; done
+  shift 2
+  printf '[[pool]]\nname = "web"\nnames = ["%s"]\naddresses = [%s]\n' "$name" "${list%, }"
+  printf '[[pool.check]]\nkind = "http"\nurl = "http://{address}:%s/"\n' "$HTTP_PORT"
+  [ $# -eq 0 ] || printf '%s\n' "$@"
+}
+# Checks that decide within about 100 ms: one probe each way.
+FAST_CHECK=('interval = "100ms"' 'timeout = "100ms"' 'fall = 1' 'rise = 1')

@@ -35,17 +35,7 @@ listen = ["127.0.0.1:$DNS_PORT"]
 [[zone]]
 origin = "bench.test"
 file = "bench.test.zone"
-[[pool]]
-name = "web"
-names = ["www.bench.test"]
-addresses = ["127.0.9.1", "127.0.9.2", "127.0.9.3"]
-[[pool.check]]
-kind = "http"
-url = "http://{address}:$HTTP_PORT/"
-interval = "100ms"
-timeout = "200ms"
-fall = 2
-rise = 2
+$(pool_toml www.bench.test "127.0.9.1 127.0.9.2 127.0.9.3" 'interval = "100ms"' 'timeout = "200ms"' 'fall = 2' 'rise = 2')
 CONF
 ./target/release/healthdns serve --config "$work/config.toml" 2>"$work/healthdns.log" &
 pids+=("$!")

@@ -38,17 +38,7 @@ origin = "hdns.test"
 file = "hdns.test.zone"
 allow_transfer = ["127.0.0.1"]
 also_notify = ["127.0.0.1:$NAMED_PORT"]
-[[pool]]
-name = "web"
-names = ["www.hdns.test"]
-addresses = ["127.0.9.1", "127.0.9.2"]
-[[pool.check]]
-kind = "http"
-url = "http://{address}:$HTTP_PORT/"
-interval = "100ms"
-timeout = "100ms"
-fall = 1
-rise = 1
+$(pool_toml www.hdns.test "127.0.9.1 127.0.9.2" "${FAST_CHECK[@]}")
 CONF
 ./target/release/healthdns serve --config "$work/config.toml" 2>"$work/healthdns.log" &
 pids+=("$!")

@@ -27,17 +27,7 @@ listen = ["127.0.0.1:$DNS_PORT"]
 origin = "big.test"
 file = "big.test.zone"
 snapshot = "snapshots/big.test.zone"
-[[pool]]
-name = "web"
-names = ["www.big.test"]
-addresses = ["127.0.9.1", "127.0.9.2"]
-[[pool.check]]
-kind = "http"
-url = "http://{address}:$HTTP_PORT/"
-interval = "100ms"
-timeout = "100ms"
-fall = 1
-rise = 1
+$(pool_toml www.big.test "127.0.9.1 127.0.9.2" "${FAST_CHECK[@]}")
 CONF
 ./target/release/healthdns serve --config "$work/config.toml" 2>"$work/healthdns.log" &
 pids+=("$!")

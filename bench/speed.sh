@@ -72,13 +72,7 @@ listen = "127.0.0.1:$P_API"
 [[zone]]
 origin = "bench.test"
 file = "hd.zone"
-[[pool]]
-name = "web"
-names = ["www.bench.test"]
-addresses = ["127.0.9.1", "127.0.9.2"]
-[[pool.check]]
-kind = "http"
-url = "http://{address}:$HTTP_PORT/"
+$(pool_toml www.bench.test "127.0.9.1 127.0.9.2")
 CONF
 RUST_LOG=warn taskset -c $SERVER_CPUS target/release/healthdns serve --config "$work/hd.toml" & pids+=($!); PID_HD=$!
 

@@ -24,14 +24,3 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
         .unwrap_or_else(|| "a panic".into())
 }
-
-/// Returns memory freed inside the allocator to the system (glibc keeps it otherwise, so a
-/// large zone's load-time peak would stay in the RSS for good). Called after start-up and
-/// after each reload, never per query.
-pub fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}

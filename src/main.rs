@@ -510,7 +510,7 @@ fn run_serve(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
         };
         let mut service = Service::start(config.clone(), zones).await?;
         // The zone files' parsed records are gone now; give their memory back to the system.
-        healthdns::fault::release_freed_memory();
+        healthdns::zone::release_freed_memory();
         if let Some(listener) = api {
             service = service.with_api(listener, metrics);
         }

@@ -285,7 +285,7 @@ impl Reloader {
         }
         self.config = config;
         // The previous zones and the files just read are freed: give the memory back.
-        crate::fault::release_freed_memory();
+        crate::zone::release_freed_memory();
         Ok(ReloadReport {
             took_ms: started.elapsed().as_millis() as u64,
             probes_added: reapplied.added.len(),

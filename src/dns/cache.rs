@@ -40,14 +40,13 @@ use std::sync::{Arc, Weak};
 
 use hickory_proto::rr::{RData, Record};
 
+use crate::dns::handler::{response_limit, Transport};
 use crate::zone::snapshot::{Snapshot, Zone, ZoneBase};
 
 /// Entries per thread (a power of two).
 pub const SLOTS: usize = 1 << 16;
 /// Entries a question may be kept in (a power of two): the set of `WAYS` slots its hash picks.
 const WAYS: usize = 4;
-/// The smallest UDP payload every DNS client accepts (RFC 1035 §4.2.1).
-const MIN_UDP_PAYLOAD: u16 = 512;
 
 /// What the general path says about a response it encoded, for the cache to keep it.
 pub struct Fill {
@@ -67,8 +66,8 @@ pub struct Question {
     end: usize,
     /// 0: no EDNS, 1: EDNS, 2: EDNS with DO.
     variant: u8,
-    /// The client's UDP limit for the response.
-    limit: u16,
+    /// The UDP payload the client's OPT offers, if it has one.
+    payload: Option<u16>,
 }
 
 /// One cached response.
@@ -156,26 +155,23 @@ impl AnswerCache {
     }
 
     /// Answers `packet` from the cache into `out` when it can; `our_payload` is the UDP size
-    /// we advertise, `tcp` lifts the size limit, and `rotation` is the rotation counter's
-    /// value for this query.
+    /// we advertise, and `rotation` is the rotation counter's value for this query.
     #[allow(clippy::too_many_arguments)]
     pub fn lookup(
         &mut self,
         packet: &[u8],
         snapshot: &Arc<Snapshot>,
         our_payload: u16,
-        tcp: bool,
+        transport: Transport,
         nsid: bool,
         rotation: usize,
         out: &mut Vec<u8>,
     ) -> Lookup {
-        let Some(mut question) = parse(packet, our_payload, nsid) else {
+        let Some(question) = parse(packet, nsid) else {
             self.stats.uncacheable += 1;
             return Lookup::Uncacheable;
         };
-        if tcp {
-            question.limit = u16::MAX;
-        }
+        let limit = response_limit(question.payload, our_payload, transport);
         let key = &packet[12..question.end];
         let (set, tag) = set_of(key, question.variant);
         self.clock += 1;
@@ -199,7 +195,7 @@ impl AnswerCache {
                 }
                 self.stats.revalidated += 1;
             }
-            if entry.bytes.len() > usize::from(question.limit) {
+            if entry.bytes.len() > usize::from(limit) {
                 break;
             }
             entry.used = clock;
@@ -274,7 +270,7 @@ fn set_of(question: &[u8], variant: u8) -> (usize, u64) {
 }
 
 /// Parses a query's header, question and OPT record, if the cache handles it (module rules).
-pub fn parse(packet: &[u8], our_payload: u16, nsid: bool) -> Option<Question> {
+pub fn parse(packet: &[u8], nsid: bool) -> Option<Question> {
     let header = packet.get(..12)?;
     // QR=0 and opcode QUERY.
     if header[2] & 0xF8 != 0 {
@@ -315,7 +311,7 @@ pub fn parse(packet: &[u8], our_payload: u16, nsid: bool) -> Option<Question> {
         return (end == packet.len()).then_some(Question {
             end,
             variant: 0,
-            limit: MIN_UDP_PAYLOAD,
+            payload: None,
         });
     }
     // The OPT record: root owner, type 41, class = UDP payload, TTL = rcode/version/flags.
@@ -344,7 +340,7 @@ pub fn parse(packet: &[u8], our_payload: u16, nsid: bool) -> Option<Question> {
     Some(Question {
         end,
         variant: 1 + u8::from(dnssec_ok),
-        limit: payload.min(our_payload).max(MIN_UDP_PAYLOAD),
+        payload: Some(payload),
     })
 }
 
@@ -528,19 +524,19 @@ mod tests {
     #[test]
     fn the_parser_takes_only_plain_questions() {
         let plain = query("www.example.test", 1, None);
-        let parsed = parse(&plain, 1232, false).unwrap();
-        assert_eq!((parsed.variant, parsed.limit), (0, 512));
+        let parsed = parse(&plain, false).unwrap();
+        assert_eq!((parsed.variant, parsed.payload), (0, None));
         let edns = [0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0];
-        let parsed = parse(&query("www.example.test", 1, Some(&edns)), 1232, false).unwrap();
-        assert_eq!((parsed.variant, parsed.limit), (2, 1232));
+        let parsed = parse(&query("www.example.test", 1, Some(&edns)), false).unwrap();
+        assert_eq!((parsed.variant, parsed.payload), (2, Some(4096)));
         // A cookie option is ignored; NSID only matters when we send one.
         let cookie = [
             0, 0, 41, 2, 0, 0, 0, 0, 0, 0, 12, 0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8,
         ];
-        assert!(parse(&query("a.test", 1, Some(&cookie)), 1232, false).is_some());
+        assert!(parse(&query("a.test", 1, Some(&cookie)), false).is_some());
         let nsid = [0, 0, 41, 2, 0, 0, 0, 0, 0, 0, 4, 0, 3, 0, 0];
-        assert!(parse(&query("a.test", 1, Some(&nsid)), 1232, false).is_some());
-        assert!(parse(&query("a.test", 1, Some(&nsid)), 1232, true).is_none());
+        assert!(parse(&query("a.test", 1, Some(&nsid)), false).is_some());
+        assert!(parse(&query("a.test", 1, Some(&nsid)), true).is_none());
         let refused = [
             ("mixed case", query("WWW.example.test", 1, None)),
             ("ANY", query("a.test", 255, None)),
@@ -568,16 +564,16 @@ mod tests {
             ),
         ];
         for (what, packet) in refused {
-            assert_eq!(parse(&packet, 1232, false), None, "{what}");
+            assert_eq!(parse(&packet, false), None, "{what}");
         }
         let mut response = plain.clone();
         response[2] |= 0x80;
-        assert_eq!(parse(&response, 1232, false), None, "a response");
+        assert_eq!(parse(&response, false), None, "a response");
         let mut trailing = plain.clone();
         trailing.push(0);
-        assert_eq!(parse(&trailing, 1232, false), None, "trailing bytes");
+        assert_eq!(parse(&trailing, false), None, "trailing bytes");
         for cut in 0..plain.len() {
-            assert_eq!(parse(&plain[..cut], 1232, false), None, "cut at {cut}");
+            assert_eq!(parse(&plain[..cut], false), None, "cut at {cut}");
         }
     }
 }
@@ -844,13 +840,19 @@ mod equality {
         .map(|(name, qtype)| query(name, *qtype, 9, (true, false), Some((1232, true))))
         .collect();
         for packet in &questions {
-            assert!(handler.answer_udp_cached(&mut cache, packet, source, &mut out));
+            assert!(matches!(
+                handler.answer_cached(&mut cache, packet, source, Transport::Udp, &mut out),
+                Answered::Message
+            ));
         }
         let before = cache.stats.hits;
         let allocations = crate::test_alloc::count(|| {
             for _ in 0..100 {
                 for packet in &questions {
-                    assert!(handler.answer_udp_cached(&mut cache, packet, source, &mut out));
+                    assert!(matches!(
+                        handler.answer_cached(&mut cache, packet, source, Transport::Udp, &mut out),
+                        Answered::Message
+                    ));
                 }
             }
         });

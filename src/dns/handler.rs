@@ -61,6 +61,16 @@ pub enum Answered {
 /// The smallest UDP payload every DNS client accepts (RFC 1035 §4.2.1).
 const MIN_UDP_PAYLOAD: u16 = 512;
 
+/// The most bytes a response may have: 512 without EDNS, else max(512, min(the client's
+/// payload, `ours`)) over UDP; no limit but the message's over TCP.
+pub(crate) fn response_limit(client_payload: Option<u16>, ours: u16, transport: Transport) -> u16 {
+    match (client_payload, transport) {
+        (_, Transport::Tcp) => u16::MAX,
+        (None, Transport::Udp) => MIN_UDP_PAYLOAD,
+        (Some(payload), Transport::Udp) => payload.min(ours).max(MIN_UDP_PAYLOAD),
+    }
+}
+
 thread_local! {
     /// Per-thread round-robin position: no shared counter on the hot path.
     static ROTATION: Cell<usize> = const { Cell::new(0) };
@@ -310,15 +320,11 @@ impl DnsHandler {
         out: &mut Vec<u8>,
     ) -> Answered {
         let snapshot = self.snapshots.load();
-        let limit = match transport {
-            Transport::Udp => self.edns[0].max_payload(),
-            Transport::Tcp => u16::MAX,
-        };
         let question = match cache.lookup(
             packet,
             &snapshot,
-            limit,
-            transport == Transport::Tcp,
+            self.edns[0].max_payload(),
+            transport,
             self.edns_nsid.is_some(),
             peek_rotation(),
             out,
@@ -338,20 +344,6 @@ impl DnsHandler {
             cache.fill(question, packet, out, &snapshot, fill);
         }
         answered
-    }
-
-    /// `answer_udp` through `cache`.
-    pub fn answer_udp_cached(
-        &self,
-        cache: &mut AnswerCache,
-        packet: &[u8],
-        source: SocketAddr,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        matches!(
-            self.answer_cached(cache, packet, source, Transport::Udp, out),
-            Answered::Message
-        )
     }
 
     /// Answers one request into `out`, or returns the transfer to stream.
@@ -394,14 +386,11 @@ impl DnsHandler {
                 return Answered::Message;
             }
         };
-        let limit = match (&request.edns, transport) {
-            (_, Transport::Tcp) => u16::MAX,
-            (None, Transport::Udp) => MIN_UDP_PAYLOAD,
-            (Some(edns), Transport::Udp) => edns
-                .max_payload()
-                .min(self.edns[0].max_payload())
-                .max(MIN_UDP_PAYLOAD),
-        };
+        let limit = response_limit(
+            request.edns.as_ref().map(Edns::max_payload),
+            self.edns[0].max_payload(),
+            transport,
+        );
         let (metadata, plan) = self.plan(snapshot, &request, source, transport);
         let edns = self.response_edns(&request);
         let mut fit = match plan {

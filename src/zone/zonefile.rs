@@ -241,12 +241,12 @@ impl Reader {
                 .ok_or("record has no owner name and no previous record to inherit one from")?
         } else {
             let token = tokens.next().expect("entries have at least one token");
-            let owner = if token.text == "@" && !token.quoted {
-                state.origin.clone()
-            } else {
+            let owner = if token.quoted {
                 Name::parse(token.text, Some(&state.origin))
-                    .map_err(|error| format!("bad owner name {:?}: {error}", token.text))?
-            };
+            } else {
+                name_at(token.text, &state.origin)
+            }
+            .map_err(|error| format!("bad owner name {:?}: {error}", token.text))?;
             state.last_owner = Some(owner.clone());
             owner
         };
@@ -380,6 +380,14 @@ fn parse_record(
     Ok(record)
 }
 
+/// An unquoted name field: `@` is the origin, a relative name is completed with it.
+fn name_at(text: &str, origin: &Name) -> Result<Name, hickory_proto::ProtoError> {
+    if text == "@" {
+        return Ok(origin.clone());
+    }
+    Name::parse(text, Some(origin))
+}
+
 /// The most common types (A, AAAA, NS, CNAME, PTR, MX) parsed directly from their tokens:
 /// hickory's `Parser`, built per record, costs about ten times more, which is most of the
 /// load time of a large zone. `None`: another type or form, for hickory's parser.
@@ -392,12 +400,8 @@ fn parse_common(
     if tokens.iter().any(|token| token.quoted) {
         return None;
     }
-    let name = |text: &str| {
-        if text == "@" {
-            return Ok(origin.clone());
-        }
-        Name::parse(text, Some(origin)).map_err(|error| format!("bad name {text:?}: {error}"))
-    };
+    let name =
+        |text: &str| name_at(text, origin).map_err(|error| format!("bad name {text:?}: {error}"));
     let texts: smallvec::SmallVec<[&str; 2]> = tokens.iter().map(|token| token.text).collect();
     Some(match (record_type, texts.as_slice()) {
         (RecordType::A, [address]) => address
