@@ -272,7 +272,11 @@ fn probes_are_sent_from_the_configured_source() {
             .check()
             .await;
         assert!(outcome.passed, "{outcome:?}");
-        assert!(backends[0].accepted() > before);
+        // The kernel completes the handshake before the backend's thread accepts and
+        // counts it, so the count is awaited rather than read once.
+        assert!(wait_until(Duration::from_secs(5), || backends[0]
+            .accepted()
+            > before));
         let outcome = probers
             .checker(address, &tcp("192.0.2.77"))
             .unwrap()
