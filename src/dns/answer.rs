@@ -29,12 +29,16 @@ use crate::zone::snapshot::{is_within, parent_key, Node, RrSet, Snapshot, Zone, 
 /// How many CNAME links are followed inside a zone before the answer stops.
 pub const MAX_CHAIN: usize = 8;
 
-/// A run of records in a section: borrowed from the snapshot (optionally rotated) or
-/// synthesized for this query (wildcards).
+/// A run of records in a section: borrowed from the snapshot, rebuilt from a stored RRset
+/// (both optionally rotated), or synthesized for this query (wildcards).
 #[derive(Debug, Clone)]
 pub enum Part<'a> {
     Shared {
         records: &'a [Record],
+        rotate: usize,
+    },
+    Rebuilt {
+        records: Vec<Record>,
         rotate: usize,
     },
     Synthesized(Vec<Record>),
@@ -53,6 +57,14 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// Adds `set`'s records, owned by `owner`, the first at index `rotate`.
+    fn push_set(&mut self, set: &RrSet, owner: &Name, rotate: usize) {
+        if !set.is_empty() {
+            let records = set.records(owner).collect();
+            self.parts.push(Part::Rebuilt { records, rotate });
+        }
+    }
+
     /// The records in order.
     pub fn iter(&self) -> SectionIter<'_> {
         SectionIter {
@@ -68,7 +80,7 @@ impl<'a> Section<'a> {
             .iter()
             .map(|part| match part {
                 Part::Shared { records, .. } => records.len(),
-                Part::Synthesized(records) => records.len(),
+                Part::Rebuilt { records, .. } | Part::Synthesized(records) => records.len(),
             })
             .sum()
     }
@@ -105,6 +117,7 @@ impl<'s> Iterator for SectionIter<'s> {
             let part = self.parts.get(self.part)?;
             let (records, rotate) = match part {
                 Part::Shared { records, rotate } => (*records, *rotate),
+                Part::Rebuilt { records, rotate } => (records.as_slice(), *rotate),
                 Part::Synthesized(records) => (records.as_slice(), 0),
             };
             if self.index < records.len() {
@@ -178,26 +191,24 @@ impl<'a> Response<'a> {
         let mut rotated = Vec::new();
         let mut index = 0;
         for part in &self.answer.parts {
-            match part {
-                Part::Shared { records, .. } => {
-                    let rotates = records.len() > 1
-                        && matches!(records[0].record_type(), RecordType::A | RecordType::AAAA);
-                    if rotates {
-                        rotated.push((index, records.to_vec()));
-                    }
-                    index += records.len();
+            // Stored records are rotated in the order stored, which the cache can redo;
+            // synthesized ones were rotated when built.
+            let (records, stored) = match part {
+                Part::Shared { records, .. } => (*records, true),
+                Part::Rebuilt { records, .. } => (records.as_slice(), true),
+                Part::Synthesized(records) => (records.as_slice(), false),
+            };
+            let rotates = records.len() > 1
+                && records
+                    .iter()
+                    .any(|record| matches!(record.record_type(), RecordType::A | RecordType::AAAA));
+            if rotates {
+                if !stored {
+                    return None;
                 }
-                Part::Synthesized(records) => {
-                    let rotates = records.len() > 1
-                        && records.iter().any(|record| {
-                            matches!(record.record_type(), RecordType::A | RecordType::AAAA)
-                        });
-                    if rotates {
-                        return None;
-                    }
-                    index += records.len();
-                }
+                rotated.push((index, records.to_vec()));
             }
+            index += records.len();
         }
         Some(crate::dns::cache::Fill {
             zone: self.zone.cloned(),
@@ -280,12 +291,12 @@ impl<'a> Resolver<'a, '_> {
                 }
                 // DS at the cut: answered from the parent side, authoritatively.
                 match node.rrset(RecordType::DS) {
-                    Some(set) => self.response.answer.push_shared(&set.records, 0),
+                    Some(set) => self.response.answer.push_set(set, name, 0),
                     None => self.negative(ResponseCode::NoError),
                 }
                 return;
             }
-            self.answer_node(node, None, depth);
+            self.answer_node(node, name, false, depth);
             return;
         }
 
@@ -307,7 +318,7 @@ impl<'a> Resolver<'a, '_> {
                 wildcard[1] = b'*';
                 wildcard[2..2 + candidate.len()].copy_from_slice(candidate);
                 if let Some(source) = self.node(&wildcard[..2 + candidate.len()]) {
-                    self.answer_node(source, Some(name), depth);
+                    self.answer_node(source, name, true, depth);
                     return;
                 }
                 break;
@@ -317,8 +328,8 @@ impl<'a> Resolver<'a, '_> {
         self.negative(ResponseCode::NXDomain);
     }
 
-    /// Answers from an existing node; `synthesize` names the owner for wildcard answers.
-    fn answer_node(&mut self, node: &'a Node, synthesize: Option<&Name>, depth: usize) {
+    /// Answers from an existing node for `owner`; `synthesize` for wildcard answers.
+    fn answer_node(&mut self, node: &'a Node, owner: &Name, synthesize: bool, depth: usize) {
         if node.servfail_addresses() && matches!(self.record_type, RecordType::A | RecordType::AAAA)
         {
             // A pool with every address down and `all_down = "servfail"`.
@@ -332,13 +343,13 @@ impl<'a> Resolver<'a, '_> {
             node.rrset(self.record_type)
         };
         if let Some(set) = wanted {
-            self.add_answer(set, synthesize);
-            self.response.additional.push_shared(&set.additional, 0);
+            self.add_answer(set, owner, synthesize);
+            self.response.additional.push_shared(set.additional(), 0);
             return;
         }
         if let Some(cname) = node.rrset(RecordType::CNAME) {
-            self.add_answer(cname, synthesize);
-            let Some((target, target_key)) = cname.cname_target.as_deref() else {
+            self.add_answer(cname, owner, synthesize);
+            let Some((target, target_key)) = cname.cname_target() else {
                 return;
             };
             if depth + 1 < MAX_CHAIN && is_within(target_key, self.zone.key()) {
@@ -349,23 +360,19 @@ impl<'a> Resolver<'a, '_> {
         self.negative(ResponseCode::NoError);
     }
 
-    fn add_answer(&mut self, set: &'a RrSet, synthesize: Option<&Name>) {
+    /// Adds `set` to the answer with `owner`: a wildcard's synthesized records are rotated
+    /// here, the others when encoded (the answer cache rotates those itself).
+    fn add_answer(&mut self, set: &'a RrSet, owner: &Name, synthesize: bool) {
         let rotate = match set.record_type {
-            RecordType::A | RecordType::AAAA => self.rotation % set.records.len(),
+            RecordType::A | RecordType::AAAA => self.rotation % set.len().max(1),
             _ => 0,
         };
-        match synthesize {
-            None => self.response.answer.push_shared(&set.records, rotate),
-            Some(owner) => {
-                let records = (0..set.records.len())
-                    .map(|index| {
-                        let mut record = set.records[(index + rotate) % set.records.len()].clone();
-                        record.name = owner.clone();
-                        record
-                    })
-                    .collect();
-                self.response.answer.parts.push(Part::Synthesized(records));
-            }
+        if synthesize {
+            let mut records: Vec<Record> = set.records(owner).collect();
+            records.rotate_left(rotate);
+            self.response.answer.parts.push(Part::Synthesized(records));
+        } else {
+            self.response.answer.push_set(set, owner, rotate);
         }
     }
 
@@ -380,8 +387,10 @@ impl<'a> Resolver<'a, '_> {
         let node = self.node(cut_key).expect("cut nodes exist");
         let ns = node.rrset(RecordType::NS).expect("cuts have NS");
         self.response.authoritative = false;
-        self.response.authority.push_shared(&ns.records, 0);
-        self.response.additional.push_shared(&ns.additional, 0);
+        self.response
+            .authority
+            .push_set(ns, &crate::zone::snapshot::key_name(cut_key), 0);
+        self.response.additional.push_shared(ns.additional(), 0);
         self.response.additional_required = true;
     }
 }

@@ -44,12 +44,9 @@ pub struct Transfer {
     kind: Kind,
 }
 
-/// One entry of the record stream: a zone record, or the zone's SOA at some serial.
-#[derive(Clone, Copy)]
-enum Item<'a> {
-    Record(&'a Record),
-    Soa(u32),
-}
+/// The records a transfer sends, in order, built as they are sent: a million-name zone is
+/// never held as records at once.
+type Items<'a> = std::iter::Peekable<Box<dyn Iterator<Item = Record> + Send + 'a>>;
 
 impl Transfer {
     /// An AXFR of `zone` answering the request with `id` and `query`.
@@ -87,33 +84,33 @@ impl Transfer {
         &self.zone
     }
 
-    fn items(&self) -> Vec<Item<'_>> {
+    fn items(&self) -> Items<'_> {
         let serial = self.zone.serial();
-        match self.kind {
-            Kind::Full => {
-                let mut items: Vec<Item<'_>> = self.zone.records().map(Item::Record).collect();
-                items.push(Item::Soa(serial));
-                items
-            }
+        let soa = move |serial: u32| with_serial(self.zone.soa(), serial);
+        let items: Box<dyn Iterator<Item = Record> + Send + '_> = match self.kind {
+            Kind::Full => Box::new(self.zone.records().chain([soa(serial)])),
             Kind::Since(client) => {
                 let changes: &[Arc<Change>] = self
                     .zone
                     .changes_since(client)
                     .expect("checked at creation");
                 if changes.is_empty() {
-                    return vec![Item::Soa(serial)];
+                    Box::new(std::iter::once(soa(serial)))
+                } else {
+                    Box::new(
+                        std::iter::once(soa(serial))
+                            .chain(changes.iter().flat_map(move |change| {
+                                std::iter::once(soa(change.from_serial))
+                                    .chain(change.removed.iter().cloned())
+                                    .chain([soa(change.to_serial)])
+                                    .chain(change.added.iter().cloned())
+                            }))
+                            .chain([soa(serial)]),
+                    )
                 }
-                let mut items = vec![Item::Soa(serial)];
-                for change in changes {
-                    items.push(Item::Soa(change.from_serial));
-                    items.extend(change.removed.iter().map(Item::Record));
-                    items.push(Item::Soa(change.to_serial));
-                    items.extend(change.added.iter().map(Item::Record));
-                }
-                items.push(Item::Soa(serial));
-                items
             }
-        }
+        };
+        items.peekable()
     }
 
     /// Writes every response message to `stream`, each with its TCP length prefix; each
@@ -124,19 +121,18 @@ impl Transfer {
         write_timeout: std::time::Duration,
     ) -> Result<TransferStats, TransferError> {
         use tokio::io::AsyncWriteExt;
-        let items = self.items();
+        let mut items = self.items();
         let mut stats = TransferStats {
-            records: items.len(),
+            records: 0,
             messages: 0,
             bytes: 0,
         };
-        let mut position = 0;
         let mut buffer = Vec::with_capacity(usize::from(MAX_MESSAGE) + 2);
-        while position < items.len() || stats.messages == 0 {
+        while items.peek().is_some() || stats.messages == 0 {
             let written = self
-                .encode(&items[position..], stats.messages == 0, &mut buffer)
+                .encode(&mut items, stats.messages == 0, &mut buffer)
                 .map_err(TransferError::Encode)?;
-            position += written;
+            stats.records += written;
             stats.messages += 1;
             stats.bytes += buffer.len();
             let length = (buffer.len() as u16).to_be_bytes();
@@ -153,10 +149,10 @@ impl Transfer {
         Ok(stats)
     }
 
-    /// Encodes one message with as many of `items` as fit; returns how many.
+    /// Encodes one message with as many of `items` as fit, taking them; returns how many.
     fn encode(
         &self,
-        items: &[Item<'_>],
+        items: &mut Items<'_>,
         first: bool,
         out: &mut Vec<u8>,
     ) -> Result<usize, ProtoError> {
@@ -178,25 +174,18 @@ impl Transfer {
         // Where the last whole record ends: a record that does not fit leaves part of itself
         // in the buffer, which must not be sent (Knot refuses "trailing data").
         let mut end = encoder.offset();
-        for item in items {
-            let soa;
-            let record = match item {
-                Item::Record(record) => *record,
-                Item::Soa(serial) => {
-                    soa = with_serial(self.zone.soa(), *serial);
-                    &soa
-                }
-            };
+        while let Some(record) = items.peek() {
             match encoder.emit_all(std::iter::once(record)) {
                 Ok(_) => {
                     count += 1;
                     end = encoder.offset();
+                    items.next();
                 }
                 Err(ProtoError::NotAllRecordsWritten { .. }) => break,
                 Err(error) => return Err(error),
             }
         }
-        if count == 0 && !items.is_empty() {
+        if count == 0 && items.peek().is_some() {
             return Err(ProtoError::from(
                 "a record does not fit in a transfer message",
             ));

@@ -38,7 +38,7 @@ pub const SERVED: &str = "static records and the pools' current answers";
 pub fn body(zone: &Zone) -> String {
     let mut text = String::with_capacity(64 * 1024);
     for record in zone.records().skip(1) {
-        write_record(&mut text, record);
+        write_record(&mut text, &record);
     }
     text
 }

@@ -68,7 +68,7 @@ pub fn content_digest(zone: &Zone) -> String {
     let mut hasher = Sha256::new();
     let mut wire = Vec::with_capacity(512);
     let soa = with_serial(zone.soa(), 0);
-    for record in std::iter::once(&soa).chain(zone.records().skip(1)) {
+    for record in std::iter::once(soa).chain(zone.records().skip(1)) {
         wire.clear();
         let mut encoder = BinEncoder::new(&mut wire);
         encoder.set_canonical_form(true);
@@ -76,7 +76,7 @@ pub fn content_digest(zone: &Zone) -> String {
             // Not encodable (cannot happen for loaded records): its text stands in.
             wire.clear();
             let mut text = String::new();
-            crate::zone::render::write_record(&mut text, record);
+            crate::zone::render::write_record(&mut text, &record);
             wire.extend_from_slice(text.as_bytes());
         }
         hasher.update((wire.len() as u32).to_be_bytes());

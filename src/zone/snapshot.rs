@@ -299,6 +299,8 @@ pub struct Zone {
     overlay: FxHashMap<NameKey, Node>,
     /// This version's SOA serial.
     serial: u32,
+    /// The apex SOA at this version's serial.
+    soa: Record,
     /// The SOA for negative answers: TTL = min(SOA TTL, SOA MINIMUM) (RFC 2308 §5).
     negative_soa: [Record; 1],
     /// The last changes up to this version, oldest first, for incremental transfers.
@@ -386,13 +388,9 @@ impl ZoneBase {
                 .iter_mut()
                 .find(|set| set.record_type == record.record_type())
             {
-                Some(set) => {
-                    // RFC 2181 §5.2: one TTL per RRset; the first record's wins.
-                    let mut record = record.clone();
-                    record.ttl = set.records[0].ttl;
-                    push_compact(&mut set.records, record);
-                }
-                None => push_compact(&mut node.rrsets, RrSet::new(record.clone())),
+                // RFC 2181 §5.2: one TTL per RRset; the first record's wins.
+                Some(set) => set.push(record),
+                None => push_compact(&mut node.rrsets, RrSet::new(record)),
             }
         }
         // Exact capacities: a vector grown by push keeps room for four elements, which for a
@@ -401,7 +399,7 @@ impl ZoneBase {
             node.rrsets.sort_by_key(|set| u16::from(set.record_type));
             node.rrsets.shrink_to_fit();
             for set in &mut node.rrsets {
-                set.records.shrink_to_fit();
+                set.shrink();
             }
         }
         // Empty non-terminals: every name between an owner and the apex exists (RFC 4592 §2.2.2).
@@ -450,8 +448,8 @@ impl ZoneBase {
             if node
                 .rrsets
                 .iter()
-                .flat_map(|set| set.records.iter().filter_map(target_of))
-                .any(|target| pool_keys.contains_key(&name_key(target)))
+                .flat_map(targets)
+                .any(|target| pool_keys.contains_key(&name_key(&target)))
             {
                 dependents.push(owner.clone());
             }
@@ -469,7 +467,7 @@ impl ZoneBase {
                 .iter_mut()
                 .find(|set| set.record_type == record_type)
                 .expect("rrset exists");
-            set.additional = records;
+            set.set_additional(records);
         }
 
         // The apex is overlaid too: each version carries its own serial in the SOA.
@@ -577,17 +575,21 @@ fn additional_for<'n>(
     lookup: impl Fn(&[u8]) -> Option<&'n Node>,
 ) -> Vec<Record> {
     let mut records: Vec<Record> = Vec::new();
-    for target in set.records.iter().filter_map(target_of) {
-        let Some(node) = lookup(&name_key(target)) else {
+    for target in targets(set) {
+        let Some(node) = lookup(&name_key(&target)) else {
             continue;
         };
         if node.cut_len.is_some() && !is_cut {
             continue;
         }
         for address_type in [RecordType::A, RecordType::AAAA] {
-            for record in node.rrset(address_type).map_or(&[][..], |set| &set.records) {
-                if !records.contains(record) {
-                    records.push(record.clone());
+            for record in node
+                .rrset(address_type)
+                .into_iter()
+                .flat_map(|set| set.records(&target))
+            {
+                if !records.contains(&record) {
+                    records.push(record);
                 }
             }
         }
@@ -635,13 +637,15 @@ impl Zone {
                 .expect("dependents exist");
             let is_cut = node.cut_len == Some(key.len() as u16);
             for set in &mut node.rrsets {
-                set.additional = additional_for(set, is_cut, |target| {
+                let records = additional_for(set, is_cut, |target| {
                     overlay.get(target).or_else(|| base.nodes.get(target))
                 });
+                set.set_additional(records);
             }
             overlay.insert(key.clone(), node);
         }
         let mut zone = Self {
+            soa: base.soa.clone(),
             negative_soa: [base.soa.clone()],
             base,
             overlay,
@@ -662,13 +666,14 @@ impl Zone {
             .expect("the apex is overlaid");
         for set in &mut apex.rrsets {
             if set.record_type == RecordType::SOA {
-                set.records = vec![soa.clone()];
+                *set = RrSet::new(&soa);
             }
         }
         let minimum = match &soa.data {
             RData::SOA(data) => data.minimum,
             _ => unreachable!("zones are loaded with an SOA"),
         };
+        self.soa = soa.clone();
         let mut negative_soa = soa;
         negative_soa.ttl = negative_soa.ttl.min(minimum);
         self.negative_soa = [negative_soa];
@@ -708,7 +713,7 @@ impl Zone {
                     node.rrsets
                         .iter()
                         .filter(|set| matches!(set.record_type, RecordType::A | RecordType::AAAA))
-                        .flat_map(|set| set.records.iter().cloned())
+                        .flat_map(|set| set.records(&key_name(key)))
                         .collect()
                 })
                 .unwrap_or_default()
@@ -776,6 +781,7 @@ impl Zone {
             base: self.base.clone(),
             overlay: self.overlay.clone(),
             serial,
+            soa: self.soa.clone(),
             negative_soa: self.negative_soa.clone(),
             history: Vec::new(),
         };
@@ -795,27 +801,20 @@ impl Zone {
 
     /// The SOA at this version's serial.
     pub fn soa(&self) -> &Record {
-        let apex = self
-            .overlay
-            .get(&self.base.key)
-            .expect("the apex is overlaid");
-        &apex
-            .rrset(RecordType::SOA)
-            .expect("the apex has an SOA")
-            .records[0]
+        &self.soa
     }
 
     /// Every record of this version, SOA first, then names in canonical order with their
     /// RRsets by type code and records in zone-file (or pool-config) order. The SOA is not
     /// repeated at the end; a transfer adds it.
-    pub fn records(&self) -> impl Iterator<Item = &Record> {
-        let soa = self.soa();
-        std::iter::once(soa).chain(self.base.ordered.iter().flat_map(move |key| {
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        std::iter::once(self.soa.clone()).chain(self.base.ordered.iter().flat_map(move |key| {
+            let owner = key_name(key);
             self.node(key)
                 .into_iter()
                 .flat_map(|node| node.rrsets.iter())
                 .filter(|set| set.record_type != RecordType::SOA)
-                .flat_map(|set| set.records.iter())
+                .flat_map(move |set| set.records(&owner))
         }))
     }
 
@@ -867,13 +866,12 @@ impl Zone {
 /// `previous`; a changed TTL is a change. Walks each zone's owners once (O(records)).
 fn record_changes(previous: &Zone, next: &Zone) -> (Vec<Record>, Vec<Record>) {
     let same = |left: &Record, right: &Record| left == right && left.ttl == right.ttl;
-    fn records_at<'z>(zone: &'z Zone, key: &[u8]) -> Vec<&'z Record> {
+    fn sets_at<'z>(zone: &'z Zone, key: &[u8]) -> Vec<&'z RrSet> {
         zone.node(key)
             .map(|node| {
                 node.rrsets
                     .iter()
                     .filter(|set| set.record_type != RecordType::SOA)
-                    .flat_map(|set| set.records.iter())
                     .collect()
             })
             .unwrap_or_default()
@@ -885,32 +883,46 @@ fn record_changes(previous: &Zone, next: &Zone) -> (Vec<Record>, Vec<Record>) {
         if !seen.insert(key) {
             continue;
         }
-        let before = records_at(previous, key);
-        let after = records_at(next, key);
+        let (old, new) = (sets_at(previous, key), sets_at(next, key));
+        // Most names are unchanged: their stored RDATA compares equal without rebuilding.
+        if old.len() == new.len() && old.iter().zip(&new).all(|(old, new)| old.same_records(new)) {
+            continue;
+        }
+        let owner = key_name(key);
+        let before: Vec<Record> = old.iter().flat_map(|set| set.records(&owner)).collect();
+        let after: Vec<Record> = new.iter().flat_map(|set| set.records(&owner)).collect();
         removed.extend(
             before
                 .iter()
                 .filter(|record| !after.iter().any(|other| same(record, other)))
-                .map(|record| (*record).clone()),
+                .cloned(),
         );
         added.extend(
             after
                 .iter()
                 .filter(|record| !before.iter().any(|other| same(record, other)))
-                .map(|record| (*record).clone()),
+                .cloned(),
         );
     }
     (removed, added)
 }
 
-/// The name a record points at whose addresses belong in the additional section.
-fn target_of(record: &Record) -> Option<&Name> {
-    match &record.data {
-        RData::NS(ns) => Some(&ns.0),
-        RData::MX(mx) => Some(&mx.exchange),
-        RData::SRV(srv) => Some(&srv.target),
-        _ => None,
-    }
+/// The names an NS, MX or SRV RRset points at, whose addresses belong in the additional
+/// section; none for other types.
+fn targets(set: &RrSet) -> impl Iterator<Item = Name> + '_ {
+    let wanted = matches!(
+        set.record_type,
+        RecordType::NS | RecordType::MX | RecordType::SRV
+    );
+    let root = Name::root();
+    set.records(&root)
+        .take(if wanted { usize::MAX } else { 0 })
+        .filter_map(|record| match record.data {
+            RData::NS(ns) => Some(ns.0),
+            RData::MX(mx) => Some(mx.exchange),
+            RData::SRV(srv) => Some(srv.target),
+            _ => None,
+        })
 }
 
 /// One name in a zone.
@@ -952,38 +964,153 @@ impl Node {
 }
 
 /// The records of one name and type, with what an answer carrying them adds.
+///
+/// Stored compactly: one TTL (RFC 2181 §5.2) and each record's RDATA in uncompressed wire
+/// form, case kept. A hickory `Record` is 280 bytes with its owner name; stored whole, they
+/// were most of a million-name zone's memory. Records are rebuilt when an answer, transfer or
+/// rendering needs them, with the owner name it supplies (answers from the answer cache need
+/// none).
 #[derive(Debug, Clone)]
 pub struct RrSet {
     pub record_type: RecordType,
-    pub records: Vec<Record>,
+    ttl: u32,
+    count: u16,
+    /// Each record's RDATA after its big-endian u16 length, in zone-file order.
+    rdata: Vec<u8>,
+    /// Additional addresses and the CNAME target: most RRsets have neither.
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Extra {
     /// Addresses of in-zone NS/MX/SRV targets (glue, for NS at a cut).
-    pub additional: Vec<Record>,
-    /// For a CNAME: the target's key, so a chain is followed without building names.
-    /// Boxed: most RRsets are not CNAMEs, and a million-name zone holds a million RRsets.
-    pub cname_target: Option<Box<(Name, NameKey)>>,
+    additional: Vec<Record>,
+    /// For a CNAME: the target and its key, so a chain is followed without building names.
+    cname_target: Option<(Name, NameKey)>,
 }
 
 impl RrSet {
-    fn new(record: Record) -> Self {
-        let cname_target = match &record.data {
-            RData::CNAME(target) => Some(Box::new((target.0.clone(), name_key(&target.0)))),
-            _ => None,
-        };
-        Self {
+    /// An RRset holding `record` (its type and TTL) alone.
+    fn new(record: &Record) -> Self {
+        let mut set = Self {
             record_type: record.record_type(),
-            records: vec![record],
-            additional: Vec::new(),
-            cname_target,
+            ttl: record.ttl,
+            count: 0,
+            rdata: Vec::new(),
+            extra: None,
+        };
+        if let RData::CNAME(target) = &record.data {
+            set.extra_mut().cname_target = Some((target.0.clone(), name_key(&target.0)));
         }
+        set.push(record);
+        set
+    }
+
+    /// Appends `record`'s RDATA; its TTL is the set's (the first record's wins).
+    fn push(&mut self, record: &Record) {
+        use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+        let at = self.rdata.len();
+        self.rdata.extend_from_slice(&[0, 0]);
+        let mut wire = Vec::new();
+        let mut encoder = BinEncoder::new(&mut wire);
+        encoder.set_name_encoding(NameEncoding::Uncompressed);
+        if record.data.emit(&mut encoder).is_err() || wire.len() > usize::from(u16::MAX) {
+            // Loaded and pool records always encode; one that cannot is left out.
+            self.rdata.truncate(at);
+            return;
+        }
+        self.rdata[at..at + 2].copy_from_slice(&(wire.len() as u16).to_be_bytes());
+        self.rdata.extend_from_slice(&wire);
+        self.count += 1;
     }
 
     /// An RRset of `records` (one type, one owner), or `None` when there are none.
     fn from_records(records: impl IntoIterator<Item = Record>) -> Option<Self> {
         let mut records = records.into_iter();
-        let mut set = Self::new(records.next()?);
-        set.records.extend(records);
+        let mut set = Self::new(&records.next()?);
+        for record in records {
+            set.push(&record);
+        }
         Some(set)
     }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// How many records the set holds.
+    pub fn len(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The set's TTL.
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
+    /// Each record's RDATA in wire form, in order.
+    pub fn rdatas(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut rest = &self.rdata[..];
+        std::iter::from_fn(move || {
+            let (length, tail) = rest.split_first_chunk::<2>()?;
+            let (data, tail) = tail.split_at(usize::from(u16::from_be_bytes(*length)));
+            rest = tail;
+            Some(data)
+        })
+    }
+
+    /// The records, owned by `owner`.
+    pub fn records<'s>(&'s self, owner: &Name) -> impl Iterator<Item = Record> + use<'s> {
+        use hickory_proto::serialize::binary::{BinDecoder, Restrict};
+        let owner = owner.clone();
+        self.rdatas().filter_map(move |data| {
+            let mut decoder = BinDecoder::new(data);
+            let read = RData::read(
+                &mut decoder,
+                self.record_type,
+                Restrict::new(data.len() as u16),
+            );
+            debug_assert!(read.is_ok(), "stored RDATA decodes");
+            Some(Record::from_rdata(owner.clone(), self.ttl, read.ok()?))
+        })
+    }
+
+    /// True when both sets hold the same records with the same TTL.
+    pub fn same_records(&self, other: &RrSet) -> bool {
+        self.record_type == other.record_type && self.ttl == other.ttl && self.rdata == other.rdata
+    }
+
+    /// Addresses of in-zone NS/MX/SRV targets (glue, for NS at a cut).
+    pub fn additional(&self) -> &[Record] {
+        self.extra.as_ref().map_or(&[], |extra| &extra.additional)
+    }
+
+    fn set_additional(&mut self, records: Vec<Record>) {
+        if records.is_empty() && self.extra.is_none() {
+            return;
+        }
+        self.extra_mut().additional = records;
+    }
+
+    /// For a CNAME: the target name and its key.
+    pub fn cname_target(&self) -> Option<&(Name, NameKey)> {
+        self.extra.as_ref()?.cname_target.as_ref()
+    }
+
+    /// Drops spare capacity once the set is built.
+    fn shrink(&mut self) {
+        self.rdata.shrink_to_fit();
+    }
+}
+
+/// The name whose lowercase wire form is `key`.
+pub fn key_name(key: &[u8]) -> Name {
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+    Name::read(&mut BinDecoder::new(key)).unwrap_or_else(|_| Name::root())
 }
 
 #[cfg(test)]
