@@ -337,8 +337,11 @@ pub fn with_serial(soa: &Record, serial: u32) -> Record {
 #[derive(Debug)]
 pub struct ZoneBase {
     key: NameKey,
-    /// Every name; pool names are present without A/AAAA.
-    nodes: FxHashMap<NameKey, Node>,
+    /// Every name (empty non-terminals too) in canonical DNS order (RFC 4034 §6.1), the order
+    /// zone transfers and snapshot files list names in; pool names are present without A/AAAA.
+    nodes: Vec<(NameKey, Node)>,
+    /// Positions in `nodes`, by key: one hash probe finds a name.
+    index: hashbrown::HashTable<u32>,
     /// The pool names in this zone (key and name); their A/AAAA come from the answers.
     pool_names: Vec<(NameKey, Name)>,
     /// Names with an NS/MX/SRV RRset whose target is a pool name: their additional addresses
@@ -346,9 +349,6 @@ pub struct ZoneBase {
     dependents: Vec<NameKey>,
     /// The zone file's SOA; its serial is replaced by each version's.
     soa: Record,
-    /// Every owner with records, in canonical DNS order (RFC 4034 §6.1): the order zone
-    /// transfers and snapshot files list names in.
-    ordered: Vec<NameKey>,
 }
 
 impl ZoneBase {
@@ -477,24 +477,39 @@ impl ZoneBase {
                 .expect("overlaid names exist")
                 .overlaid = true;
         }
-        let mut ordered: Vec<NameKey> = nodes
-            .iter()
-            .filter(|(owner, node)| !node.rrsets.is_empty() || pool_keys.contains_key(*owner))
-            .map(|(owner, _)| owner.clone())
-            .collect();
-        sort_canonical(&mut ordered, key.len());
+        let mut nodes: Vec<(NameKey, Node)> = nodes.into_iter().collect();
+        sort_canonical(&mut nodes, key.len());
+        let mut index = hashbrown::HashTable::with_capacity(nodes.len());
+        for (position, (owner, _)) in nodes.iter().enumerate() {
+            index.insert_unique(hash_key(owner), position as u32, |&at: &u32| {
+                hash_key(&nodes[at as usize].0)
+            });
+        }
         let mut pool_names: Vec<(NameKey, Name)> = pool_keys.into_iter().collect();
         pool_names
             .sort_by(|left, right| canonical_labels(&left.0).cmp(&canonical_labels(&right.0)));
         Self {
             key,
             nodes,
+            index,
             pool_names,
             dependents,
             soa: data.soa().clone(),
-            ordered,
         }
     }
+
+    /// The static node at exactly `key`.
+    fn node(&self, key: &[u8]) -> Option<&Node> {
+        let at = self
+            .index
+            .find(hash_key(key), |&at| &*self.nodes[at as usize].0 == key)?;
+        Some(&self.nodes[*at as usize].1)
+    }
+}
+
+fn hash_key(key: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(key)
 }
 
 /// Pushes without the four-element first allocation of `Vec::push` while the vector is
@@ -511,17 +526,17 @@ fn push_compact<T>(vector: &mut Vec<T>, value: T) {
 /// key is decorated with the first bytes of an order-preserving encoding of its labels below
 /// the origin, so most comparisons never follow the key's pointer: sorting a 1,000,000-name
 /// zone by `canonical_labels` alone took seconds of cache misses.
-fn sort_canonical(keys: &mut Vec<NameKey>, origin_len: usize) {
-    let mut decorated: Vec<([u8; 16], NameKey)> = keys
+fn sort_canonical<T>(entries: &mut Vec<(NameKey, T)>, origin_len: usize) {
+    let mut decorated: Vec<([u8; 16], (NameKey, T))> = entries
         .drain(..)
-        .map(|key| (canonical_prefix(&key, origin_len), key))
+        .map(|entry| (canonical_prefix(&entry.0, origin_len), entry))
         .collect();
     decorated.sort_unstable_by(|left, right| {
         left.0
             .cmp(&right.0)
-            .then_with(|| canonical_labels(&left.1).cmp(&canonical_labels(&right.1)))
+            .then_with(|| canonical_labels(&left.1 .0).cmp(&canonical_labels(&right.1 .0)))
     });
-    keys.extend(decorated.into_iter().map(|(_, key)| key));
+    entries.extend(decorated.into_iter().map(|(_, entry)| entry));
 }
 
 /// The first 16 bytes of a key's labels below the origin, root side first, each label's
@@ -601,10 +616,10 @@ impl Zone {
     /// The zone `base` with the pools' current `answers` laid over it, at `serial`.
     pub fn with_answers(base: Arc<ZoneBase>, answers: &Answers, serial: u32) -> Self {
         let mut overlay: FxHashMap<NameKey, Node> = FxHashMap::default();
-        let apex = base.nodes.get(&base.key).cloned().expect("the apex exists");
+        let apex = base.node(&base.key).cloned().expect("the apex exists");
         overlay.insert(base.key.clone(), apex);
         for (key, name) in &base.pool_names {
-            let mut node = base.nodes.get(key).cloned().expect("pool names exist");
+            let mut node = base.node(key).cloned().expect("pool names exist");
             if let Some(answer) = answers.get(name) {
                 node.servfail_addresses = answer.servfail;
                 for (family, is_v4) in [(0, true), (1, false)] {
@@ -633,12 +648,12 @@ impl Zone {
             let mut node = overlay
                 .get(key)
                 .cloned()
-                .or_else(|| base.nodes.get(key).cloned())
+                .or_else(|| base.node(key).cloned())
                 .expect("dependents exist");
             let is_cut = node.cut_len == Some(key.len() as u16);
             for set in &mut node.rrsets {
                 let records = additional_for(set, is_cut, |target| {
-                    overlay.get(target).or_else(|| base.nodes.get(target))
+                    overlay.get(target).or_else(|| base.node(target))
                 });
                 set.set_additional(records);
             }
@@ -808,10 +823,19 @@ impl Zone {
     /// RRsets by type code and records in zone-file (or pool-config) order. The SOA is not
     /// repeated at the end; a transfer adds it.
     pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
-        std::iter::once(self.soa.clone()).chain(self.base.ordered.iter().flat_map(move |key| {
+        let nodes = self
+            .base
+            .nodes
+            .iter()
+            .filter(|(_, node)| !node.rrsets.is_empty() || node.overlaid);
+        std::iter::once(self.soa.clone()).chain(nodes.flat_map(move |(key, node)| {
             let owner = key_name(key);
-            self.node(key)
-                .into_iter()
+            let node = if node.overlaid {
+                self.overlay.get(key)
+            } else {
+                Some(node)
+            };
+            node.into_iter()
                 .flat_map(|node| node.rrsets.iter())
                 .filter(|set| set.record_type != RecordType::SOA)
                 .flat_map(move |set| set.records(&owner))
@@ -850,7 +874,7 @@ impl Zone {
     /// `node`, and whether the name is one the overlay replaces: an answer that read such a
     /// name can change with every version of the zone (the answer cache needs to know).
     pub fn node_tracked(&self, key: &[u8]) -> (Option<&Node>, bool) {
-        match self.base.nodes.get(key) {
+        match self.base.node(key) {
             Some(node) if node.overlaid => (self.overlay.get(key), true),
             node => (node, false),
         }
@@ -878,11 +902,15 @@ fn record_changes(previous: &Zone, next: &Zone) -> (Vec<Record>, Vec<Record>) {
     }
     let mut removed = Vec::new();
     let mut added = Vec::new();
-    let mut seen: rustc_hash::FxHashSet<&[u8]> = rustc_hash::FxHashSet::default();
-    for key in previous.base.ordered.iter().chain(&next.base.ordered) {
-        if !seen.insert(key) {
-            continue;
-        }
+    // Every name of `previous`, then the names only `next` has.
+    let keys = previous.base.nodes.iter().map(|(key, _)| key).chain(
+        next.base
+            .nodes
+            .iter()
+            .map(|(key, _)| key)
+            .filter(|key| previous.base.node(key).is_none()),
+    );
+    for key in keys {
         let (old, new) = (sets_at(previous, key), sets_at(next, key));
         // Most names are unchanged: their stored RDATA compares equal without rebuilding.
         if old.len() == new.len() && old.iter().zip(&new).all(|(old, new)| old.same_records(new)) {
@@ -914,9 +942,10 @@ fn targets(set: &RrSet) -> impl Iterator<Item = Name> + '_ {
         set.record_type,
         RecordType::NS | RecordType::MX | RecordType::SRV
     );
-    let root = Name::root();
-    set.records(&root)
-        .take(if wanted { usize::MAX } else { 0 })
+    wanted
+        .then(|| set.records(&Name::root()))
+        .into_iter()
+        .flatten()
         .filter_map(|record| match record.data {
             RData::NS(ns) => Some(ns.0),
             RData::MX(mx) => Some(mx.exchange),
@@ -1350,7 +1379,9 @@ mod canonical_order {
         keys.reverse();
         let mut expected = keys.clone();
         expected.sort_by(|left, right| canonical_labels(left).cmp(&canonical_labels(right)));
-        sort_canonical(&mut keys, origin.len());
+        let mut entries: Vec<(NameKey, ())> = keys.into_iter().map(|key| (key, ())).collect();
+        sort_canonical(&mut entries, origin.len());
+        let keys: Vec<NameKey> = entries.into_iter().map(|(key, ())| key).collect();
         assert_eq!(keys, expected);
     }
 }
