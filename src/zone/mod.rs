@@ -25,8 +25,10 @@ pub fn first_snapshot(
     state: &serial::State,
     configs: &[crate::config::ZoneConfig],
 ) -> snapshot::Snapshot {
+    let started = std::time::Instant::now();
     let mut snapshot = snapshot::Snapshot::build(zones, answers)
         .with_settings(std::sync::Arc::new(configs.to_vec()));
+    let built_ms = started.elapsed().as_millis() as u64;
     for data in zones {
         let key = snapshot::name_key(&data.origin);
         let zone = snapshot.zone(&key).expect("built zones are served").clone();
@@ -40,6 +42,11 @@ pub fn first_snapshot(
             snapshot = snapshot.with_serial(&key, serial);
         }
     }
+    tracing::debug!(
+        built_ms,
+        digested_ms = started.elapsed().as_millis() as u64 - built_ms,
+        "first snapshot built"
+    );
     snapshot
 }
 

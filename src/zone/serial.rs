@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::atomic::write_atomically;
+use hickory_proto::rr::{DNSClass, Record, RecordType};
 
 /// The serial of the SOA in a snapshot file written by healthdns (`render`), read from its
 /// first lines; None if the file is missing or not ours.
@@ -64,25 +65,53 @@ pub fn serial_greater(left: u32, right: u32) -> bool {
 /// lowercase), each with its length, in the order zone transfers send them: about ten times
 /// cheaper than rendering the zone as text, which took seconds for a million records.
 pub fn content_digest(zone: &Zone) -> String {
-    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
     let mut hasher = Sha256::new();
     let mut wire = Vec::with_capacity(512);
-    let soa = with_serial(zone.soa(), 0);
-    for record in std::iter::once(soa).chain(zone.records().skip(1)) {
-        wire.clear();
-        let mut encoder = BinEncoder::new(&mut wire);
-        encoder.set_canonical_form(true);
-        if record.emit(&mut encoder).is_err() {
-            // Not encodable (cannot happen for loaded records): its text stands in.
-            wire.clear();
-            let mut text = String::new();
-            crate::zone::render::write_record(&mut text, &record);
-            wire.extend_from_slice(text.as_bytes());
-        }
+    let hash = |hasher: &mut Sha256, wire: &mut Vec<u8>, record: &Record| {
+        canonical_wire(record, wire);
         hasher.update((wire.len() as u32).to_be_bytes());
-        hasher.update(&wire);
+        hasher.update(&wire[..]);
+    };
+    hash(&mut hasher, &mut wire, &with_serial(zone.soa(), 0));
+    for (key, set) in zone.rrsets() {
+        if matches!(
+            set.record_type,
+            RecordType::A | RecordType::AAAA | RecordType::TXT
+        ) {
+            // No name in the RDATA: the stored form is the canonical one, and the owner's
+            // key is its canonical (lowercase) wire form, so no record is rebuilt.
+            let fixed = key.len() + 10;
+            for rdata in set.rdatas() {
+                hasher.update(((fixed + rdata.len()) as u32).to_be_bytes());
+                hasher.update(key);
+                hasher.update(u16::from(set.record_type).to_be_bytes());
+                hasher.update(u16::from(DNSClass::IN).to_be_bytes());
+                hasher.update(set.ttl().to_be_bytes());
+                hasher.update((rdata.len() as u16).to_be_bytes());
+                hasher.update(rdata);
+            }
+        } else {
+            for record in set.records(&crate::zone::snapshot::key_name(key)) {
+                hash(&mut hasher, &mut wire, &record);
+            }
+        }
     }
     hex::encode(hasher.finalize())
+}
+
+/// `record` in DNSSEC canonical wire form (RFC 4034 §6.2), or its text where it cannot be
+/// encoded (which loaded records always can).
+fn canonical_wire(record: &Record, wire: &mut Vec<u8>) {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    wire.clear();
+    let mut encoder = BinEncoder::new(wire);
+    encoder.set_canonical_form(true);
+    if record.emit(&mut encoder).is_err() {
+        wire.clear();
+        let mut text = String::new();
+        crate::zone::render::write_record(&mut text, record);
+        wire.extend_from_slice(text.as_bytes());
+    }
 }
 
 /// What the state file remembers of one zone.
@@ -264,6 +293,30 @@ mod tests {
             .zone(&name_key(&origin))
             .unwrap()
             .clone()
+    }
+
+    /// The digest hashes A, AAAA and TXT from stored RDATA; it must equal hashing every
+    /// record's canonical form (what earlier versions did), or every restart would look like
+    /// a content change.
+    #[test]
+    fn digest_of_stored_rdata_equals_the_canonical_records() {
+        let origin = Name::from_ascii("Example.TEST.").unwrap();
+        let text = "$TTL 300\n@ SOA NS.example.test. H.Example.test. 7 3600 600 86400 60\n\
+            @ NS ns\nNS A 192.0.2.1\nns AAAA 2001:db8::1\nWww TXT \"Mixed Case\" \"two\"\n\
+            mail MX 10 MX.Example.test.\n_sip._tcp SRV 1 2 5060 Sip.example.test.\n\
+            *.wild A 192.0.2.9\nalias CNAME Www\nsub NS ns.sub\nns.sub A 192.0.2.3\n";
+        let data = crate::zone::zonefile::parse_zone(text, Path::new("z"), &origin).unwrap();
+        let snapshot = Snapshot::build(&[data], &Answers::new());
+        let zone = snapshot.zone(&name_key(&origin)).unwrap();
+        let mut hasher = Sha256::new();
+        let mut wire = Vec::new();
+        let soa = with_serial(zone.soa(), 0);
+        for record in std::iter::once(soa).chain(zone.records().skip(1)) {
+            canonical_wire(&record, &mut wire);
+            hasher.update((wire.len() as u32).to_be_bytes());
+            hasher.update(&wire);
+        }
+        assert_eq!(content_digest(zone), hex::encode(hasher.finalize()));
     }
 
     #[test]

@@ -354,22 +354,23 @@ pub struct ZoneBase {
 impl ZoneBase {
     /// Builds the static part; at each of `pool_names`, the A (AAAA) records are left out when
     /// its pool has IPv4 (IPv6) addresses, [IPv4, IPv6] (the pool answers them).
+    ///
+    /// Built by sorting, not by a map: every owner's key is sorted into canonical order with
+    /// its records (a stable sort keeps each name's records in zone-file order), and one walk
+    /// groups them into names. A million-name zone builds in a fraction of the time a hash
+    /// map of names took, and the walks after it are sequential.
     pub fn build(data: &ZoneData, pool_names: &[(&Name, [bool; 2])]) -> Self {
         let key = name_key(&data.origin);
-        let pool_keys: FxHashMap<NameKey, Name> = pool_names
+        let pool_keys: FxHashMap<NameKey, (Name, [bool; 2])> = pool_names
             .iter()
-            .map(|(name, _)| (name_key(name), (*name).clone()))
+            .map(|(name, families)| (name_key(name), ((*name).clone(), *families)))
             .collect();
-        let replaced: FxHashMap<NameKey, [bool; 2]> = pool_names
-            .iter()
-            .map(|(name, families)| (name_key(name), *families))
-            .collect();
-        let mut nodes: FxHashMap<NameKey, Node> =
-            FxHashMap::with_capacity_and_hasher(data.records.len() + 1, Default::default());
-        for pool_key in pool_keys.keys() {
-            nodes.entry(pool_key.clone()).or_default();
-        }
-        for sourced in &data.records {
+        // Each record's owner with its index; names without records (pool names, the apex)
+        // with `NO_RECORD`.
+        const NO_RECORD: u32 = u32::MAX;
+        let mut entries: Vec<(NameKey, u32)> =
+            Vec::with_capacity(data.records.len() + pool_keys.len() + 1);
+        for (index, sourced) in data.records.iter().enumerate() {
             let record = &sourced.record;
             let owner = name_key(&record.name);
             let family = match record.record_type() {
@@ -377,12 +378,28 @@ impl ZoneBase {
                 RecordType::AAAA => Some(1),
                 _ => None,
             };
-            if let (Some(family), Some(families)) = (family, replaced.get(&owner)) {
+            if let (Some(family), Some((_, families))) = (family, pool_keys.get(&owner)) {
                 if families[family] {
                     continue;
                 }
             }
-            let node = nodes.entry(owner).or_default();
+            entries.push((owner, index as u32));
+        }
+        for owner in pool_keys.keys().chain([&key]) {
+            entries.push((owner.clone(), NO_RECORD));
+        }
+        sort_canonical(&mut entries, key.len());
+
+        let mut nodes: Vec<(NameKey, Node)> = Vec::with_capacity(entries.len());
+        for (owner, index) in entries {
+            if nodes.last().is_none_or(|(last, _)| *last != owner) {
+                nodes.push((owner, Node::default()));
+            }
+            let Some(sourced) = data.records.get(index as usize) else {
+                continue;
+            };
+            let record = &sourced.record;
+            let node = &mut nodes.last_mut().expect("pushed above").1;
             match node
                 .rrsets
                 .iter_mut()
@@ -393,57 +410,88 @@ impl ZoneBase {
                 None => push_compact(&mut node.rrsets, RrSet::new(record)),
             }
         }
-        // Exact capacities: a vector grown by push keeps room for four elements, which for a
-        // zone of single-record names is most of its memory.
-        for node in nodes.values_mut() {
+        nodes.shrink_to_fit();
+
+        // One pass over every name: exact sizes (a vector grown by push keeps room for four
+        // elements, which for a zone of single-record names is most of its memory), and the
+        // few names the later steps need: parents that may be missing, zone cuts, and owners
+        // of NS/MX/SRV.
+        let mut parents: rustc_hash::FxHashSet<NameKey> = rustc_hash::FxHashSet::default();
+        let mut cuts: rustc_hash::FxHashSet<NameKey> = rustc_hash::FxHashSet::default();
+        let mut with_targets: Vec<NameKey> = Vec::new();
+        for (owner, node) in &mut nodes {
             node.rrsets.sort_by_key(|set| u16::from(set.record_type));
             node.rrsets.shrink_to_fit();
             for set in &mut node.rrsets {
                 set.shrink();
             }
+            if let Some(parent) = parent_key(owner).filter(|parent| parent.len() > key.len()) {
+                if !parents.contains(parent) {
+                    parents.insert(parent.into());
+                }
+            }
+            let mut targeted = false;
+            for set in &node.rrsets {
+                targeted |= matches!(
+                    set.record_type,
+                    RecordType::NS | RecordType::MX | RecordType::SRV
+                );
+                if set.record_type == RecordType::NS && *owner != key {
+                    cuts.insert(owner.clone());
+                }
+            }
+            if targeted {
+                with_targets.push(owner.clone());
+            }
         }
+        let mut index = index_of(&nodes);
+
         // Empty non-terminals: every name between an owner and the apex exists (RFC 4592 §2.2.2).
-        let mut missing: rustc_hash::FxHashSet<&[u8]> = rustc_hash::FxHashSet::default();
-        for owner in nodes.keys() {
-            let mut ancestor = parent_key(owner);
+        let mut missing: rustc_hash::FxHashSet<NameKey> = rustc_hash::FxHashSet::default();
+        for parent in &parents {
+            let mut ancestor = Some(&parent[..]);
             while let Some(suffix) = ancestor {
-                if suffix.len() <= key.len() || nodes.contains_key(suffix) {
+                if suffix.len() <= key.len()
+                    || position(&nodes, &index, suffix).is_some()
+                    || !missing.insert(suffix.into())
+                {
                     break;
                 }
-                missing.insert(suffix);
                 ancestor = parent_key(suffix);
             }
         }
-        let missing: Vec<NameKey> = missing.into_iter().map(NameKey::from).collect();
-        for ancestor in missing {
-            nodes.entry(ancestor).or_default();
+        if !missing.is_empty() {
+            nodes.extend(missing.into_iter().map(|ent| (ent, Node::default())));
+            sort_canonical(&mut nodes, key.len());
+            index = index_of(&nodes);
         }
-        nodes.entry(key.clone()).or_default();
 
         // Zone cuts: a non-apex name with NS. Everything at or below the topmost cut is
         // answered by referral from that cut.
-        let cuts: rustc_hash::FxHashSet<NameKey> = nodes
-            .iter()
-            .filter(|(owner, node)| **owner != key && node.rrset(RecordType::NS).is_some())
-            .map(|(owner, _)| owner.clone())
-            .collect();
-        for (owner, node) in nodes.iter_mut().filter(|_| !cuts.is_empty()) {
+        let mut cut_lens: Vec<(usize, u16)> = Vec::new();
+        for (at, (owner, _)) in nodes.iter().enumerate().filter(|_| !cuts.is_empty()) {
             let mut suffix = Some(&owner[..]);
             while let Some(candidate) = suffix {
                 if candidate.len() <= key.len() {
                     break;
                 }
                 if cuts.contains(candidate) {
-                    node.cut_len = Some(candidate.len() as u16);
+                    cut_lens.push((at, candidate.len() as u16));
                 }
                 suffix = parent_key(candidate);
             }
         }
+        for (at, cut_len) in cut_lens {
+            nodes[at].1.cut_len = Some(cut_len);
+        }
 
         // Addresses of in-zone targets for the additional section, and referral glue.
-        let mut additional: Vec<(NameKey, RecordType, Vec<Record>)> = Vec::new();
+        let find = |key: &[u8]| position(&nodes, &index, key);
+        let mut additional: Vec<(usize, RecordType, Vec<Record>)> = Vec::new();
         let mut dependents: Vec<NameKey> = Vec::new();
-        for (owner, node) in &nodes {
+        for owner in &with_targets {
+            let at = find(owner).expect("owners exist");
+            let node = &nodes[at].1;
             let is_cut = node.cut_len == Some(owner.len() as u16);
             if node
                 .rrsets
@@ -454,38 +502,37 @@ impl ZoneBase {
                 dependents.push(owner.clone());
             }
             for set in &node.rrsets {
-                let records = additional_for(set, is_cut, |target| nodes.get(target));
+                let records =
+                    additional_for(set, is_cut, |target| find(target).map(|at| &nodes[at].1));
                 if !records.is_empty() {
-                    additional.push((owner.clone(), set.record_type, records));
+                    additional.push((at, set.record_type, records));
                 }
             }
         }
-        for (owner, record_type, records) in additional {
-            let node = nodes.get_mut(&owner).expect("owner exists");
-            let set = node
+        // The apex is overlaid too: each version carries its own serial in the SOA.
+        let overlaid: Vec<usize> = pool_keys
+            .keys()
+            .chain(&dependents)
+            .chain([&key])
+            .map(|owner| find(owner).expect("overlaid names exist"))
+            .collect();
+        for (at, record_type, records) in additional {
+            let set = nodes[at]
+                .1
                 .rrsets
                 .iter_mut()
                 .find(|set| set.record_type == record_type)
                 .expect("rrset exists");
             set.set_additional(records);
         }
+        for at in overlaid {
+            nodes[at].1.overlaid = true;
+        }
 
-        // The apex is overlaid too: each version carries its own serial in the SOA.
-        for overlaid in pool_keys.keys().chain(&dependents).chain([&key]) {
-            nodes
-                .get_mut(overlaid)
-                .expect("overlaid names exist")
-                .overlaid = true;
-        }
-        let mut nodes: Vec<(NameKey, Node)> = nodes.into_iter().collect();
-        sort_canonical(&mut nodes, key.len());
-        let mut index = hashbrown::HashTable::with_capacity(nodes.len());
-        for (position, (owner, _)) in nodes.iter().enumerate() {
-            index.insert_unique(hash_key(owner), position as u32, |&at: &u32| {
-                hash_key(&nodes[at as usize].0)
-            });
-        }
-        let mut pool_names: Vec<(NameKey, Name)> = pool_keys.into_iter().collect();
+        let mut pool_names: Vec<(NameKey, Name)> = pool_keys
+            .into_iter()
+            .map(|(owner, (name, _))| (owner, name))
+            .collect();
         pool_names
             .sort_by(|left, right| canonical_labels(&left.0).cmp(&canonical_labels(&right.0)));
         Self {
@@ -500,11 +547,30 @@ impl ZoneBase {
 
     /// The static node at exactly `key`.
     fn node(&self, key: &[u8]) -> Option<&Node> {
-        let at = self
-            .index
-            .find(hash_key(key), |&at| &*self.nodes[at as usize].0 == key)?;
-        Some(&self.nodes[*at as usize].1)
+        position(&self.nodes, &self.index, key).map(|at| &self.nodes[at].1)
     }
+}
+
+/// An index of `nodes`' positions by key.
+fn index_of(nodes: &[(NameKey, Node)]) -> hashbrown::HashTable<u32> {
+    let mut index = hashbrown::HashTable::with_capacity(nodes.len());
+    for (at, (owner, _)) in nodes.iter().enumerate() {
+        index.insert_unique(hash_key(owner), at as u32, |&at: &u32| {
+            hash_key(&nodes[at as usize].0)
+        });
+    }
+    index
+}
+
+/// The position of the node at exactly `key`, through `index`.
+fn position(
+    nodes: &[(NameKey, Node)],
+    index: &hashbrown::HashTable<u32>,
+    key: &[u8],
+) -> Option<usize> {
+    index
+        .find(hash_key(key), |&at| &*nodes[at as usize].0 == key)
+        .map(|&at| at as usize)
 }
 
 fn hash_key(key: &[u8]) -> u64 {
@@ -531,7 +597,8 @@ fn sort_canonical<T>(entries: &mut Vec<(NameKey, T)>, origin_len: usize) {
         .drain(..)
         .map(|entry| (canonical_prefix(&entry.0, origin_len), entry))
         .collect();
-    decorated.sort_unstable_by(|left, right| {
+    // Stable: entries with the same key keep their order (a name's records, file order).
+    decorated.sort_by(|left, right| {
         left.0
             .cmp(&right.0)
             .then_with(|| canonical_labels(&left.1 .0).cmp(&canonical_labels(&right.1 .0)))
@@ -823,13 +890,18 @@ impl Zone {
     /// RRsets by type code and records in zone-file (or pool-config) order. The SOA is not
     /// repeated at the end; a transfer adds it.
     pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
-        let nodes = self
-            .base
-            .nodes
-            .iter()
-            .filter(|(_, node)| !node.rrsets.is_empty() || node.overlaid);
-        std::iter::once(self.soa.clone()).chain(nodes.flat_map(move |(key, node)| {
-            let owner = key_name(key);
+        let mut owner = (&[][..], Name::root());
+        std::iter::once(self.soa.clone()).chain(self.rrsets().flat_map(move |(key, set)| {
+            if owner.0 != key {
+                owner = (key, key_name(key));
+            }
+            set.records(&owner.1)
+        }))
+    }
+
+    /// Every RRset but the SOA with its owner's key, in the order of `records`.
+    pub fn rrsets(&self) -> impl Iterator<Item = (&[u8], &RrSet)> + '_ {
+        self.base.nodes.iter().flat_map(move |(key, node)| {
             let node = if node.overlaid {
                 self.overlay.get(key)
             } else {
@@ -838,8 +910,8 @@ impl Zone {
             node.into_iter()
                 .flat_map(|node| node.rrsets.iter())
                 .filter(|set| set.record_type != RecordType::SOA)
-                .flat_map(move |set| set.records(&owner))
-        }))
+                .map(move |set| (&key[..], set))
+        })
     }
 
     /// The changes from `serial` to this version, oldest first, if they are all still kept;
@@ -1038,19 +1110,33 @@ impl RrSet {
     /// Appends `record`'s RDATA; its TTL is the set's (the first record's wins).
     fn push(&mut self, record: &Record) {
         use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
-        let at = self.rdata.len();
-        self.rdata.extend_from_slice(&[0, 0]);
-        let mut wire = Vec::new();
-        let mut encoder = BinEncoder::new(&mut wire);
-        encoder.set_name_encoding(NameEncoding::Uncompressed);
-        if record.data.emit(&mut encoder).is_err() || wire.len() > usize::from(u16::MAX) {
-            // Loaded and pool records always encode; one that cannot is left out.
-            self.rdata.truncate(at);
-            return;
+        thread_local! {
+            static WIRE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        self.rdata[at..at + 2].copy_from_slice(&(wire.len() as u16).to_be_bytes());
-        self.rdata.extend_from_slice(&wire);
-        self.count += 1;
+        let mut append = |data: &[u8]| {
+            // Exact for the first record (most sets have one), amortized after.
+            if self.rdata.is_empty() {
+                self.rdata.reserve_exact(2 + data.len());
+            }
+            self.rdata
+                .extend_from_slice(&(data.len() as u16).to_be_bytes());
+            self.rdata.extend_from_slice(data);
+            self.count += 1;
+        };
+        match &record.data {
+            // Most of a large zone: no encoder, no scratch buffer.
+            RData::A(address) => append(&address.0.octets()),
+            RData::AAAA(address) => append(&address.0.octets()),
+            data => WIRE.with_borrow_mut(|wire| {
+                wire.clear();
+                let mut encoder = BinEncoder::new(wire);
+                encoder.set_name_encoding(NameEncoding::Uncompressed);
+                // Loaded and pool records always encode; one that cannot is left out.
+                if data.emit(&mut encoder).is_ok() && wire.len() <= usize::from(u16::MAX) {
+                    append(wire);
+                }
+            }),
+        }
     }
 
     /// An RRset of `records` (one type, one owner), or `None` when there are none.
