@@ -110,21 +110,18 @@ pub fn load_zone_file(path: &Path, origin: &Name) -> Result<ZoneData, ZoneErrors
 pub fn parse_zone(text: &str, path: &Path, origin: &Name) -> Result<ZoneData, ZoneErrors> {
     let mut origin = origin.clone();
     origin.set_fqdn(true);
-    let mut reader = Reader {
-        errors: Vec::new(),
-        records: Vec::new(),
+    let split = if text.len() >= PARALLEL_FROM {
+        split_point(text)
+    } else {
+        None
     };
-    let mut state = FileState {
-        origin: origin.clone(),
-        default_ttl: None,
-        last_ttl: None,
-        last_owner: None,
-    };
-    reader.read_text(text, path, &mut state, 0);
     let Reader {
         mut errors,
         records,
-    } = reader;
+    } = match split {
+        Some(split) => read_in_two(text, path, &origin, split).0,
+        None => read_whole(text, path, &origin),
+    };
     let records = check_zone(&origin, records, path, &mut errors);
     if errors.is_empty() {
         Ok(ZoneData { origin, records })
@@ -133,7 +130,121 @@ pub fn parse_zone(text: &str, path: &Path, origin: &Name) -> Result<ZoneData, Zo
     }
 }
 
+/// Zone files from this size on are read by two threads (see `read_in_two`).
+const PARALLEL_FROM: usize = 4 << 20;
+
+fn read_whole(text: &str, path: &Path, origin: &Name) -> Reader {
+    let mut reader = Reader::default();
+    reader.read_text(text, path, &mut FileState::new(origin), 0);
+    reader
+}
+
+/// Reads `text` as two halves at once, the second from `split` (a line start), which halves
+/// a large zone's parse time on a second core. The second half starts speculatively, in the
+/// state the `$ORIGIN` and `$TTL` lines before `split` set. The result is kept only if the
+/// first half ends with a whole entry (no open parenthesis or quote) and in that same
+/// state; otherwise the file is read again as a whole. Either way it is what `read_whole`
+/// gives, records and errors alike (a test splits a tricky file at every line to show it).
+/// Also says whether the halves were kept.
+fn read_in_two(text: &str, path: &Path, origin: &Name, split: usize) -> (Reader, bool) {
+    let (first, second) = text.split_at(split);
+    if !starts_with_owner(second) || !first.ends_with('\n') || first.contains("\\\n") {
+        return (read_whole(text, path, origin), false);
+    }
+    let mut guessed = FileState::new(origin);
+    let mut ignored = Reader::default();
+    for line in directive_lines(first) {
+        let _ = split_entries(line, |entry| {
+            ignored.directive(entry, path, &mut guessed, 0)
+        });
+    }
+    let (mut head, head_state, tail) = std::thread::scope(|scope| {
+        let tail = scope.spawn(|| {
+            let mut reader = Reader::default();
+            let mut state = guessed.clone();
+            reader.read_text(second, path, &mut state, 0);
+            reader
+        });
+        let mut head = Reader::default();
+        let mut state = FileState::new(origin);
+        let whole = head.read_text(first, path, &mut state, 0);
+        let tail = tail.join();
+        (head, whole.then_some(state), tail)
+    });
+    let same_state = head_state.is_some_and(|state| {
+        state.origin == guessed.origin
+            && state.default_ttl == guessed.default_ttl
+            && (state.default_ttl.is_some() || state.last_ttl == guessed.last_ttl)
+    });
+    let Ok(mut tail) = tail else {
+        return (read_whole(text, path, origin), false);
+    };
+    if !same_state {
+        return (read_whole(text, path, origin), false);
+    }
+    let offset = first.bytes().filter(|&byte| byte == b'\n').count() as u32;
+    for sourced in &mut tail.records {
+        sourced.line += offset;
+    }
+    for error in &mut tail.errors {
+        if let Some(line) = &mut error.line {
+            *line += offset;
+        }
+    }
+    head.records.append(&mut tail.records);
+    head.errors.append(&mut tail.errors);
+    (head, true)
+}
+
+/// Where to split `text` for `read_in_two`: the first line start after the middle whose
+/// line begins with an owner name (not blank, a comment, a directive or a parenthesis), if
+/// the file has no `$INCLUDE` (whose records' lines count in their own file) and no escaped
+/// newline before it (which the tokenizer does not count as a line).
+fn split_point(text: &str) -> Option<usize> {
+    if directive_lines(text).any(|line| {
+        line.get(..8)
+            .is_some_and(|name| name.eq_ignore_ascii_case("$INCLUDE"))
+    }) {
+        return None;
+    }
+    let mut at = text.len() / 2;
+    for _ in 0..10_000 {
+        at += text[at..].find('\n')? + 1;
+        if starts_with_owner(&text[at..]) {
+            return (!text[..at].contains("\\\n")).then_some(at);
+        }
+    }
+    None
+}
+
+/// True when `text` begins with an owner name: not blank, a comment, a directive or a
+/// parenthesis or quote, so that nothing before it is needed to read it.
+fn starts_with_owner(text: &str) -> bool {
+    text.as_bytes().first().is_some_and(|&byte| {
+        !matches!(
+            byte,
+            b' ' | b'\t' | b'\r' | b'\n' | b';' | b'$' | b'(' | b')' | b'"'
+        )
+    })
+}
+
+/// The lines of `text` that start with `$`, each without its newline.
+fn directive_lines(text: &str) -> impl Iterator<Item = &str> {
+    let starts = text
+        .starts_with('$')
+        .then_some(0)
+        .into_iter()
+        .chain(text.match_indices("\n$").map(|(at, _)| at + 1));
+    starts.map(move |start| {
+        let end = text[start..]
+            .find('\n')
+            .map_or(text.len(), |end| start + end);
+        &text[start..end]
+    })
+}
+
 /// The parsing context that `$ORIGIN`, `$TTL` and owner inheritance change as a file is read.
+#[derive(Clone)]
 struct FileState {
     origin: Name,
     default_ttl: Option<u32>,
@@ -141,6 +252,18 @@ struct FileState {
     last_owner: Option<Name>,
 }
 
+impl FileState {
+    fn new(origin: &Name) -> Self {
+        Self {
+            origin: origin.clone(),
+            default_ttl: None,
+            last_ttl: None,
+            last_owner: None,
+        }
+    }
+}
+
+#[derive(Default)]
 struct Reader {
     errors: Vec<ZoneError>,
     records: Vec<SourcedRecord>,
@@ -155,7 +278,9 @@ impl Reader {
         });
     }
 
-    fn read_text(&mut self, text: &str, path: &Path, state: &mut FileState, depth: usize) {
+    /// Reads `text` into records and errors; false when it ends inside an entry (an open
+    /// parenthesis or quote) or has a stray parenthesis.
+    fn read_text(&mut self, text: &str, path: &Path, state: &mut FileState, depth: usize) -> bool {
         // About one record per line: reserve once instead of growing a large vector.
         self.records
             .reserve(text.bytes().filter(|&byte| byte == b'\n').count());
@@ -167,8 +292,12 @@ impl Reader {
                 self.error(path, entry.line, message);
             }
         });
-        if let Err((line, message)) = split {
-            self.error(path, line, message);
+        match split {
+            Ok(()) => true,
+            Err((line, message)) => {
+                self.error(path, line, message);
+                false
+            }
         }
     }
 
@@ -687,14 +816,14 @@ struct OwnerType {
     record_type: RecordType,
     /// Where the type first appears.
     line: u32,
-    /// Indices of its records in the kept list.
+    /// Indices of its kept records.
     kept: smallvec::SmallVec<[u32; 1]>,
 }
 
 /// Checks what a served zone needs and removes exact duplicates (as BIND and NSD do).
 fn check_zone(
     origin: &Name,
-    records: Vec<SourcedRecord>,
+    mut records: Vec<SourcedRecord>,
     path: &Path,
     errors: &mut Vec<ZoneError>,
 ) -> Vec<SourcedRecord> {
@@ -705,14 +834,16 @@ fn check_zone(
             message,
         })
     };
-    let mut kept: Vec<SourcedRecord> = Vec::with_capacity(records.len());
+    // Which records stay: decided first, then removed in place, so that a large zone's
+    // records are not all moved into a second vector.
+    let mut keep = vec![false; records.len()];
     // Per owner (lowercase wire key): each record type's first line and the indices of its
     // kept records, to explain conflicts and to drop exact duplicates. Compact on purpose:
     // a zone of millions of names passes through here.
     let mut by_owner: rustc_hash::FxHashMap<NameKey, smallvec::SmallVec<[OwnerType; 1]>> =
         rustc_hash::FxHashMap::with_capacity_and_hasher(records.len(), Default::default());
     let mut soa_count = 0;
-    for sourced in records {
+    for (position, sourced) in records.iter().enumerate() {
         let record = &sourced.record;
         if !origin.zone_of(&record.name) {
             at_line(
@@ -741,7 +872,7 @@ fn check_zone(
             if same
                 .kept
                 .iter()
-                .any(|&index| kept[index as usize].record.data == record.data)
+                .any(|&index| records[index as usize].record.data == record.data)
             {
                 continue;
             }
@@ -786,7 +917,7 @@ fn check_zone(
             );
             continue;
         }
-        let index = kept.len() as u32;
+        let index = position as u32;
         match types
             .iter_mut()
             .find(|known| known.record_type == record_type)
@@ -798,7 +929,7 @@ fn check_zone(
                 kept: smallvec::smallvec![index],
             }),
         }
-        kept.push(sourced);
+        keep[position] = true;
     }
     let apex_types = by_owner.get(&name_key(origin));
     if soa_count == 0 {
@@ -819,12 +950,63 @@ fn check_zone(
             message: format!("no NS records at the zone apex {origin}"),
         });
     }
-    kept
+    let mut keep = keep.into_iter();
+    records.retain(|_| keep.next().unwrap_or(false));
+    records
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reading a file in two halves gives what reading it whole gives, wherever the split
+    /// falls: inside parentheses and quotes, before and after directives, between a record
+    /// and the blank-owner records that inherit its name, with errors in either half.
+    #[test]
+    fn reading_in_two_halves_equals_reading_whole() {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let path = Path::new("split.zone");
+        let text = "$TTL 300\n@ SOA ns h (\n1 3600\n600 86400 60 )\n@ NS ns\nns A 192.0.2.1\n\
+            www 60 A 192.0.2.2\n A 192.0.2.3\n\t AAAA 2001:db8::1\n\
+            txt TXT \"multi\nline\" \"two\"\n; a comment\n\
+            $ORIGIN sub.example.test.\nx A 192.0.2.4\n$TTL 90\ny A 192.0.2.5\n\
+            bad A 999.1.1.1\n$ORIGIN example.test.\nz MX 10 mail\nmail A 192.0.2.6\n\
+            (\n)\nlast A 192.0.2.7\n";
+        let show = |reader: &Reader| -> (Vec<String>, Vec<String>) {
+            (
+                reader
+                    .records
+                    .iter()
+                    .map(|sourced| format!("{} {}", sourced.line, sourced.record))
+                    .collect(),
+                reader.errors.iter().map(ToString::to_string).collect(),
+            )
+        };
+        let whole = show(&read_whole(text, path, &origin));
+        assert!(
+            !whole.1.is_empty(),
+            "the file has errors to place: {whole:?}"
+        );
+        let mut kept = 0;
+        for (at, _) in text.match_indices('\n') {
+            if at + 1 < text.len() {
+                let (reader, halves) = read_in_two(text, path, &origin, at + 1);
+                assert_eq!(show(&reader), whole, "split at {at}");
+                kept += usize::from(halves);
+            }
+        }
+        assert!(
+            kept >= 8,
+            "most owner lines split without a second reading: {kept}"
+        );
+        let stray = "$TTL 60\n@ SOA ns h 1 2 3 4 5\n)\n@ NS ns\nns A 192.0.2.1\n";
+        let whole = show(&read_whole(stray, path, &origin));
+        for (at, _) in stray.match_indices('\n') {
+            assert_eq!(show(&read_in_two(stray, path, &origin, at + 1).0), whole);
+        }
+        assert_eq!(split_point(&"a A 192.0.2.1\n".repeat(8)), Some(70));
+        assert_eq!(split_point("$INCLUDE x\n"), None);
+    }
 
     /// The fast reading of plain names gives what `Name::parse` gives, labels' case included,
     /// and leaves every other form to it.
