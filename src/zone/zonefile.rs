@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use crate::zone::snapshot::{name_key, NameKey, MAX_NAME_LEN};
+use crate::zone::snapshot::{is_within, name_key, sort_canonical, NameKey, MAX_NAME_LEN};
 use hickory_proto::serialize::txt::{parse_ttl, Parser};
 
 /// How deep `$INCLUDE` may nest before the file is rejected (a loop guard).
@@ -73,6 +73,9 @@ pub struct ZoneData {
     pub origin: Name,
     /// Records in file order, duplicates removed.
     pub records: Vec<SourcedRecord>,
+    /// Each record's owner key and index in `records`, in canonical order (file order within
+    /// an owner): the order the snapshot is built in, sorted once when the zone is checked.
+    pub(crate) owners: Vec<(NameKey, u32)>,
 }
 
 impl ZoneData {
@@ -110,21 +113,35 @@ pub fn load_zone_file(path: &Path, origin: &Name) -> Result<ZoneData, ZoneErrors
 pub fn parse_zone(text: &str, path: &Path, origin: &Name) -> Result<ZoneData, ZoneErrors> {
     let mut origin = origin.clone();
     origin.set_fqdn(true);
+    let started = std::time::Instant::now();
     let split = if text.len() >= PARALLEL_FROM {
         split_point(text)
     } else {
         None
     };
+    let (reader, halves) = match split {
+        Some(split) => read_in_two(text, path, &origin, split),
+        None => (read_whole(text, path, &origin), false),
+    };
     let Reader {
         mut errors,
         records,
-    } = match split {
-        Some(split) => read_in_two(text, path, &origin, split).0,
-        None => read_whole(text, path, &origin),
-    };
-    let records = check_zone(&origin, records, path, &mut errors);
+    } = reader;
+    let read_ms = started.elapsed().as_millis() as u64;
+    let (records, owners) = check_zone(&origin, records, path, &mut errors);
+    tracing::debug!(
+        path = %path.display(),
+        read_ms,
+        in_two_halves = halves,
+        checked_ms = started.elapsed().as_millis() as u64 - read_ms,
+        "zone file parsed"
+    );
     if errors.is_empty() {
-        Ok(ZoneData { origin, records })
+        Ok(ZoneData {
+            origin,
+            records,
+            owners,
+        })
     } else {
         Err(ZoneErrors(errors))
     }
@@ -821,117 +838,133 @@ struct OwnerType {
 }
 
 /// Checks what a served zone needs and removes exact duplicates (as BIND and NSD do).
+/// Returns the kept records and each one's owner key and index, in canonical order (file
+/// order within an owner), which the snapshot builds from.
+///
+/// Owners are grouped by sorting, not with a map: a zone of millions of names passes
+/// through here. Each owner's records are checked in file order, and the problems are
+/// reported in file order, so the result is what checking record by record gives.
 fn check_zone(
     origin: &Name,
     mut records: Vec<SourcedRecord>,
     path: &Path,
     errors: &mut Vec<ZoneError>,
-) -> Vec<SourcedRecord> {
-    let mut at_line = |line: u32, message: String| {
-        errors.push(ZoneError {
-            path: path.to_path_buf(),
-            line: Some(line),
-            message,
-        })
-    };
-    // Which records stay: decided first, then removed in place, so that a large zone's
-    // records are not all moved into a second vector.
-    let mut keep = vec![false; records.len()];
-    // Per owner (lowercase wire key): each record type's first line and the indices of its
-    // kept records, to explain conflicts and to drop exact duplicates. Compact on purpose:
-    // a zone of millions of names passes through here.
-    let mut by_owner: rustc_hash::FxHashMap<NameKey, smallvec::SmallVec<[OwnerType; 1]>> =
-        rustc_hash::FxHashMap::with_capacity_and_hasher(records.len(), Default::default());
-    let mut soa_count = 0;
+) -> (Vec<SourcedRecord>, Vec<(NameKey, u32)>) {
+    let origin_key = name_key(origin);
+    let mut problems: Vec<(usize, String)> = Vec::new();
+    let mut owners: Vec<(NameKey, u32)> = Vec::with_capacity(records.len());
     for (position, sourced) in records.iter().enumerate() {
-        let record = &sourced.record;
-        if !origin.zone_of(&record.name) {
-            at_line(
-                sourced.line,
-                format!("{} is outside the zone {origin}", record.name),
-            );
+        let key = name_key(&sourced.record.name);
+        if !is_within(&key, &origin_key) {
+            let message = format!("{} is outside the zone {origin}", sourced.record.name);
+            problems.push((position, message));
             continue;
         }
-        let record_type = record.record_type();
-        if record_type == RecordType::SOA {
-            if record.name != *origin {
-                at_line(
-                    sourced.line,
-                    format!("SOA at {} is not at the zone apex {origin}", record.name),
-                );
-                continue;
-            }
-            soa_count += 1;
-            if soa_count > 1 {
-                at_line(sourced.line, "a second SOA record at the apex".to_string());
-                continue;
-            }
-        }
-        let types = by_owner.entry(name_key(&record.name)).or_default();
-        if let Some(same) = types.iter().find(|known| known.record_type == record_type) {
-            if same
-                .kept
+        owners.push((key, position as u32));
+    }
+    sort_canonical(&mut owners, origin_key.len());
+
+    let mut keep = vec![false; records.len()];
+    let mut soa_count = 0;
+    let mut apex_has_ns = false;
+    let mut start = 0;
+    while start < owners.len() {
+        let owner = &owners[start].0;
+        let end = start
+            + owners[start..]
                 .iter()
-                .any(|&index| records[index as usize].record.data == record.data)
-            {
-                continue;
+                .position(|(key, _)| key != owner)
+                .unwrap_or(owners.len() - start);
+        let at_apex = **owner == *origin_key;
+        // Each record type here: its first line and the indices of its kept records, to
+        // explain conflicts and to drop exact duplicates.
+        let mut types: smallvec::SmallVec<[OwnerType; 2]> = smallvec::SmallVec::new();
+        for &(_, position) in &owners[start..end] {
+            let position = position as usize;
+            let sourced = &records[position];
+            let record = &sourced.record;
+            let mut problem = |message: String| problems.push((position, message));
+            let record_type = record.record_type();
+            if record_type == RecordType::SOA {
+                if !at_apex {
+                    problem(format!(
+                        "SOA at {} is not at the zone apex {origin}",
+                        record.name
+                    ));
+                    continue;
+                }
+                soa_count += 1;
+                if soa_count > 1 {
+                    problem("a second SOA record at the apex".to_string());
+                    continue;
+                }
             }
-        }
-        if record_type == RecordType::CNAME {
-            if let Some(previous) = types
+            if let Some(same) = types.iter().find(|known| known.record_type == record_type) {
+                if same
+                    .kept
+                    .iter()
+                    .any(|&index| records[index as usize].record.data == record.data)
+                {
+                    continue;
+                }
+            }
+            if record_type == RecordType::CNAME {
+                if let Some(previous) = types
+                    .iter()
+                    .find(|known| known.record_type == RecordType::CNAME)
+                {
+                    problem(format!(
+                        "a second CNAME at {} (the first is at line {})",
+                        record.name, previous.line
+                    ));
+                    continue;
+                }
+                if let Some(other) = types
+                    .iter()
+                    .min_by_key(|known| u16::from(known.record_type))
+                {
+                    problem(format!(
+                        "CNAME and other data at {}: {} at line {} (RFC 1034 §3.6.2)",
+                        record.name, other.record_type, other.line
+                    ));
+                    continue;
+                }
+            } else if let Some(cname) = types
                 .iter()
                 .find(|known| known.record_type == RecordType::CNAME)
             {
-                at_line(
-                    sourced.line,
-                    format!(
-                        "a second CNAME at {} (the first is at line {})",
-                        record.name, previous.line
-                    ),
-                );
-                continue;
-            }
-            if let Some(other) = types
-                .iter()
-                .min_by_key(|known| u16::from(known.record_type))
-            {
-                at_line(
-                    sourced.line,
-                    format!(
-                        "CNAME and other data at {}: {} at line {} (RFC 1034 §3.6.2)",
-                        record.name, other.record_type, other.line
-                    ),
-                );
-                continue;
-            }
-        } else if let Some(cname) = types
-            .iter()
-            .find(|known| known.record_type == RecordType::CNAME)
-        {
-            at_line(
-                sourced.line,
-                format!(
+                problem(format!(
                     "CNAME and other data at {}: CNAME at line {} (RFC 1034 §3.6.2)",
                     record.name, cname.line
-                ),
-            );
-            continue;
+                ));
+                continue;
+            }
+            match types
+                .iter_mut()
+                .find(|known| known.record_type == record_type)
+            {
+                Some(known) => known.kept.push(position as u32),
+                None => types.push(OwnerType {
+                    record_type,
+                    line: sourced.line,
+                    kept: smallvec::smallvec![position as u32],
+                }),
+            }
+            keep[position] = true;
         }
-        let index = position as u32;
-        match types
-            .iter_mut()
-            .find(|known| known.record_type == record_type)
-        {
-            Some(known) => known.kept.push(index),
-            None => types.push(OwnerType {
-                record_type,
-                line: sourced.line,
-                kept: smallvec::smallvec![index],
-            }),
-        }
-        keep[position] = true;
+        apex_has_ns |= at_apex
+            && types
+                .iter()
+                .any(|known| known.record_type == RecordType::NS);
+        start = end;
     }
-    let apex_types = by_owner.get(&name_key(origin));
+
+    problems.sort_by_key(|(position, _)| *position);
+    errors.extend(problems.into_iter().map(|(position, message)| ZoneError {
+        path: path.to_path_buf(),
+        line: Some(records[position].line),
+        message,
+    }));
     if soa_count == 0 {
         errors.push(ZoneError {
             path: path.to_path_buf(),
@@ -939,20 +972,30 @@ fn check_zone(
             message: format!("no SOA record at the zone apex {origin}"),
         });
     }
-    if !apex_types.is_some_and(|types| {
-        types
-            .iter()
-            .any(|known| known.record_type == RecordType::NS)
-    }) {
+    if !apex_has_ns {
         errors.push(ZoneError {
             path: path.to_path_buf(),
             line: None,
             message: format!("no NS records at the zone apex {origin}"),
         });
     }
+    // Removed in place, and the owners' indices follow.
+    let mut kept_before = 0u32;
+    let renumbered: Vec<u32> = keep
+        .iter()
+        .map(|&kept| {
+            let index = if kept { kept_before } else { u32::MAX };
+            kept_before += u32::from(kept);
+            index
+        })
+        .collect();
+    owners.retain_mut(|(_, index)| {
+        *index = renumbered[*index as usize];
+        *index != u32::MAX
+    });
     let mut keep = keep.into_iter();
     records.retain(|_| keep.next().unwrap_or(false));
-    records
+    (records, owners)
 }
 
 #[cfg(test)]
@@ -1071,6 +1114,25 @@ mod tests {
     }
 
     const HEAD: &str = "$TTL 300\n@ IN SOA ns1 hostmaster ( 1 3600 600\n 86400 ; expire\n 60 )\n  NS ns1\nns1 A 192.0.2.1\n";
+
+    /// Owners are checked in canonical order, but problems are reported in file order, and
+    /// the kept records keep file order.
+    #[test]
+    fn zone_problems_are_reported_in_file_order() {
+        let text = format!(
+            "{HEAD}zz CNAME a\nzz A 192.0.2.9\nb A 192.0.2.2\nb A 192.0.2.2\n\
+             b CNAME c\nother.test. A 192.0.2.3\naa A 192.0.2.4\n"
+        );
+        let errors = parse(&text).unwrap_err().0;
+        let lines: Vec<Option<u32>> = errors.iter().map(|error| error.line).collect();
+        assert_eq!(lines, [Some(8), Some(11), Some(12)], "{errors:?}");
+        let text = format!("{HEAD}zz A 192.0.2.9\nb A 192.0.2.2\nb A 192.0.2.2\naa A 192.0.2.4\n");
+        let data = parse(&text).unwrap();
+        let lines: Vec<u32> = data.records.iter().map(|sourced| sourced.line).collect();
+        assert_eq!(lines, [2, 5, 6, 7, 8, 10]);
+        let owners: Vec<u32> = data.owners.iter().map(|(_, index)| *index).collect();
+        assert_eq!(owners, [0, 1, 5, 4, 2, 3], "apex, aa, b, ns1, zz in canonical order");
+    }
 
     #[test]
     fn parses_multiline_soa_and_inherited_owner() {
