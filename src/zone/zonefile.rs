@@ -1131,7 +1131,11 @@ mod tests {
         let lines: Vec<u32> = data.records.iter().map(|sourced| sourced.line).collect();
         assert_eq!(lines, [2, 5, 6, 7, 8, 10]);
         let owners: Vec<u32> = data.owners.iter().map(|(_, index)| *index).collect();
-        assert_eq!(owners, [0, 1, 5, 4, 2, 3], "apex, aa, b, ns1, zz in canonical order");
+        assert_eq!(
+            owners,
+            [0, 1, 5, 4, 2, 3],
+            "apex, aa, b, ns1, zz in canonical order"
+        );
     }
 
     #[test]
