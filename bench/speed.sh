@@ -6,7 +6,7 @@
 # HTTP backends, a static name in the others) is served by each server pinned to CPU 0, one
 # thread each; the batched generator (examples/loadgen.rs: sendmmsg/recvmmsg, 256
 # outstanding) is pinned to CPU 1. Servers are interleaved (A B C D A B C D ...) and each
-# figure is the median of ROUNDS runs of SECONDS. Reports answered QPS, server CPU µs/query
+# figure is the median of ROUNDS runs of SECONDS; each round starts with the next server. Reports answered QPS, server CPU µs/query
 # (from /proc), p50/p99 latency, RSS, and healthdns' ratio to the best anchor.
 # Mixes: the pool answer, random static names, NXDOMAIN, NODATA, a referral, EDNS with DO,
 # TCP (16 connections pipelining 16 queries each; compared with NSD), and `nxrandom`:
@@ -135,10 +135,13 @@ measure() {
   us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$answered" 'BEGIN { printf "%.2f", n ? (t / hz) * 1e6 / n : 0 }')
   echo "$us answered=$answered qps=$qps $(echo "$first" | grep -o 'p50_us=[0-9]* p99_us=[0-9]*') errors=$errors rss_kb=$(rss_kb "${PID[$server]}")"
 }
+# The servers in round $1's order: each round starts one server later, so that no server is
+# always measured first (or right after the same neighbour).
+rotated() { local list=($2) n; n=${#list[@]}; for i in $(seq 0 $((n - 1))); do echo "${list[$(( (i + $1 - 1) % n ))]}"; done; }
 for mix in $MIXES; do
   flags=(); [ "$mix" = tcp ] && flags=(--tcp 16)
   for round in $(seq 1 "$ROUNDS"); do
-    for server in $SERVERS; do
+    for server in $(rotated "$round" "$SERVERS"); do
       [ "$mix" = tcp ] && [ "$server" = floor ] && continue
       echo "$mix $server $(measure "$server" "$work/q_$mix" "${flags[@]}")" >> "$work/results"
     done
@@ -177,7 +180,7 @@ if grep -q '^static gdnsd ' "$work/results"; then
   rate=$(awk '$1 == "static" && $2 == "gdnsd" { print $0 }' "$work/results" | sed 's/.*qps=\([0-9]*\).*/\1/' | sort -n | awk '{ v[NR] = $1 } END { print int(v[int((NR + 1) / 2)] * 0.8) }')
   : > "$work/paced"
   for round in $(seq 1 "$ROUNDS"); do
-    for server in healthdns gdnsd; do
+    for server in $(rotated "$round" "healthdns gdnsd"); do
       echo "$server $(measure "$server" "$work/q_static" --rate "$rate")" >> "$work/paced"
     done
   done
