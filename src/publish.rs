@@ -648,11 +648,7 @@ impl Publisher {
             started.get_or_insert_with(Instant::now);
             self.health
                 .mark_since(probed.target, std::time::SystemTime::now());
-            let up = state == State::Up;
-            metrics::counter!("healthdns_transitions_total", "to" => if up { "up" } else { "down" })
-                .increment(1);
             transitions.push((probed, state));
-            self.export_state(probed.target);
             pools.extend(self.health.pools_using(probed.target));
         }
         let Some(started) = started else {
@@ -660,8 +656,12 @@ impl Publisher {
         };
         crate::fault::point("publisher");
         let published = self.publish_pools(pools, started, "health");
-        // Logged after the swap: writing log lines must not delay the new answers.
+        // Metrics and log lines after the swap: they must not delay the new answers.
         for (probed, state) in transitions {
+            let up = state == State::Up;
+            metrics::counter!("healthdns_transitions_total", "to" => if up { "up" } else { "down" })
+                .increment(1);
+            self.export_state(probed.target);
             self.health
                 .log_transition(probed.target, &probed.outcome, state, false);
         }
