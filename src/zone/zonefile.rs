@@ -908,11 +908,11 @@ fn check_zone(
                     continue;
                 }
             }
+            let cname = types
+                .iter()
+                .find(|known| known.record_type == RecordType::CNAME);
             if record_type == RecordType::CNAME {
-                if let Some(previous) = types
-                    .iter()
-                    .find(|known| known.record_type == RecordType::CNAME)
-                {
+                if let Some(previous) = cname {
                     problem(format!(
                         "a second CNAME at {} (the first is at line {})",
                         record.name, previous.line
@@ -929,10 +929,7 @@ fn check_zone(
                     ));
                     continue;
                 }
-            } else if let Some(cname) = types
-                .iter()
-                .find(|known| known.record_type == RecordType::CNAME)
-            {
+            } else if let Some(cname) = cname {
                 problem(format!(
                     "CNAME and other data at {}: CNAME at line {} (RFC 1034 §3.6.2)",
                     record.name, cname.line
