@@ -204,6 +204,23 @@ struct ForceBody {
     state: String,
 }
 
+/// The forced state a `POST /pools/{pool}/{address}/force` body asks for: `Some(false)`
+/// down, `Some(true)` up, `None` back to the probes; or why the body is refused. Any bytes
+/// are accepted as input (the fuzz target `api_body` feeds it garbage).
+pub fn parse_force_body(body: &[u8]) -> Result<Option<bool>, String> {
+    let body: ForceBody = serde_json::from_slice(body).map_err(|error| {
+        format!("the body must be {{\"state\": \"down\" | \"up\" | \"auto\"}}: {error}")
+    })?;
+    match body.state.as_str() {
+        "down" => Ok(Some(false)),
+        "up" => Ok(Some(true)),
+        "auto" => Ok(None),
+        other => Err(format!(
+            "state {other:?} is not \"down\", \"up\" or \"auto\""
+        )),
+    }
+}
+
 async fn force(
     State(api): State<Api>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
@@ -221,30 +238,17 @@ async fn force(
     let Ok(address) = address.parse::<std::net::IpAddr>() else {
         return bad(format!("{address:?} is not an IP address"));
     };
-    let body: ForceBody = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(error) => {
-            return bad(format!(
-                "the body must be {{\"state\": \"down\" | \"up\" | \"auto\"}}: {error}"
-            ))
-        }
+    let forced = match parse_force_body(&body) {
+        Ok(forced) => forced,
+        Err(message) => return bad(message),
     };
-    let forced = match body.state.as_str() {
-        "down" => Some(false),
-        "up" => Some(true),
-        "auto" => None,
-        other => {
-            return bad(format!(
-                "state {other:?} is not \"down\", \"up\" or \"auto\""
-            ))
-        }
+    let state = match forced {
+        Some(false) => "down",
+        Some(true) => "up",
+        None => "auto",
     };
     match api.control.force(&pool, address, forced).await {
-        Some(Ok(())) => (
-            StatusCode::OK,
-            format!("{pool} {address}: {}\n", body.state),
-        )
-            .into_response(),
+        Some(Ok(())) => (StatusCode::OK, format!("{pool} {address}: {state}\n")).into_response(),
         Some(Err(error)) => (StatusCode::NOT_FOUND, format!("{error}\n")).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -275,5 +279,28 @@ async fn reload(
             axum::Json(serde_json::json!({ "errors": error.errors() })),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_force_body;
+
+    #[test]
+    fn force_bodies_give_a_state_or_a_reason() {
+        assert_eq!(parse_force_body(br#"{"state": "down"}"#), Ok(Some(false)));
+        assert_eq!(parse_force_body(br#"{"state":"up"}"#), Ok(Some(true)));
+        assert_eq!(parse_force_body(br#"{"state": "auto"}"#), Ok(None));
+        for bad in [
+            &b""[..],
+            b"{",
+            br#"{"state": "sideways"}"#,
+            br#"{"state": 1}"#,
+            br#"{"state": "down", "extra": 1}"#,
+            b"\xff\xfe",
+        ] {
+            let reason = parse_force_body(bad).unwrap_err();
+            assert!(reason.contains("state"), "{reason}");
+        }
     }
 }

@@ -118,11 +118,11 @@ impl Sealer {
                 },
             )
             .map_err(|_| Rejected::Unopenable)?;
-        let timestamp = u64::from_be_bytes(
-            plain[..TIMESTAMP_LEN]
-                .try_into()
-                .expect("a sealed payload starts with its timestamp"),
-        );
+        // `seal` always writes the timestamp; a peer holding the key could still send less.
+        let Some(stamp) = plain.first_chunk::<TIMESTAMP_LEN>() else {
+            return Err(Rejected::Malformed);
+        };
+        let timestamp = u64::from_be_bytes(*stamp);
         replays.admit(nonce, timestamp, now_ms)?;
         Ok(plain[TIMESTAMP_LEN..].to_vec())
     }
