@@ -12,8 +12,10 @@
 //! - `--tcp N`: N TCP connections, each with OUTSTANDING / N queries pipelined per round.
 //! - `--check`: parse every answer; one that does not parse, or a NOERROR answer to an A
 //!   query with no record, counts as an error (torn or empty answers during swaps).
+//! - `--source IP`: send from this loopback address (another client prefix).
 //!
-//! Prints one line: `answered=N qps=Q p50_us=A p99_us=B errors=E lost=L`.
+//! Prints one line: `answered=N qps=Q p50_us=A p99_us=B errors=E lost=L sent=S bytes=B
+//! truncated=T` (bytes: of every answer received; truncated: answers with TC=1).
 
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -98,7 +100,14 @@ fn main() {
         report.print(started.elapsed().as_secs_f64());
         return;
     }
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let source = arguments
+        .iter()
+        .position(|argument| argument == "--source")
+        .and_then(|at| arguments.get(at + 1))
+        .map_or("127.0.0.1", String::as_str);
+    let source: std::net::IpAddr = source.parse().expect("--source IP");
+    assert!(source.is_loopback(), "loopback only");
+    let socket = UdpSocket::bind((source, 0)).unwrap();
     socket.connect(server).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -157,6 +166,7 @@ fn main() {
             }
             in_flight += sent as usize;
             sent_total += sent as u64;
+            report.sent += sent as u64;
         }
         let mut iovecs: Vec<libc::iovec> = inbox
             .iter_mut()
@@ -222,12 +232,17 @@ struct Report {
     latencies: Vec<u32>,
     errors: u64,
     lost: u64,
+    sent: u64,
+    bytes: u64,
+    truncated: u64,
 }
 
 impl Report {
     /// Counts one answer: an error unless NOERROR or NXDOMAIN (and, with `check`, unless it
     /// parses and, for A, holds a record).
     fn answer(&mut self, packet: &[u8], check: bool, latency: Duration) {
+        self.bytes += packet.len() as u64;
+        self.truncated += u64::from(packet[2] & 0x02 != 0);
         let rcode = packet[3] & 0x0f;
         let mut bad = rcode != 0 && rcode != 3;
         if check && !bad {
@@ -260,13 +275,16 @@ impl Report {
             self.latencies[((self.latencies.len() - 1) as f64 * p) as usize]
         };
         println!(
-            "answered={} qps={:.0} p50_us={} p99_us={} errors={} lost={}",
+            "answered={} qps={:.0} p50_us={} p99_us={} errors={} lost={} sent={} bytes={} truncated={}",
             self.latencies.len(),
             self.latencies.len() as f64 / elapsed,
             percentile(0.5),
             percentile(0.99),
             self.errors,
-            self.lost
+            self.lost,
+            self.sent,
+            self.bytes,
+            self.truncated
         );
     }
 }

@@ -314,9 +314,10 @@ impl Service {
                 self.config.server.nsid.as_deref(),
             );
         let idle = self.config.server.tcp_idle_timeout;
+        let rate_limit = self.config.rate_limit;
         let token = shutdown.clone();
         supervisor.spawn("dns listeners".into(), async move {
-            if let Err(error) = serve(listeners, handler, idle, token).await {
+            if let Err(error) = serve(listeners, handler, idle, rate_limit, token).await {
                 panic!("{error}");
             }
         });

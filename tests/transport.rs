@@ -367,3 +367,78 @@ fn tcp_queries_split_and_joined_across_segments_are_answered_in_order() {
         assert_eq!(answer.metadata.id, message.metadata.id, "answered in order");
     }
 }
+
+/// Response rate limiting: a burst from one /24 gets `responses_per_second` answers, every
+/// second dropped one comes back empty with TC=1 (slip = 2), and the rest get nothing; a
+/// client in another /24 is answered at once, and TCP from the limited address still is.
+#[test]
+fn rate_limiting_cuts_one_prefix_and_spares_the_others() {
+    let fixture = crate::support::Fixture::new(
+        "127.0.0.1:0",
+        &[("example.test", crate::support::TEST_ZONE)],
+    );
+    let mut text = std::fs::read_to_string(&fixture.config_path).unwrap();
+    text.push_str("\n[rate_limit]\nresponses_per_second = 5\nslip = 2\n");
+    std::fs::write(&fixture.config_path, text).unwrap();
+    let server = TestServer::from_fixture(fixture);
+    let flooder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    flooder
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    const SENT: u16 = 40;
+    for id in 0..SENT {
+        let mut message = query("www.example.test.", RecordType::A, None);
+        message.metadata.id = id;
+        flooder
+            .send_to(&message.to_vec().unwrap(), server.address)
+            .unwrap();
+    }
+    let (mut full, mut slipped) = (0, 0);
+    let mut buffer = [0u8; 1500];
+    // Read until the server has been silent for 500 ms (at most one reply per query).
+    for _ in 0..SENT {
+        let Ok(size) = flooder.recv(&mut buffer) else {
+            break;
+        };
+        let answer = Message::from_vec(&buffer[..size]).unwrap();
+        if answer.metadata.truncation {
+            assert!(answer.answers.is_empty() && answer.queries.len() == 1);
+            slipped += 1;
+        } else {
+            assert_eq!(answer.answers.len(), 3);
+            full += 1;
+        }
+    }
+    let dropped = usize::from(SENT) - full - slipped;
+    assert!(
+        (5..=7).contains(&full),
+        "{full} full answers for a limit of 5/s"
+    );
+    assert!(
+        slipped.abs_diff(dropped) <= 1,
+        "every second response over the limit slips: {slipped} slipped, {dropped} dropped"
+    );
+    // Another /24 is not limited.
+    let other = std::net::UdpSocket::bind("127.0.1.1:0").unwrap();
+    other
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    other
+        .send_to(
+            &query("www.example.test.", RecordType::A, None)
+                .to_vec()
+                .unwrap(),
+            server.address,
+        )
+        .unwrap();
+    let size = other.recv(&mut buffer).expect("another prefix is answered");
+    let answer = Message::from_vec(&buffer[..size]).unwrap();
+    assert!(!answer.metadata.truncation && answer.answers.len() == 3);
+    // TCP is never limited.
+    let mut stream = server.tcp_connect();
+    let answer = tcp_exchange(
+        &mut stream,
+        &query("www.example.test.", RecordType::A, None),
+    );
+    assert_eq!(answer.answers.len(), 3);
+}

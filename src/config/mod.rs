@@ -33,6 +33,38 @@ mod file {
         pub pool: Vec<Spanned<Pool>>,
         pub api: Option<Spanned<Api>>,
         pub cluster: Option<Spanned<Cluster>>,
+        pub rate_limit: Option<Spanned<RateLimit>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RateLimit {
+        #[serde(default)]
+        pub responses_per_second: u32,
+        #[serde(default = "default_slip")]
+        pub slip: u32,
+        #[serde(default = "default_rrl_window", with = "humantime_serde")]
+        pub window: Duration,
+        #[serde(default = "default_ipv4_prefix")]
+        pub ipv4_prefix: u8,
+        #[serde(default = "default_ipv6_prefix")]
+        pub ipv6_prefix: u8,
+    }
+
+    fn default_slip() -> u32 {
+        2
+    }
+
+    fn default_rrl_window() -> Duration {
+        Duration::from_secs(15)
+    }
+
+    fn default_ipv4_prefix() -> u8 {
+        24
+    }
+
+    fn default_ipv6_prefix() -> u8 {
+        56
     }
 
     #[derive(Debug, Deserialize)]
@@ -249,6 +281,8 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     /// `[cluster]`: peer votes, if configured; without it this instance decides alone.
     pub cluster: Option<ClusterConfig>,
+    /// `[rate_limit]`: response rate limiting on UDP, if `responses_per_second` is set.
+    pub rate_limit: Option<crate::dns::rrl::RateLimit>,
 }
 
 /// `[cluster]`: the instances that vote together.
@@ -735,9 +769,66 @@ impl Config {
                 Some(cluster_config(cluster, span, folder, &invalid)?)
             }
         };
+        let rate_limit = match raw.rate_limit {
+            None => None,
+            Some(spanned) => {
+                let limit = spanned.into_inner();
+                let check = |ok: bool, key: &str, message: String| {
+                    if ok {
+                        Ok(())
+                    } else {
+                        let short = key.trim_start_matches("rate_limit.");
+                        Err(invalid(key_span(short), key, message))
+                    }
+                };
+                check(
+                    limit.responses_per_second <= 1_000_000,
+                    "rate_limit.responses_per_second",
+                    format!(
+                        "{} is more than 1000000 (0 turns rate limiting off)",
+                        limit.responses_per_second
+                    ),
+                )?;
+                check(
+                    limit.slip <= 10,
+                    "rate_limit.slip",
+                    format!("{} is more than 10 (0: never answer a dropped response, 1: answer each with TC=1)", limit.slip),
+                )?;
+                check(
+                    limit.window >= Duration::from_secs(1)
+                        && limit.window <= Duration::from_secs(3600),
+                    "rate_limit.window",
+                    format!("{:?} is not between \"1s\" and \"1h\"", limit.window),
+                )?;
+                check(
+                    limit.ipv4_prefix <= 32,
+                    "rate_limit.ipv4_prefix",
+                    format!(
+                        "{} is longer than an IPv4 address (at most 32)",
+                        limit.ipv4_prefix
+                    ),
+                )?;
+                check(
+                    limit.ipv6_prefix <= 128,
+                    "rate_limit.ipv6_prefix",
+                    format!(
+                        "{} is longer than an IPv6 address (at most 128)",
+                        limit.ipv6_prefix
+                    ),
+                )?;
+                (limit.responses_per_second > 0).then_some(crate::dns::rrl::RateLimit {
+                    responses_per_second: limit.responses_per_second,
+                    slip: limit.slip,
+                    window: limit.window,
+                    ipv4_prefix: limit.ipv4_prefix,
+                    ipv6_prefix: limit.ipv6_prefix,
+                })
+            }
+        };
         Ok(Self {
             path: path.to_path_buf(),
             cluster,
+            rate_limit,
             server: ServerConfig {
                 listen,
                 tcp_idle_timeout: raw.server.tcp_idle_timeout,
@@ -1284,6 +1375,48 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/healthdns/config.toml"))
+    }
+
+    #[test]
+    fn rate_limits_are_off_by_default_and_checked() {
+        let base = "[[zone]]\norigin = \"example.test\"\nfile = \"z\"\n";
+        assert_eq!(parse(base).unwrap().rate_limit, None);
+        let off = parse(&format!("{base}[rate_limit]\nslip = 3\n")).unwrap();
+        assert_eq!(off.rate_limit, None, "responses_per_second = 0 is off");
+        let on = parse(&format!("{base}[rate_limit]\nresponses_per_second = 20\n"))
+            .unwrap()
+            .rate_limit
+            .unwrap();
+        assert_eq!(
+            (on.slip, on.window, on.ipv4_prefix, on.ipv6_prefix),
+            (2, Duration::from_secs(15), 24, 56)
+        );
+        for (line, expected) in [
+            (
+                "ipv4_prefix = 33",
+                "config.toml:6: rate_limit.ipv4_prefix: 33 is longer",
+            ),
+            (
+                "ipv6_prefix = 129",
+                "config.toml:6: rate_limit.ipv6_prefix: 129 is longer",
+            ),
+            (
+                "slip = 11",
+                "config.toml:6: rate_limit.slip: 11 is more than 10",
+            ),
+            (
+                "window = \"0s\"",
+                "config.toml:6: rate_limit.window: 0ns is not between",
+            ),
+        ] {
+            let text = format!("{base}[rate_limit]\nresponses_per_second = 5\n{line}\n");
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+        let error = parse(&format!("{base}[rate_limit]\nrate = 5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("rate"), "unknown keys are refused: {error}");
     }
 
     #[test]

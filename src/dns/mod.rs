@@ -14,6 +14,7 @@ pub mod answer;
 pub mod cache;
 pub mod handler;
 pub mod notify;
+pub mod rrl;
 pub mod server;
 pub mod stats;
 pub mod transfer;

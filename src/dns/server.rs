@@ -174,6 +174,7 @@ pub async fn serve(
     listeners: Listeners,
     handler: DnsHandler,
     tcp_idle_timeout: Duration,
+    rate_limit: Option<super::rrl::RateLimit>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let mut udp_threads = Vec::with_capacity(listeners.udp.len());
@@ -188,7 +189,7 @@ pub async fn serve(
                 .name(format!("udp-{index}"))
                 .spawn(move || {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        serve_udp(socket, handler, shutdown)
+                        serve_udp(socket, handler, rate_limit, shutdown)
                     }));
                     let cause = match result {
                         Ok(()) => "it returned".to_string(),
@@ -246,7 +247,13 @@ const UDP_BATCH: usize = 16;
 /// One UDP socket's thread: receive a batch (recvmmsg), answer each in place, send the
 /// answers in one call (sendmmsg), until shutdown. Batching is where gdnsd gets much of its
 /// speed: on loopback most of a query's cost is the kernel's, per system call and per wakeup.
-fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: CancellationToken) {
+fn serve_udp(
+    socket: std::net::UdpSocket,
+    handler: DnsHandler,
+    rate_limit: Option<super::rrl::RateLimit>,
+    shutdown: CancellationToken,
+) {
+    use super::rrl::{Class, Decision, RateLimiter};
     use std::os::fd::AsRawFd;
     let fd = socket.as_raw_fd();
     let mut inbox: Vec<Vec<u8>> = (0..UDP_BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect();
@@ -274,6 +281,8 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
     let mut used = UDP_BATCH;
     let mut stats = super::stats::QueryStats::new("udp");
     let mut cache = super::cache::AnswerCache::new();
+    let mut limiter = rate_limit.map(RateLimiter::new);
+    let clock = std::time::Instant::now();
     while !shutdown.is_cancelled() {
         for header in &mut in_headers[..used] {
             header.msg_hdr.msg_namelen = storage_size;
@@ -297,6 +306,7 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
                 // Idle: the counts so far go out now.
                 stats.flush();
                 cache.flush_metrics();
+                flush_rate_limits(limiter.as_mut());
             } else {
                 // ICMP errors from earlier sends surface here once; they are not fatal.
                 tracing::debug!(%error, "UDP receive error");
@@ -305,6 +315,10 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
         }
         used = received as usize;
         let mut outgoing = 0;
+        // One clock reading a batch is precise enough for per-second buckets.
+        let now_ms = limiter
+            .as_ref()
+            .map_or(0, |_| clock.elapsed().as_millis() as u64);
         for index in 0..received as usize {
             let length = in_headers[index].msg_len as usize;
             let namelen = in_headers[index].msg_hdr.msg_namelen;
@@ -333,6 +347,17 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
             stats.count(packet, &answers[index]);
             if let Some(started) = started {
                 stats.record_latency(started.elapsed());
+            }
+            if let Some(limiter) = &mut limiter {
+                match limiter.decide(source.ip(), Class::of(&answers[index]), now_ms) {
+                    Decision::Send => {}
+                    Decision::Drop => continue,
+                    Decision::Slip => {
+                        if !super::rrl::truncate(&mut answers[index]) {
+                            continue;
+                        }
+                    }
+                }
             }
             out_iovecs[outgoing] = libc::iovec {
                 iov_base: answers[index].as_mut_ptr().cast(),
@@ -372,7 +397,35 @@ fn serve_udp(socket: std::net::UdpSocket, handler: DnsHandler, shutdown: Cancell
         if stats.due() {
             stats.flush();
             cache.flush_metrics();
+            flush_rate_limits(limiter.as_mut());
         }
+    }
+}
+
+/// Adds a thread's rate-limited responses to `healthdns_rrl_responses_total{action}`, and
+/// says so in the log at most once per `LOG_EVERY` for the whole server (with the count of the
+/// reports it left out), never once per response.
+fn flush_rate_limits(limiter: Option<&mut super::rrl::RateLimiter>) {
+    let Some(limiter) = limiter else {
+        return;
+    };
+    let (dropped, slipped) = (
+        std::mem::take(&mut limiter.dropped),
+        std::mem::take(&mut limiter.slipped),
+    );
+    if dropped + slipped == 0 {
+        return;
+    }
+    metrics::counter!("healthdns_rrl_responses_total", "action" => "dropped").increment(dropped);
+    metrics::counter!("healthdns_rrl_responses_total", "action" => "slipped").increment(slipped);
+    static GATE: crate::dns::LogGate = crate::dns::LogGate::new();
+    if let Some(suppressed) = GATE.allow() {
+        tracing::warn!(
+            dropped,
+            slipped,
+            suppressed,
+            "response rate limiting: responses over the limit dropped (slipped ones sent empty with TC=1)"
+        );
     }
 }
 

@@ -199,6 +199,7 @@ impl SwapServer {
                     listeners,
                     handler,
                     Duration::from_secs(10),
+                    None,
                     token,
                 ))
                 .expect("serve");
