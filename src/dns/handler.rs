@@ -380,8 +380,11 @@ impl DnsHandler {
             Transport::Tcp => Protocol::Tcp,
         };
         let request = match Request::from_bytes(packet.to_vec(), source, protocol) {
-            Ok(request) => request,
-            Err(_) => {
+            // The question is echoed as sent, so its name must not point anywhere: a pointer
+            // (necessarily into the header) would point into our header instead, and the
+            // response would not parse (found by the `dns_message` fuzz target).
+            Ok(request) if plain_question(request.queries.as_bytes()) => request,
+            _ => {
                 encode_header_only(&header.metadata, ResponseCode::FormErr, out);
                 return Answered::Message;
             }
@@ -516,6 +519,20 @@ impl hickory_proto::op::EmitAndCount for EchoedQuestion<'_> {
     }
 }
 
+/// True when `question` (the question section as sent) is empty or starts with a name of
+/// plain labels, without compression pointers or other label types.
+fn plain_question(question: &[u8]) -> bool {
+    let mut at = 0;
+    loop {
+        match question.get(at) {
+            None => return at == 0,
+            Some(0) => return true,
+            Some(&length) if length & 0xC0 == 0 => at += 1 + usize::from(length),
+            Some(_) => return false,
+        }
+    }
+}
+
 /// A response that is only a header: for requests whose question cannot be read.
 fn encode_header_only(request: &Metadata, code: ResponseCode, out: &mut Vec<u8>) {
     out.clear();
@@ -591,6 +608,45 @@ mod tests {
         let large = ask(&handler, Some(4096));
         assert!(!large.metadata.truncation, "1232 is enough");
         assert_eq!(large.answers.len(), 60);
+    }
+
+    /// A question whose name is a compression pointer (into the header) gets FORMERR: echoed,
+    /// it would point into our header and the response would not parse. Found by fuzzing
+    /// (`fuzz/artifacts/dns_message/crash-babde27f...`).
+    #[test]
+    fn a_question_with_a_compression_pointer_is_formerr() {
+        let handler = handler();
+        let crash: &[u8] = &[
+            0x01, 0x3a, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x00,
+            0xbe, 0xff, 0xff, 0xff, 0xf6, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x08, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x01,
+        ];
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let mut out = Vec::new();
+            let answered =
+                handler.answer(crash, "127.0.0.1:9".parse().unwrap(), transport, &mut out);
+            assert!(matches!(answered, Answered::Message));
+            let response = Message::from_vec(&out).expect("the response parses");
+            assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+        }
+        // A plain name followed by a pointer elsewhere is refused the same way.
+        let mut message = Message::new(3, MessageType::Query, OpCode::Query);
+        message.add_query(Query::query(
+            Name::from_ascii("ns.example.test.").unwrap(),
+            RecordType::A,
+        ));
+        let mut bytes = message.to_vec().unwrap();
+        let end = bytes.len() - 4;
+        bytes.splice(end - 1..end, [0xc0, 0x0c]);
+        let mut out = Vec::new();
+        handler.answer(
+            &bytes,
+            "127.0.0.1:9".parse().unwrap(),
+            Transport::Udp,
+            &mut out,
+        );
+        let response = Message::from_vec(&out).expect("the response parses");
+        assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
     }
 
     /// Names after the question point into it, whatever the question's case: answers are
