@@ -442,3 +442,82 @@ fn rate_limiting_cuts_one_prefix_and_spares_the_others() {
     );
     assert_eq!(answer.answers.len(), 3);
 }
+
+fn connect_from(server: &TestServer, source: &str) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::new(source.parse().unwrap(), 0).into())
+        .unwrap();
+    socket.connect(&server.address.into()).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+/// One prefix cannot hold every TCP slot: its connections past the limit are closed at once,
+/// while another prefix still gets in and is answered.
+#[test]
+fn tcp_connections_are_limited_per_prefix() {
+    use std::io::Read;
+    let server = TestServer::start();
+    let mut held: Vec<std::net::TcpStream> = (0..healthdns::dns::server::MAX_TCP_PER_PREFIX)
+        .map(|_| connect_from(&server, "127.0.0.1"))
+        .collect();
+    // The last held connection is served (the server has accepted them all).
+    let last = held.last_mut().unwrap();
+    let answer = tcp_exchange(last, &query("www.example.test.", RecordType::A, None));
+    assert_eq!(answer.answers.len(), 3);
+    let mut extra = connect_from(&server, "127.0.0.2");
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(extra.read(&mut byte), Ok(0) | Err(_)),
+        "a connection past the prefix's limit is closed"
+    );
+    let mut other = connect_from(&server, "127.0.1.1");
+    let answer = tcp_exchange(&mut other, &query("www.example.test.", RecordType::A, None));
+    assert_eq!(answer.answers.len(), 3, "another prefix is served");
+    drop(held);
+}
+
+/// A connection answers at most MAX_TCP_QUERIES queries, then closes once they are written.
+#[test]
+fn a_tcp_connection_carries_a_bounded_number_of_queries() {
+    use std::io::{Read, Write};
+    let server = TestServer::start();
+    let mut stream = server.tcp_connect();
+    let limit = healthdns::dns::server::MAX_TCP_QUERIES;
+    let frame = {
+        let bytes = query("www.example.test.", RecordType::A, None)
+            .to_vec()
+            .unwrap();
+        let mut frame = (bytes.len() as u16).to_be_bytes().to_vec();
+        frame.extend_from_slice(&bytes);
+        frame
+    };
+    // The queries go out from another thread while this one reads, so neither side blocks.
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for _ in 0..limit + 5 {
+            if writer.write_all(&frame).is_err() {
+                break;
+            }
+        }
+    });
+    let mut answered = 0;
+    loop {
+        let mut length = [0u8; 2];
+        if stream.read_exact(&mut length).is_err() {
+            break;
+        }
+        let mut message = vec![0u8; usize::from(u16::from_be_bytes(length))];
+        stream.read_exact(&mut message).unwrap();
+        answered += 1;
+    }
+    sender.join().unwrap();
+    assert_eq!(
+        answered, limit,
+        "every query up to the limit answered, then closed"
+    );
+}

@@ -17,6 +17,14 @@
 //! a connection with no complete query for `tcp_idle_timeout` is closed, and so is one whose
 //! client reads nothing for that long; at most `MAX_TCP_CONNECTIONS` are open at once, and a
 //! connection beyond that is closed at once (clients retry; NSD does the same).
+//!
+//! Limits, so that one host cannot take TCP (the truncation fallback, transfers) from
+//! everyone else:
+//! - at most `MAX_TCP_PER_PREFIX` open connections per client prefix (/24, /56);
+//! - a connection is closed after `MAX_TCP_QUERIES` queries or `MAX_TCP_LIFETIME`, once its
+//!   answers so far are written (clients reconnect);
+//! - at most `MAX_TRANSFERS_PER_SOURCE` zone transfers in flight per client address; one more
+//!   is answered REFUSED.
 
 use std::io;
 use std::net::SocketAddr;
@@ -47,6 +55,76 @@ const UDP_SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Open TCP connections at most; more are closed on accept.
 const MAX_TCP_CONNECTIONS: usize = 1024;
+/// Open TCP connections per client prefix (/24, /56) at most; more are closed on accept.
+pub const MAX_TCP_PER_PREFIX: usize = 64;
+/// Queries answered on one TCP connection before it is closed.
+pub const MAX_TCP_QUERIES: usize = 10_000;
+/// How long one TCP connection may stay open, however busy.
+pub const MAX_TCP_LIFETIME: Duration = Duration::from_secs(120);
+/// Zone transfers in flight per client address.
+pub const MAX_TRANSFERS_PER_SOURCE: usize = 2;
+
+/// Counts per key (a client prefix, or an address) shared by every TCP listener; a `Held`
+/// gives its count back when dropped.
+#[derive(Clone, Default)]
+struct Counts(Arc<std::sync::Mutex<rustc_hash::FxHashMap<std::net::IpAddr, usize>>>);
+
+struct Held {
+    counts: Counts,
+    key: std::net::IpAddr,
+}
+
+impl Counts {
+    /// One more for `key`, unless it already has `limit`.
+    fn take(&self, key: std::net::IpAddr, limit: usize) -> Option<Held> {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(key).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Held {
+            counts: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut counts = self
+            .counts
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The /24 (IPv4) or /56 (IPv6) holding `address`, as an address.
+fn prefix_of(address: std::net::IpAddr) -> std::net::IpAddr {
+    match address {
+        std::net::IpAddr::V4(v4) => std::net::Ipv4Addr::from(u32::from(v4) & !0xFF).into(),
+        std::net::IpAddr::V6(v6) => {
+            std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 72) - 1)).into()
+        }
+    }
+}
+
+/// Shared by every TCP listener and connection.
+#[derive(Clone, Default)]
+struct TcpLimits {
+    prefixes: Counts,
+    transfers: Counts,
+}
 
 /// Why the listen addresses could not be bound; the operator fixes the address or frees it.
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +279,7 @@ pub async fn serve(
     }
     let mut tcp = JoinSet::new();
     let connections = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let limits = TcpLimits::default();
     for listener in listeners.tcp {
         tracing::info!(address = %listener.local_addr()?, "serving DNS on UDP and TCP");
         tcp.spawn(serve_tcp(
@@ -208,6 +287,7 @@ pub async fn serve(
             handler.clone(),
             tcp_idle_timeout,
             connections.clone(),
+            limits.clone(),
             shutdown.clone(),
         ));
     }
@@ -435,6 +515,7 @@ async fn serve_tcp(
     handler: DnsHandler,
     idle_timeout: Duration,
     connections: Arc<Semaphore>,
+    limits: TcpLimits,
     shutdown: CancellationToken,
 ) {
     let mut open = JoinSet::new();
@@ -454,14 +535,22 @@ async fn serve_tcp(
             }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many TCP connections; closing");
+            tcp_refused(peer, "too many TCP connections");
+            continue;
+        };
+        let Some(held) = limits
+            .prefixes
+            .take(prefix_of(peer.ip()), MAX_TCP_PER_PREFIX)
+        else {
+            tcp_refused(peer, "too many TCP connections from this client's prefix");
             continue;
         };
         let handler = handler.clone();
         let shutdown = shutdown.clone();
+        let transfers = limits.transfers.clone();
         open.spawn(async move {
-            serve_connection(stream, peer, &handler, idle_timeout, &shutdown).await;
-            drop(permit);
+            serve_connection(stream, peer, &handler, idle_timeout, &transfers, &shutdown).await;
+            drop((permit, held));
         });
     }
     // Shutdown: queries in progress and zone transfers get a bounded time to finish.
@@ -478,6 +567,28 @@ async fn serve_tcp(
     }
 }
 
+/// Counts a TCP connection closed on accept, and says why in a gated log line.
+fn tcp_refused(peer: SocketAddr, why: &'static str) {
+    metrics::counter!("healthdns_tcp_refused_total", "reason" => why).increment(1);
+    static GATE: crate::dns::LogGate = crate::dns::LogGate::new();
+    if let Some(suppressed) = GATE.allow() {
+        tracing::warn!(%peer, suppressed, "{why}; closing the connection");
+    }
+}
+
+/// The REFUSED answer to `query` (header and question only), into `out`; false when the
+/// question cannot be found.
+fn refuse(query: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    out.extend_from_slice(query);
+    if !super::rrl::truncate(out) {
+        return false;
+    }
+    out[2] = 0x80 | (out[2] & 0x79);
+    out[3] = 5;
+    true
+}
+
 /// Answers the queries on one TCP connection, in order, until it closes, idles or `shutdown`.
 /// Every complete query already received is answered before the next read, and their answers
 /// go out in one write: a pipelining client costs one system call per batch, not per query.
@@ -486,9 +597,12 @@ async fn serve_connection(
     peer: SocketAddr,
     handler: &DnsHandler,
     idle_timeout: Duration,
+    transfers: &Counts,
     shutdown: &CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let opened = tokio::time::Instant::now();
+    let mut answered = 0usize;
     // Flushed to the metrics facade when the connection ends (on drop).
     let mut stats = super::stats::QueryStats::new("tcp");
     // Bytes received and not yet answered: at most one partial query after each batch.
@@ -504,6 +618,10 @@ async fn serve_connection(
             .map(|prefix| usize::from(u16::from_be_bytes([prefix[0], prefix[1]])))
             .filter(|length| input.len() >= consumed + 2 + length)
         {
+            if answered == MAX_TCP_QUERIES {
+                break;
+            }
+            answered += 1;
             let packet = &input[consumed + 2..consumed + 2 + length];
             consumed += 2 + length;
             last_query = tokio::time::Instant::now();
@@ -524,6 +642,14 @@ async fn serve_connection(
                     output.extend_from_slice(&response);
                 }
                 Answered::Transfer(transfer) => {
+                    let Some(_held) = transfers.take(peer.ip(), MAX_TRANSFERS_PER_SOURCE) else {
+                        tracing::warn!(zone = %transfer.zone().origin(), %peer, "zone transfer refused: {MAX_TRANSFERS_PER_SOURCE} already in flight to this address");
+                        if refuse(packet, &mut response) {
+                            output.extend_from_slice(&(response.len() as u16).to_be_bytes());
+                            output.extend_from_slice(&response);
+                        }
+                        continue;
+                    };
                     // The answers before it go first, in order.
                     if !write_all(&mut stream, &mut output, idle_timeout).await {
                         return;
@@ -553,11 +679,15 @@ async fn serve_connection(
         if !write_all(&mut stream, &mut output, idle_timeout).await {
             return;
         }
+        if answered == MAX_TCP_QUERIES || opened.elapsed() >= MAX_TCP_LIFETIME {
+            // Its answers are written; the client reconnects for more.
+            return;
+        }
         // A connection with no complete query for `idle_timeout` is closed.
         input.reserve(4096);
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
-            read = tokio::time::timeout_at(last_query + idle_timeout, stream.read_buf(&mut input)) => read,
+            read = tokio::time::timeout_at((last_query + idle_timeout).min(opened + MAX_TCP_LIFETIME), stream.read_buf(&mut input)) => read,
         };
         if !matches!(read, Ok(Ok(1..))) {
             return;
@@ -582,4 +712,57 @@ async fn write_all(stream: &mut TcpStream, output: &mut Vec<u8>, timeout: Durati
     );
     output.clear();
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_hold_up_to_the_limit_and_give_back_on_drop() {
+        let counts = Counts::default();
+        let address: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let first = counts.take(address, 2).unwrap();
+        let second = counts.take(address, 2).unwrap();
+        assert!(
+            counts.take(address, 2).is_none(),
+            "the third is over the limit"
+        );
+        assert!(counts.take("192.0.2.8".parse().unwrap(), 2).is_some());
+        drop(first);
+        let third = counts.take(address, 2).expect("a slot came back");
+        drop((second, third));
+        assert!(
+            counts.0.lock().unwrap().get(&address).is_none(),
+            "no empty entries kept"
+        );
+    }
+
+    #[test]
+    fn prefixes_are_slash_24_and_slash_56() {
+        let prefix = |text: &str| prefix_of(text.parse().unwrap()).to_string();
+        assert_eq!(prefix("192.0.2.77"), "192.0.2.0");
+        assert_eq!(prefix("2001:db8:1:2ff:1:2:3:4"), "2001:db8:1:200::");
+    }
+
+    #[test]
+    fn a_refused_transfer_gets_refused_with_its_question() {
+        // ID 0x1234, RD, one question: example.test AXFR.
+        let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        query.extend_from_slice(b"\x07example\x04test\x00\x00\xfc\x00\x01");
+        let mut out = Vec::new();
+        assert!(refuse(&query, &mut out));
+        let response = hickory_proto::op::Message::from_vec(&out).unwrap();
+        assert_eq!(response.metadata.id, 0x1234);
+        assert_eq!(
+            response.metadata.response_code,
+            hickory_proto::op::ResponseCode::Refused
+        );
+        assert!(response.metadata.recursion_desired && !response.metadata.truncation);
+        assert_eq!(response.queries.len(), 1);
+        assert!(
+            !refuse(&query[..20], &mut out),
+            "no whole question, no answer"
+        );
+    }
 }
