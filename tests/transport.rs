@@ -521,3 +521,37 @@ fn a_tcp_connection_carries_a_bounded_number_of_queries() {
         "every query up to the limit answered, then closed"
     );
 }
+
+/// The UDP threads run UDP_NICE below the process (probes, the publisher and the API keep
+/// the CPU under a flood): read from /proc for this test process's `udp-*` threads.
+#[test]
+fn udp_threads_yield_to_the_probes() {
+    let server = TestServer::start();
+    // Answered: the UDP threads are up.
+    assert_eq!(
+        server.udp("www.example.test.", RecordType::A).answers.len(),
+        3
+    );
+    let nice_of = |stat: &str| -> i32 {
+        // Fields after the ")" that closes the command name: nice is the 19th field.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(16).unwrap().parse().unwrap()
+    };
+    let own = nice_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+    let mut udp = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if name.starts_with("udp-") {
+            udp.push(nice_of(
+                &std::fs::read_to_string(path.join("stat")).unwrap(),
+            ));
+        }
+    }
+    assert!(!udp.is_empty(), "the server's UDP threads are named udp-N");
+    assert!(
+        udp.iter()
+            .all(|&nice| nice >= own + healthdns::dns::server::UDP_NICE),
+        "UDP threads at nice {udp:?}, this thread at {own}"
+    );
+}
