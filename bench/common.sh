@@ -119,3 +119,12 @@ pool_toml() { # $1 = name, $2 = addresses, then check lines
 }
 # Checks that decide within about 100 ms: one probe each way.
 FAST_CHECK=('interval = "100ms"' 'timeout = "100ms"' 'fall = 1' 'rise = 1')
+
+# A healthdns config serving bench.test (bench.test.zone, next to the config) on 127.0.0.1:$1
+# with one UDP socket; further arguments are extra lines (e.g. a [rate_limit] table).
+hd_toml() { # $1 = port, then extra lines
+  local port=$1; shift
+  printf '[server]\nlisten = ["127.0.0.1:%s"]\nudp_sockets = 1\nstate_file = "hd.state"\n' "$port"
+  printf '[[zone]]\norigin = "bench.test"\nfile = "bench.test.zone"\n'
+  [ $# -eq 0 ] || printf '%s\n' "$@"
+}

@@ -33,15 +33,7 @@ for i in $(seq 1 1000); do echo "nx$i.bench.test A"; done > "$work/nxdomain"
 for i in $(seq 1 1000); do echo "www$i.bench.test MX"; done > "$work/nodata"
 for i in $(seq 1 200); do echo "host.d$i.bench.test A"; done > "$work/referral"
 nsd_conf "$PORT" "minimal-responses: yes" > "$work/nsd.conf"
-cat > "$work/config.toml" <<CONF
-[server]
-listen = ["127.0.0.1:$PORT"]
-udp_sockets = 1
-state_file = "$work/state"
-[[zone]]
-origin = "bench.test"
-file = "bench.test.zone"
-CONF
+hd_toml "$PORT" > "$work/config.toml"
 
 # Total instructions of server $1 (nsd or a healthdns binary) answering $3 queries of kind $2.
 count() {

@@ -52,17 +52,8 @@ stop() { kill "$1"; wait "$1" 2>/dev/null || true; sleep 0.3; }
 
 : > "$work/results"
 for limited in off on; do
-  rrl=""; [ "$limited" = on ] && rrl=$'[rate_limit]\nresponses_per_second = 20\nslip = 2'
-  cat > "$work/hd.toml" <<CONF
-[server]
-listen = ["127.0.0.1:$PORT"]
-udp_sockets = 1
-state_file = "hd.state"
-[[zone]]
-origin = "bench.test"
-file = "bench.test.zone"
-$rrl
-CONF
+  rrl=(); [ "$limited" = on ] && rrl=("[rate_limit]" "responses_per_second = 20" "slip = 2")
+  hd_toml "$PORT" "${rrl[@]}" > "$work/hd.toml"
   RUST_LOG=error target/release/healthdns serve --config "$work/hd.toml" & pid=$!; pids+=("$pid")
   wait_answering
   echo "healthdns $limited $(measure)" >> "$work/results"
