@@ -538,16 +538,27 @@ fn udp_threads_yield_to_the_probes() {
         after.split(' ').nth(16).unwrap().parse().unwrap()
     };
     let own = nice_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
-    let mut udp = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path();
-        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if name.starts_with("udp-") {
-            udp.push(nice_of(
-                &std::fs::read_to_string(path.join("stat")).unwrap(),
-            ));
-        }
-    }
+    // Other tests start and stop servers meanwhile: a thread may vanish between listing and
+    // reading, or be so new that it has not lowered itself yet, so the scan is repeated.
+    let udp_nices = || -> Vec<i32> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let path = task.ok()?.path();
+                let name = std::fs::read_to_string(path.join("comm")).ok()?;
+                let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+                name.starts_with("udp-").then(|| nice_of(&stat))
+            })
+            .collect()
+    };
+    let mut udp = udp_nices();
+    crate::support::wait_until(std::time::Duration::from_secs(2), || {
+        udp = udp_nices();
+        !udp.is_empty()
+            && udp
+                .iter()
+                .all(|&nice| nice >= own + healthdns::dns::server::UDP_NICE)
+    });
     assert!(!udp.is_empty(), "the server's UDP threads are named udp-N");
     assert!(
         udp.iter()
