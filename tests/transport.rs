@@ -410,8 +410,10 @@ fn rate_limiting_cuts_one_prefix_and_spares_the_others() {
         }
     }
     let dropped = usize::from(SENT) - full - slipped;
+    // 5 at once, plus what the bucket earns (5/s) while a loaded machine works through the
+    // burst.
     assert!(
-        (5..=7).contains(&full),
+        (5..=9).contains(&full),
         "{full} full answers for a limit of 5/s"
     );
     assert!(
