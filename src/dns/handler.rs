@@ -502,17 +502,10 @@ impl hickory_proto::op::EmitAndCount for EchoedQuestion<'_> {
         // One question: a name of plain labels (no pointer), then type and class.
         let name = &self.0[..self.0.len().saturating_sub(4)];
         let mut labels: smallvec::SmallVec<[usize; 8]> = smallvec::SmallVec::new();
-        let mut at = 0;
-        while let Some(&length) = name.get(at) {
-            if length == 0 || length & 0xC0 != 0 {
-                break;
-            }
-            labels.push(at);
-            at += 1 + usize::from(length);
-        }
-        if name.get(at) == Some(&0) && at + 1 == name.len() {
+        let end = crate::dns::plain_name_end(name, 0, |label| labels.push(label));
+        if let Some(end) = end.filter(|end| end + 1 == name.len()) {
             for label in labels {
-                encoder.store_label_pointer(start + label, start + at);
+                encoder.store_label_pointer(start + label, start + end);
             }
         }
         Ok(self.1)
@@ -522,15 +515,7 @@ impl hickory_proto::op::EmitAndCount for EchoedQuestion<'_> {
 /// True when `question` (the question section as sent) is empty or starts with a name of
 /// plain labels, without compression pointers or other label types.
 fn plain_question(question: &[u8]) -> bool {
-    let mut at = 0;
-    loop {
-        match question.get(at) {
-            None => return at == 0,
-            Some(0) => return true,
-            Some(&length) if length & 0xC0 == 0 => at += 1 + usize::from(length),
-            Some(_) => return false,
-        }
-    }
+    question.is_empty() || crate::dns::plain_name_end(question, 0, |_| {}).is_some()
 }
 
 /// A response that is only a header: for requests whose question cannot be read.

@@ -20,3 +20,21 @@ pub mod stats;
 pub mod transfer;
 
 pub use crate::log_gate::{LogGate, LOG_EVERY};
+
+/// Walks a name of plain labels (no compression pointer, no other label type) that starts at
+/// `start` in `bytes`, calling `label` with each label's offset; returns the offset of the
+/// name's terminating zero, or None for anything else. The one reading of an echoed question
+/// for the handler, the rate limiter's slip and the TCP REFUSED answer.
+pub fn plain_name_end(bytes: &[u8], start: usize, mut label: impl FnMut(usize)) -> Option<usize> {
+    let mut at = start;
+    loop {
+        match *bytes.get(at)? {
+            0 => return Some(at),
+            length if length & 0xC0 == 0 => {
+                label(at);
+                at += 1 + usize::from(length);
+            }
+            _ => return None,
+        }
+    }
+}

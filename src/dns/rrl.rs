@@ -150,27 +150,29 @@ impl RateLimiter {
     }
 
     fn key(&self, client: IpAddr, class: Class) -> u64 {
-        use std::hash::{BuildHasher, Hasher};
-        let mut hasher = rustc_hash::FxBuildHasher.build_hasher();
-        match client {
-            IpAddr::V4(v4) => {
-                let bits = u32::from(v4);
-                let prefix = u32::from(self.limit.ipv4_prefix.min(32));
-                let masked = bits.checked_shr(32 - prefix).unwrap_or(0);
-                hasher.write_u8(4);
-                hasher.write_u32(masked);
-            }
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                let prefix = u32::from(self.limit.ipv6_prefix.min(128));
-                let masked = bits.checked_shr(128 - prefix).unwrap_or(0);
-                hasher.write_u8(6);
-                hasher.write_u128(masked);
-            }
-        }
-        hasher.write_u8(class.code());
+        use std::hash::BuildHasher;
+        let prefix = client_prefix(client, self.limit.ipv4_prefix, self.limit.ipv6_prefix);
         // Never 0, which marks an empty bucket.
-        hasher.finish() | 1
+        rustc_hash::FxBuildHasher.hash_one((prefix, class.code())) | 1
+    }
+}
+
+/// The network of `address` with the first `ipv4` (IPv4) or `ipv6` (IPv6) bits kept: the
+/// client a limit applies to, for the rate limiter and the TCP connection limits alike.
+pub fn client_prefix(address: IpAddr, ipv4: u8, ipv6: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(ipv4.min(32)))
+                .unwrap_or(0);
+            std::net::Ipv4Addr::from(u32::from(v4) & mask).into()
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(ipv6.min(128)))
+                .unwrap_or(0);
+            std::net::Ipv6Addr::from(u128::from(v6) & mask).into()
+        }
     }
 }
 
@@ -180,14 +182,9 @@ pub fn truncate(response: &mut Vec<u8>) -> bool {
     if response.len() < 12 || response[4..6] != [0, 1] {
         return false;
     }
-    let mut at = 12;
-    loop {
-        match response.get(at) {
-            Some(0) => break,
-            Some(&length) if length & 0xC0 == 0 => at += 1 + usize::from(length),
-            _ => return false,
-        }
-    }
+    let Some(at) = crate::dns::plain_name_end(response, 12, |_| {}) else {
+        return false;
+    };
     let end = at + 1 + 4;
     if end > response.len() {
         return false;

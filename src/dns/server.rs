@@ -111,12 +111,7 @@ impl Drop for Held {
 
 /// The /24 (IPv4) or /56 (IPv6) holding `address`, as an address.
 fn prefix_of(address: std::net::IpAddr) -> std::net::IpAddr {
-    match address {
-        std::net::IpAddr::V4(v4) => std::net::Ipv4Addr::from(u32::from(v4) & !0xFF).into(),
-        std::net::IpAddr::V6(v6) => {
-            std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 72) - 1)).into()
-        }
-    }
+    super::rrl::client_prefix(address, 24, 56)
 }
 
 /// Shared by every TCP listener and connection.
