@@ -10,11 +10,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::rr::Name;
 
 /// The config file, exactly as written. Unknown keys are errors.
+pub mod keys;
+
 mod file {
     use std::net::{IpAddr, SocketAddr};
     use std::time::Duration;
@@ -123,6 +126,8 @@ mod file {
         pub nsid: Option<Spanned<String>>,
         #[serde(default = "default_state_file")]
         pub state_file: String,
+        #[serde(default)]
+        pub key_files: Vec<Spanned<String>>,
     }
 
     fn default_min_serial_interval() -> Duration {
@@ -145,6 +150,7 @@ mod file {
                 identity: None,
                 nsid: None,
                 state_file: default_state_file(),
+                key_files: Vec::new(),
             }
         }
     }
@@ -349,24 +355,54 @@ pub struct ZoneConfig {
     /// How long `snapshot_command` may run before it is killed.
     pub snapshot_command_timeout: Duration,
     /// Who may transfer the zone (AXFR/IXFR over TCP); empty: nobody.
-    pub allow_transfer: Vec<ipnet::IpNet>,
+    pub allow_transfer: Vec<TransferRule>,
     /// Secondaries sent NOTIFY on every new serial.
-    pub also_notify: Vec<SocketAddr>,
+    pub also_notify: Vec<NotifyTarget>,
     /// The address NOTIFY is sent from; `None`: the listen address of the target's family.
     pub notify_source: Option<IpAddr>,
 }
 
 impl ZoneConfig {
-    /// True when `address` may transfer this zone.
-    pub fn may_transfer(&self, address: IpAddr) -> bool {
+    /// True when `address` may transfer this zone, with a request signed with `key` (None:
+    /// unsigned): an entry without a key admits its prefix, one with a key only requests
+    /// signed with it.
+    pub fn may_transfer(&self, address: IpAddr, key: Option<&Name>) -> bool {
         let address = match address {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
             v4 => v4,
         };
-        self.allow_transfer
-            .iter()
-            .any(|prefix| prefix.contains(&address))
+        self.allow_transfer.iter().any(|rule| {
+            rule.prefix.contains(&address)
+                && rule
+                    .key
+                    .as_ref()
+                    .is_none_or(|required| Some(required.name()) == key)
+        })
     }
+
+    /// The key named `name` that one of this zone's entries uses.
+    pub fn key(&self, name: &Name) -> Option<&Arc<keys::TsigKey>> {
+        let rules = self.allow_transfer.iter().map(|rule| &rule.key);
+        let targets = self.also_notify.iter().map(|target| &target.key);
+        rules
+            .chain(targets)
+            .flatten()
+            .find(|key| key.name() == name)
+    }
+}
+
+/// One `allow_transfer` entry: a prefix, and the key its requests must be signed with.
+#[derive(Debug, Clone)]
+pub struct TransferRule {
+    pub prefix: ipnet::IpNet,
+    pub key: Option<Arc<keys::TsigKey>>,
+}
+
+/// One `also_notify` entry: where NOTIFY goes, and the key it is signed with.
+#[derive(Debug, Clone)]
+pub struct NotifyTarget {
+    pub address: SocketAddr,
+    pub key: Option<Arc<keys::TsigKey>>,
 }
 
 /// `[[pool]]`: health-checked addresses that answer A/AAAA for some names.
@@ -601,6 +637,36 @@ impl Config {
         };
 
         let folder = path.parent().unwrap_or(Path::new("."));
+        let mut tsig_keys: Vec<Arc<keys::TsigKey>> = Vec::new();
+        for file in &raw.server.key_files {
+            let key_path = folder.join(file.get_ref());
+            let read = keys::read_key_file(&key_path).map_err(|error| {
+                if error.line == 0 {
+                    invalid(
+                        file.span(),
+                        "server.key_files",
+                        format!("{}: {}", key_path.display(), error.message),
+                    )
+                } else {
+                    ConfigError::Invalid {
+                        path: key_path.clone(),
+                        line: error.line,
+                        key: error.key.to_string(),
+                        message: error.message,
+                    }
+                }
+            })?;
+            for key in read {
+                if tsig_keys.iter().any(|other| other.name() == key.name()) {
+                    return Err(invalid(
+                        file.span(),
+                        "server.key_files",
+                        format!("key {} is defined in two files", key.name()),
+                    ));
+                }
+                tsig_keys.push(Arc::new(key));
+            }
+        }
         let mut zones: Vec<ZoneConfig> = Vec::new();
         if raw.zone.is_empty() {
             return Err(invalid(
@@ -628,32 +694,37 @@ impl Config {
                 .allow_transfer
                 .iter()
                 .map(|text| {
-                    parse_prefix(text.get_ref()).ok_or_else(|| {
+                    let (address, key) =
+                        with_key(text, "zone.allow_transfer", &tsig_keys, &invalid)?;
+                    let prefix = parse_prefix(address).ok_or_else(|| {
                         invalid(
                             text.span(),
                             "zone.allow_transfer",
                             format!(
-                                "{:?} is not an address or prefix (\"192.0.2.1\", \"10.0.0.0/8\", \"::1\")",
+                                "{:?} is not an address or prefix, with an optional key (\"192.0.2.1\", \"10.0.0.0/8\", \"::1\", \"10.0.0.0/8 key NAME\")",
                                 text.get_ref()
                             ),
                         )
-                    })
+                    })?;
+                    Ok(TransferRule { prefix, key })
                 })
                 .collect::<Result<_, _>>()?;
             let also_notify = zone
                 .also_notify
                 .iter()
                 .map(|text| {
-                    parse_notify_target(text.get_ref()).ok_or_else(|| {
+                    let (address, key) = with_key(text, "zone.also_notify", &tsig_keys, &invalid)?;
+                    let address = parse_notify_target(address).ok_or_else(|| {
                         invalid(
                             text.span(),
                             "zone.also_notify",
                             format!(
-                                "{:?} is not an address with an optional port (\"192.0.2.1\", \"192.0.2.1:5300\", \"[::1]:53\")",
+                                "{:?} is not an address with an optional port and key (\"192.0.2.1\", \"192.0.2.1:5300\", \"[::1]:53\", \"192.0.2.1 key NAME\")",
                                 text.get_ref()
                             ),
                         )
-                    })
+                    })?;
+                    Ok(NotifyTarget { address, key })
                 })
                 .collect::<Result<_, _>>()?;
             let snapshot_command = match zone.snapshot_command {
@@ -993,6 +1064,50 @@ fn parse_prefix(text: &str) -> Option<ipnet::IpNet> {
         return text.parse().ok();
     }
     text.parse::<IpAddr>().ok().map(ipnet::IpNet::from)
+}
+
+/// Splits "ADDRESS key NAME" into the address text and the key, which must be in `keys`.
+fn with_key<'a>(
+    text: &'a toml::Spanned<String>,
+    field: &str,
+    keys: &[Arc<keys::TsigKey>],
+    invalid: &dyn Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<(&'a str, Option<Arc<keys::TsigKey>>), ConfigError> {
+    let mut words = text.get_ref().split_whitespace();
+    let address = words.next().unwrap_or("");
+    match (words.next(), words.next(), words.next()) {
+        (None, _, _) => Ok((address, None)),
+        (Some("key"), Some(name), None) => {
+            let wanted = Name::from_ascii(name)
+                .map(|mut name| {
+                    name.set_fqdn(true);
+                    name
+                })
+                .ok();
+            let key = keys
+                .iter()
+                .find(|key| Some(key.name()) == wanted.as_ref())
+                .ok_or_else(|| {
+                    invalid(
+                        text.span(),
+                        field,
+                        format!(
+                            "{:?}: no key named {name:?} in [server] key_files",
+                            text.get_ref()
+                        ),
+                    )
+                })?;
+            Ok((address, Some(key.clone())))
+        }
+        _ => Err(invalid(
+            text.span(),
+            field,
+            format!(
+                "{:?}: expected \"ADDRESS\" or \"ADDRESS key NAME\"",
+                text.get_ref()
+            ),
+        )),
+    }
 }
 
 /// "192.0.2.1" (port 53), "192.0.2.1:5300", "::1" or "[::1]:5300".
@@ -1472,10 +1587,10 @@ mod tests {
             zone.snapshot.as_deref(),
             Some(Path::new("/etc/healthdns/snapshots/example.test.zone"))
         );
-        assert!(zone.may_transfer("127.0.0.9".parse().unwrap()));
-        assert!(zone.may_transfer("::1".parse().unwrap()));
-        assert!(zone.may_transfer("::ffff:127.0.0.2".parse().unwrap()));
-        assert!(!zone.may_transfer("192.0.2.1".parse().unwrap()));
+        assert!(zone.may_transfer("127.0.0.9".parse().unwrap(), None));
+        assert!(zone.may_transfer("::1".parse().unwrap(), None));
+        assert!(zone.may_transfer("::ffff:127.0.0.2".parse().unwrap(), None));
+        assert!(!zone.may_transfer("192.0.2.1".parse().unwrap(), None));
         assert!(zone.also_notify.is_empty());
         assert_eq!(zone.notify_source, None);
         let pool = &config.pools[0];
@@ -1525,14 +1640,91 @@ mod tests {
             .to_string();
         assert!(error.contains("config.toml:4: zone.also_notify"), "{error}");
         let config = zone("also_notify = [\"192.0.2.1\", \"[::1]:5300\"]").unwrap();
+        let targets: Vec<SocketAddr> = config.zones[0]
+            .also_notify
+            .iter()
+            .map(|target| target.address)
+            .collect();
         assert_eq!(
-            config.zones[0].also_notify,
+            targets,
             [
                 "192.0.2.1:53".parse().unwrap(),
                 "[::1]:5300".parse::<SocketAddr>().unwrap()
             ]
         );
         assert!(zone("snapshots = \"typo\"").is_err());
+    }
+
+    #[test]
+    fn tsig_keys_are_read_from_bind_key_files_and_named_by_entries() {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::write(
+            folder.path().join("transfer.key"),
+            "key \"transfer\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0c2VjcmV0c2VjcmV0\";\n};\n",
+        )
+        .unwrap();
+        std::fs::write(
+            folder.path().join("bad.key"),
+            "key \"old\" {\n  algorithm hmac-md5;\n  secret \"c2VjcmV0\";\n};\n",
+        )
+        .unwrap();
+        let path = folder.path().join("config.toml");
+        let parse = |server: &str, zone: &str| {
+            Config::parse(
+                &format!("[server]\n{server}\n[[zone]]\norigin = \"example.test\"\nfile = \"z\"\n{zone}\n"),
+                &path,
+            )
+        };
+        let config = parse(
+            "key_files = [\"transfer.key\"]",
+            "allow_transfer = [\"127.0.0.1 key transfer\", \"10.0.0.0/8\"]\nalso_notify = [\"127.0.0.2:5300 key Transfer.\"]",
+        )
+        .unwrap();
+        let zone = &config.zones[0];
+        let key: Name = "transfer.".parse().unwrap();
+        assert!(zone.may_transfer("127.0.0.1".parse().unwrap(), Some(&key)));
+        assert!(
+            !zone.may_transfer("127.0.0.1".parse().unwrap(), None),
+            "an entry with a key needs a signed request"
+        );
+        assert!(!zone.may_transfer(
+            "127.0.0.1".parse().unwrap(),
+            Some(&"other.".parse().unwrap())
+        ));
+        assert!(zone.may_transfer("10.1.2.3".parse().unwrap(), None));
+        assert!(zone.may_transfer("10.1.2.3".parse().unwrap(), Some(&key)));
+        assert_eq!(zone.also_notify[0].key.as_ref().unwrap().name(), &key);
+        assert!(zone.key(&key).is_some());
+
+        let error = parse(
+            "key_files = [\"transfer.key\"]",
+            "allow_transfer = [\"127.0.0.1 key nosuch\"]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("config.toml:6: zone.allow_transfer")
+                && error.contains("no key named \"nosuch\""),
+            "{error}"
+        );
+        let error = parse("key_files = [\"bad.key\"]", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("bad.key:2: algorithm") && error.contains("hmac-md5"),
+            "{error}"
+        );
+        let error = parse("key_files = [\"missing.key\"]", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("config.toml:2: server.key_files") && error.contains("missing.key"),
+            "{error}"
+        );
+        let error = parse("", "also_notify = [\"127.0.0.1 key\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("zone.also_notify"), "{error}");
     }
 
     fn pool_error(pool: &str) -> String {

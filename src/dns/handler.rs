@@ -39,6 +39,7 @@ use hickory_server::zone_handler::MessageRequest;
 use crate::dns::answer::{resolve, Question, Response, SectionIter};
 use crate::dns::cache::{AnswerCache, Fill, Lookup};
 use crate::dns::transfer::{client_serial, Transfer};
+use crate::dns::tsig;
 use crate::zone::snapshot::{name_key, Snapshot, SnapshotReader};
 
 /// The transport a request came over.
@@ -186,7 +187,8 @@ impl DnsHandler {
         Plan::Answer(crate::dns::answer::Response::single(record))
     }
 
-    /// The response to a transfer request (AXFR or IXFR) for `name`.
+    /// The response to a transfer request (AXFR or IXFR) for `name`, signed with `key`.
+    #[allow(clippy::too_many_arguments)]
     fn plan_transfer<'a>(
         &self,
         snapshot: &'a Snapshot,
@@ -195,13 +197,14 @@ impl DnsHandler {
         record_type: RecordType,
         source: SocketAddr,
         transport: Transport,
+        key: Option<&Name>,
     ) -> Plan<'a> {
         let Some(zone) = snapshot.zone(&name_key(name)) else {
             return Plan::Error(ResponseCode::NotAuth);
         };
         let allowed = snapshot
             .settings_of(zone.origin())
-            .is_some_and(|config| config.may_transfer(source.ip()));
+            .is_some_and(|config| config.may_transfer(source.ip(), key));
         let outcome = match (allowed, transport, record_type) {
             (false, _, _) => "refused",
             (true, Transport::Udp, RecordType::AXFR) => "refused",
@@ -213,7 +216,7 @@ impl DnsHandler {
         if !allowed {
             static GATE: crate::dns::LogGate = crate::dns::LogGate::new();
             if let Some(suppressed) = GATE.allow() {
-                tracing::warn!(zone = %zone.origin(), %source, %record_type, suppressed, "transfer refused: source not in allow_transfer (at most one line per 10 s; see healthdns_transfers_total)");
+                tracing::warn!(zone = %zone.origin(), %source, %record_type, suppressed, key = ?key.map(Name::to_ascii), "transfer refused: source (and key) not in allow_transfer (at most one line per 10 s; see healthdns_transfers_total)");
             }
             return Plan::Error(ResponseCode::Refused);
         }
@@ -240,6 +243,7 @@ impl DnsHandler {
         request: &MessageRequest,
         source: SocketAddr,
         transport: Transport,
+        key: Option<&Name>,
     ) -> (Metadata, Plan<'a>) {
         let mut metadata = Metadata::response_from_request(&request.metadata);
         let plan = if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
@@ -261,6 +265,7 @@ impl DnsHandler {
                     record_type,
                     source,
                     transport,
+                    key,
                 ),
                 (_, RecordType::OPT) => Plan::Error(ResponseCode::FormErr),
                 (_, record_type) => Plan::Answer(resolve(
@@ -394,12 +399,84 @@ impl DnsHandler {
             self.edns[0].max_payload(),
             transport,
         );
-        let (metadata, plan) = self.plan(snapshot, &request, source, transport);
         let edns = self.response_edns(&request);
+        let mut signing = None;
+        if request.signature.is_some() {
+            let now = tsig::now();
+            let Some(checked) = tsig::check_request(packet, |name| snapshot.tsig_key(name), now)
+            else {
+                encode_header_only(&header.metadata, ResponseCode::FormErr, out);
+                return Answered::Message;
+            };
+            metrics::counter!("healthdns_tsig_total", "result" => checked.label()).increment(1);
+            match checked {
+                tsig::Checked::Verified(verified) => signing = Some(verified),
+                tsig::Checked::Failed(failure) => {
+                    static GATE: crate::dns::LogGate = crate::dns::LogGate::new();
+                    if let Some(suppressed) = GATE.allow() {
+                        tracing::warn!(%source, key = %failure.key_name(), error = ?failure.error, suppressed, "TSIG check failed; answered NOTAUTH (at most one line per 10 s; see healthdns_tsig_total)");
+                    }
+                    let mut metadata = Metadata::response_from_request(&request.metadata);
+                    metadata.response_code = ResponseCode::NotAuth;
+                    let room = failure.record_length();
+                    let mut encoder = BinEncoder::new(out);
+                    encoder
+                        .set_max_size(limit.saturating_sub(room as u16).max(MIN_UDP_PAYLOAD / 2));
+                    let plan = Plan::Error(ResponseCode::NotAuth);
+                    if emit(
+                        &request,
+                        edns,
+                        metadata,
+                        &plan,
+                        Fit::Truncated,
+                        &mut encoder,
+                    )
+                    .is_err()
+                    {
+                        encode_header_only(&request.metadata, ResponseCode::NotAuth, out);
+                    }
+                    failure.append(out, now);
+                    return Answered::Message;
+                }
+            }
+        }
+        let key = signing.as_ref().map(|signing| signing.key().name());
+        let (metadata, plan) = self.plan(snapshot, &request, source, transport, key);
+        if let Plan::Transfer(transfer) = plan {
+            return Answered::Transfer(transfer.signed(signing));
+        }
+        // Room for the TSIG, when the response is signed.
+        let limit = match &signing {
+            Some(signing) => limit
+                .saturating_sub(signing.key().record_length() as u16)
+                .max(MIN_UDP_PAYLOAD / 2),
+            None => limit,
+        };
+        let fill = if signing.is_some() { None } else { fill };
+        let answered = self.encode(&request, edns, metadata, &plan, limit, source, out, fill);
+        if let (Some(mut signing), Answered::Message) = (signing, &answered) {
+            signing.sign(out, tsig::now());
+        }
+        answered
+    }
+
+    /// Encodes a planned response into `out` within `limit` bytes: whole, without the
+    /// optional additional records, or truncated, in that order of preference.
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        &self,
+        request: &MessageRequest,
+        edns: Option<&Edns>,
+        metadata: Metadata,
+        plan: &Plan<'_>,
+        limit: u16,
+        source: SocketAddr,
+        out: &mut Vec<u8>,
+        fill: Option<&mut Option<Fill>>,
+    ) -> Answered {
         let mut fit = match plan {
-            Plan::Error(_) => Fit::Truncated,
             Plan::Answer(_) => Fit::Everything,
-            Plan::Transfer(transfer) => return Answered::Transfer(transfer),
+            _ => Fit::Truncated,
         };
         loop {
             out.clear();
@@ -409,9 +486,9 @@ impl DnsHandler {
             if fit == Fit::Truncated {
                 metadata.truncation = matches!(plan, Plan::Answer(_));
             }
-            match emit(&request, edns, metadata, &plan, fit, &mut encoder) {
+            match emit(request, edns, metadata, plan, fit, &mut encoder) {
                 Ok(info) if !info.metadata.truncation && fit == Fit::Everything => {
-                    if let (Some(fill), Plan::Answer(response)) = (fill, &plan) {
+                    if let (Some(fill), Plan::Answer(response)) = (fill, plan) {
                         *fill = response.cache_fill();
                     }
                     return Answered::Message;
@@ -420,7 +497,7 @@ impl DnsHandler {
                     return Answered::Message
                 }
                 Ok(info) => {
-                    let Plan::Answer(response) = &plan else {
+                    let Plan::Answer(response) = plan else {
                         unreachable!("errors are encoded without records")
                     };
                     let counts = info.counts;

@@ -8,6 +8,8 @@
 //! - [`server`]: sockets (bound by the caller) and the serving loops.
 //! - [`transfer`]: AXFR/IXFR responses streamed from one zone version.
 //! - [`notify`]: NOTIFY to secondaries when a zone has a new serial.
+//! - [`tsig`]: TSIG signatures on transfers, NOTIFY and signed queries.
+//! - [`rrl`]: response rate limiting on UDP.
 //! - [`stats`]: query counters and sampled answer times, flushed to the metrics facade.
 
 pub mod answer;
@@ -18,6 +20,7 @@ pub mod rrl;
 pub mod server;
 pub mod stats;
 pub mod transfer;
+pub mod tsig;
 
 pub use crate::log_gate::{LogGate, LOG_EVERY};
 

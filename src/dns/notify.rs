@@ -17,6 +17,8 @@
 //! - Paced: at most one round per `min_serial_interval`, always for the newest serial; the
 //!   secondary's IXFR then brings every change since its serial.
 //! - Also sent for the serial served at start, so a secondary catches up after a restart.
+//! - To a target with a key ("192.0.2.1 key NAME"), each try is TSIG-signed and the
+//!   response must be signed with the same key; else it is logged as not acknowledged.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -30,6 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::dns::tsig::{self, Signing, TsigKey};
 use crate::zone::snapshot::{name_key, Snapshot};
 
 /// How long to wait for the answer to each try; five tries in all.
@@ -72,15 +75,16 @@ pub async fn run(
             {
                 previous.cancel();
             }
-            for &target in &config.also_notify {
+            for target in &config.also_notify {
                 let source = config
                     .notify_source
-                    .unwrap_or_else(|| source_for(target, &listen));
+                    .unwrap_or_else(|| source_for(target.address, &listen));
                 senders.spawn(notify(
                     zone.soa().clone(),
                     zone.serial(),
                     source,
-                    target,
+                    target.address,
+                    target.key.clone(),
                     round.clone(),
                 ));
             }
@@ -132,6 +136,8 @@ enum NotifyError {
     NoAnswer(usize),
     #[error("answered {0}")]
     Refused(ResponseCode),
+    #[error("TSIG: {0}")]
+    Unsigned(String),
 }
 
 /// Sends one zone's NOTIFY to one target, retrying, until answered, out of tries or cancelled.
@@ -140,16 +146,18 @@ async fn notify(
     serial: u32,
     source: IpAddr,
     target: SocketAddr,
+    key: Option<Arc<TsigKey>>,
     cancel: CancellationToken,
 ) {
     let zone = &soa.name;
     let result = tokio::select! {
         _ = cancel.cancelled() => return,
-        result = exchange(&soa, source, target) => result,
+        result = exchange(&soa, source, target, key) => result,
     };
     let outcome = match &result {
         Ok(()) => "acknowledged",
         Err(NotifyError::Refused(_)) => "refused",
+        Err(NotifyError::Unsigned(_)) => "bad_tsig",
         Err(_) => "failed",
     };
     metrics::counter!("healthdns_notify_total", "result" => outcome).increment(1);
@@ -159,7 +167,12 @@ async fn notify(
     }
 }
 
-async fn exchange(soa: &Record, source: IpAddr, target: SocketAddr) -> Result<(), NotifyError> {
+async fn exchange(
+    soa: &Record,
+    source: IpAddr,
+    target: SocketAddr,
+    key: Option<Arc<TsigKey>>,
+) -> Result<(), NotifyError> {
     let socket_error = |error| NotifyError::Socket {
         source_address: source,
         error,
@@ -174,9 +187,16 @@ async fn exchange(soa: &Record, source: IpAddr, target: SocketAddr) -> Result<()
     query.query_class = DNSClass::IN;
     message.add_query(query);
     message.add_answer(soa.clone());
-    let bytes = message.to_vec().expect("a NOTIFY encodes");
+    let unsigned = message.to_vec().expect("a NOTIFY encodes");
     let mut buffer = vec![0u8; 4096];
     for timeout in TRY_TIMEOUTS {
+        // Each try is signed afresh: its time must be now.
+        let mut bytes = unsigned.clone();
+        let signing = key.as_ref().map(|key| {
+            let mut signing = Signing::request(key.clone(), id);
+            signing.sign(&mut bytes, tsig::now());
+            signing
+        });
         socket.send_to(&bytes, target).await.map_err(socket_error)?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -198,6 +218,12 @@ async fn exchange(soa: &Record, source: IpAddr, target: SocketAddr) -> Result<()
                 || response.metadata.op_code != OpCode::Notify
             {
                 continue;
+            }
+            if let Some(problem) = signing
+                .as_ref()
+                .and_then(|signing| signing.verify_response(&buffer[..length], tsig::now()))
+            {
+                return Err(NotifyError::Unsigned(problem));
             }
             return match response.metadata.response_code {
                 ResponseCode::NoError => Ok(()),

@@ -14,6 +14,7 @@
 //!   records, and the current SOA at the end. Otherwise (older serial, restart since, or no
 //!   SOA in the request) the whole zone in AXFR form, which RFC 1995 §4 allows.
 //! - Who may transfer, and over which transport, is decided by the handler.
+//! - A signed request (TSIG) gets every message signed, each chained to the one before.
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_proto::ProtoError;
 
+use crate::dns::tsig::Signing;
 use crate::zone::snapshot::{with_serial, Change, Zone};
 
 /// The largest transfer message written; well under the 65,535-byte TCP limit.
@@ -42,6 +44,8 @@ pub struct Transfer {
     query: Query,
     id: u16,
     kind: Kind,
+    /// How each message is signed, when the request was (TSIG).
+    signing: Option<Signing>,
 }
 
 /// The records a transfer sends, in order, built as they are sent: a million-name zone is
@@ -56,6 +60,7 @@ impl Transfer {
             query,
             id,
             kind: Kind::Full,
+            signing: None,
         }
     }
 
@@ -71,7 +76,14 @@ impl Transfer {
             query,
             id,
             kind,
+            signing: None,
         }
+    }
+
+    /// This transfer with every message signed (RFC 8945 §5.3.1), when `signing` is given.
+    pub fn signed(mut self, signing: Option<Signing>) -> Self {
+        self.signing = signing;
+        self
     }
 
     /// What this transfer sends.
@@ -128,10 +140,22 @@ impl Transfer {
             bytes: 0,
         };
         let mut buffer = Vec::with_capacity(usize::from(MAX_MESSAGE) + 2);
+        let mut signing = self.signing.clone();
+        let room = signing
+            .as_ref()
+            .map_or(0, |signing| signing.key().record_length() as u16);
         while items.peek().is_some() || stats.messages == 0 {
             let written = self
-                .encode(&mut items, stats.messages == 0, &mut buffer)
+                .encode(
+                    &mut items,
+                    stats.messages == 0,
+                    MAX_MESSAGE - room,
+                    &mut buffer,
+                )
                 .map_err(TransferError::Encode)?;
+            if let Some(signing) = signing.as_mut() {
+                signing.sign(&mut buffer, crate::dns::tsig::now());
+            }
             stats.records += written;
             stats.messages += 1;
             stats.bytes += buffer.len();
@@ -154,11 +178,12 @@ impl Transfer {
         &self,
         items: &mut Items<'_>,
         first: bool,
+        max_size: u16,
         out: &mut Vec<u8>,
     ) -> Result<usize, ProtoError> {
         out.clear();
         let mut encoder = BinEncoder::new(out);
-        encoder.set_max_size(MAX_MESSAGE);
+        encoder.set_max_size(max_size);
         let mut metadata = Metadata::new(self.id, MessageType::Response, OpCode::Query);
         metadata.authoritative = true;
         metadata.response_code = ResponseCode::NoError;

@@ -139,6 +139,14 @@ impl Snapshot {
         self.settings.iter().find(|config| &config.origin == origin)
     }
 
+    /// The TSIG key named `name` that some zone's `allow_transfer` or `also_notify` uses.
+    pub fn tsig_key(&self, name: &Name) -> Option<Arc<crate::config::keys::TsigKey>> {
+        self.settings
+            .iter()
+            .find_map(|config| config.key(name))
+            .cloned()
+    }
+
     /// Every zone's settings, in config order.
     pub fn settings(&self) -> &[ZoneConfig] {
         &self.settings
