@@ -149,6 +149,135 @@ fn bind_follows_a_health_change_through_notify() {
     );
 }
 
+/// A TSIG key made by BIND's own `tsig-keygen`, written to `path`; returns its secret.
+fn tsig_keygen(name: &str, path: &std::path::Path) -> String {
+    let keygen = crate::support::require_tool("tsig-keygen", "bind9");
+    let output = Command::new(keygen)
+        .arg(name)
+        .output()
+        .expect("run tsig-keygen");
+    assert!(output.status.success(), "tsig-keygen {name} failed");
+    let text = String::from_utf8(output.stdout).unwrap();
+    std::fs::write(path, &text).unwrap();
+    text.split('"')
+        .nth(3)
+        .expect("a secret in quotes")
+        .to_string()
+}
+
+#[test]
+fn tsig_signs_transfers_and_notify_to_bind_and_refuses_wrong_keys() {
+    let prefix = "127.62.5";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let named_port = free_port();
+    let wrong_port = free_port();
+    let fixture = Fixture::custom(
+        "127.0.0.1:0",
+        &[("example.test", ZONE)],
+        "key_files = [\"transfer.key\"]",
+        &format!(
+            "allow_transfer = [\"127.0.0.1 key transfer\"]\nalso_notify = [\"127.0.0.1:{named_port} key transfer\", \"127.0.0.1:{wrong_port} key transfer\"]"
+        ),
+        &pool(prefix, 2, port),
+    );
+    let key_file = fixture.path("transfer.key");
+    let secret = tsig_keygen("transfer", &key_file);
+    let server = TestServer::from_fixture(fixture);
+
+    // BIND with the key: SOA checks, the AXFR, NOTIFY and the IXFR are all signed.
+    let named = Named::secondary_with_key(
+        &["example.test"],
+        server.address,
+        named_port,
+        Some((&key_file, "transfer")),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || named.serial("example.test")
+            == Some(100)),
+        "named loads the zone with the key:\n{}",
+        named.log()
+    );
+    // BIND with a key of the same name and another secret gets nothing.
+    let wrong_folder = tempfile::tempdir().unwrap();
+    let wrong_key = wrong_folder.path().join("wrong.key");
+    tsig_keygen("transfer", &wrong_key);
+    let wrong = Named::secondary_with_key(
+        &["example.test"],
+        server.address,
+        wrong_port,
+        Some((&wrong_key, "transfer")),
+    );
+
+    backends[0].stop();
+    assert!(wait_until(CHANGE, || server.serial("example.test.") == 101));
+    let followed = wait_until(Duration::from_secs(2), || {
+        named.serial("example.test") == Some(101) && www_addresses(named.address) == ["127.62.5.2"]
+    });
+    assert!(
+        followed,
+        "named follows a signed NOTIFY within 2 s:\n{}",
+        named.log()
+    );
+    assert!(
+        named.log().contains("notify from 127.0.0.1") && named.log().contains("TSIG transfer"),
+        "{}",
+        named.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || wrong
+            .log()
+            .contains("tsig verify failure")
+            || wrong.log().contains("NOTAUTH")
+            || wrong.log().contains("BADSIG")),
+        "named with the wrong secret is refused:\n{}",
+        wrong.log()
+    );
+    assert_eq!(wrong.serial("example.test"), None, "{}", wrong.log());
+
+    // dig: with the key the transfer verifies; without it, or with a wrong secret, it is refused.
+    let key_arg = format!("hmac-sha256:transfer:{secret}");
+    let signed = dig(server.address, &["-y", &key_arg, "example.test", "AXFR"]);
+    assert!(
+        records(&signed).len() > 3 && !signed.contains("failure") && !signed.contains("failed"),
+        "{signed}"
+    );
+    let unsigned = dig(server.address, &["example.test", "AXFR"]);
+    assert!(unsigned.contains("Transfer failed"), "{unsigned}");
+    let wrong_secret = format!(
+        "hmac-sha256:transfer:{}",
+        "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
+    );
+    let refused = dig(
+        server.address,
+        &["-y", &wrong_secret, "example.test", "AXFR"],
+    );
+    assert!(
+        refused.contains("BADSIG")
+            && refused.contains("Transfer failed")
+            && !refused.contains(" SOA "),
+        "{refused}"
+    );
+    let unknown = dig(
+        server.address,
+        &[
+            "-y",
+            &format!("hmac-sha256:other:{secret}"),
+            "example.test",
+            "SOA",
+        ],
+    );
+    assert!(
+        unknown.contains("NOTAUTH") || unknown.contains("tsig"),
+        "{unknown}"
+    );
+    // A signed ordinary query gets a signed answer that dig verifies.
+    let query = dig(server.address, &["-y", &key_arg, "www.example.test", "A"]);
+    assert!(
+        query.contains("status: NOERROR") && query.contains("TSIG") && !query.contains("failure"),
+        "{query}"
+    );
+}
+
 #[test]
 fn a_zone_of_100000_records_transfers_to_bind() {
     let mut zone = String::from(

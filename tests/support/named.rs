@@ -20,6 +20,17 @@ impl Named {
     /// follows only NOTIFY. `port` comes from `free_port()`, chosen before the primary starts
     /// so the primary's `also_notify` can name it.
     pub fn secondary(zones: &[&str], primary: SocketAddr, port: u16) -> Self {
+        Self::secondary_with_key(zones, primary, port, None)
+    }
+
+    /// `secondary`, asking the primary with the TSIG key in `key_file` (BIND's key format,
+    /// included by `named.conf`): its SOA queries, transfers and accepted NOTIFY are signed.
+    pub fn secondary_with_key(
+        zones: &[&str],
+        primary: SocketAddr,
+        port: u16,
+        key_file: Option<(&std::path::Path, &str)>,
+    ) -> Self {
         let named = require_tool("named", "bind9");
         let folder = tempfile::tempdir().expect("temporary folder");
         let dir = folder.path().display().to_string();
@@ -30,9 +41,16 @@ impl Named {
              managed-keys-directory \"{dir}\";\n  max-records-per-type 0;\n  max-types-per-name 0;\n}};\n\
              controls {{ }};\n"
         );
+        let key = match key_file {
+            Some((path, name)) => {
+                config.push_str(&format!("include \"{}\";\n", path.display()));
+                format!(" key \"{name}\"")
+            }
+            None => String::new(),
+        };
         for zone in zones {
             config.push_str(&format!(
-                "zone \"{zone}\" {{ type secondary; primaries {{ {} port {}; }}; file \"{dir}/{zone}.bk\"; }};\n",
+                "zone \"{zone}\" {{ type secondary; primaries {{ {} port {}{key}; }}; file \"{dir}/{zone}.bk\"; }};\n",
                 primary.ip(),
                 primary.port()
             ));
