@@ -101,7 +101,10 @@ fn one_of_each() -> Vec<Behaviour> {
         Behaviour::Delay(Duration::from_millis(150)),
         Behaviour::Body("broken\n"),
         Behaviour::Hang,
-        Behaviour::Huge(3 << 20),
+        // "10 GB": sent until the prober stops reading, after 1 MiB.
+        Behaviour::Huge(10 << 30),
+        Behaviour::Trickle,
+        Behaviour::Reset,
     ]
 }
 
@@ -113,7 +116,7 @@ fn every_kind_of_failure_removes_its_address() {
         "max_latency = \"100ms\"\nbody_sha256 = \"{}\"",
         sha256_hex(HEALTHY_BODY)
     );
-    let pool = http_pool("\"www.example.test\"", prefix, 6, port, "", &check)
+    let pool = http_pool("\"www.example.test\"", prefix, 8, port, "", &check)
         .replace("timeout = \"100ms\"", "timeout = \"300ms\"")
         .replace("interval = \"100ms\"", "interval = \"300ms\"");
     let server = server(&pool);
@@ -184,9 +187,14 @@ fn http_probe_failures_say_why() {
             http_target(address(6), port, |check| check.body_sha256 = Some(digest)),
             Some("body over 1048576 bytes"),
         ),
-        // Nothing listens here: refused.
         (
             http_target(address(7), port, |_| {}),
+            Some("no complete response within 300ms"),
+        ),
+        (http_target(address(8), port, |_| {}), Some("reset")),
+        // Nothing listens here: refused.
+        (
+            http_target(address(9), port, |_| {}),
             Some("Connection refused"),
         ),
         // With a Host header, the request still goes to the literal address.

@@ -23,8 +23,12 @@ pub enum Behaviour {
     Delay(Duration),
     /// Accepts the connection, reads the request, never answers.
     Hang,
-    /// 200 with a body of this many bytes.
+    /// 200 with a body of this many bytes, sent until the client stops reading.
     Huge(usize),
+    /// 200 and a 1,000-byte body, sent one byte a second.
+    Trickle,
+    /// Half a response, then a TCP reset.
+    Reset,
     /// 503 to requests from these source addresses, 200 to any other: a backend that looks
     /// down from some vantage points only.
     FailFrom(Vec<IpAddr>),
@@ -169,6 +173,24 @@ fn answer(mut stream: TcpStream, behaviour: Behaviour, stopping: &AtomicBool) {
             while !stopping.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(30) {
                 std::thread::sleep(Duration::from_millis(20));
             }
+        }
+        Behaviour::Trickle => {
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n";
+            let _ = stream.write_all(head.as_bytes());
+            let start = Instant::now();
+            while !stopping.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(30) {
+                if stream.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        Behaviour::Reset => {
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\nhalf";
+            let _ = stream.write_all(head.as_bytes());
+            // Linger 0: close sends RST instead of FIN.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            drop(stream);
         }
         Behaviour::Huge(length) => {
             let head =
