@@ -12,6 +12,14 @@
 //! flapping backend cannot make the disk (or file-based secondaries) churn. A zone's file is
 //! written only when its serial changed; its serial is recorded in the state file even when
 //! the file cannot be written.
+//!
+//! Documented rules for a write that fails (a full disk, a read-only folder): answers go on
+//! from memory; the previous file stays whole; the failure is logged once (again when its
+//! error changes), counted (`healthdns_snapshot_write_failures_total`,
+//! `healthdns_state_write_failures_total`), shown in `/status` and on the status page with
+//! its first time and count (`healthdns_files_failing` is how many files fail now), and the
+//! write is retried every `RETRY_EVERY` (or `min_serial_interval`, if longer) until it
+//! succeeds, which is logged too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +33,81 @@ use crate::zone::render::{body, with_body};
 use crate::zone::serial::{content_digest, State};
 use crate::zone::snapshot::{name_key, Snapshot, Zone};
 use hickory_proto::rr::Name;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// How soon a failed write is tried again.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// One file that cannot be written now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WriteProblem {
+    pub file: PathBuf,
+    /// The last error.
+    pub error: String,
+    /// When it first failed (seconds since 1970).
+    pub since: u64,
+    /// Failed writes so far.
+    pub failures: u64,
+}
+
+/// The files the writer cannot write now. Only the writer changes it; the API reads it
+/// through a [`WriteProblemsReader`].
+#[derive(Debug, Default)]
+pub struct WriteProblems(Arc<std::sync::Mutex<BTreeMap<PathBuf, WriteProblem>>>);
+
+/// Read access to [`WriteProblems`], for the status report.
+#[derive(Debug, Clone, Default)]
+pub struct WriteProblemsReader(Arc<std::sync::Mutex<BTreeMap<PathBuf, WriteProblem>>>);
+
+impl WriteProblemsReader {
+    /// Every file failing now, by path.
+    pub fn problems(&self) -> Vec<WriteProblem> {
+        self.0
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+impl WriteProblems {
+    pub fn reader(&self) -> WriteProblemsReader {
+        WriteProblemsReader(self.0.clone())
+    }
+
+    /// Records a failed write of `file`; logs it when it is new or its error changed.
+    fn failed(&self, file: &Path, what: &str, error: String) {
+        let mut problems = self.0.lock().expect("never poisoned");
+        let problem = problems
+            .entry(file.to_path_buf())
+            .or_insert_with(|| WriteProblem {
+                file: file.to_path_buf(),
+                error: String::new(),
+                since: crate::dns::tsig::now(),
+                failures: 0,
+            });
+        problem.failures += 1;
+        if problem.error != error {
+            tracing::error!(file = %file.display(), %error, failures = problem.failures, "{what} not written; answers go on from memory, the previous file is intact, and the write is retried");
+            problem.error = error;
+        }
+        metrics::gauge!("healthdns_files_failing").set(problems.len() as f64);
+    }
+
+    /// Records a successful write of `file`, logging the recovery if it had failed.
+    fn written(&self, file: &Path, what: &str) {
+        let mut problems = self.0.lock().expect("never poisoned");
+        if let Some(problem) = problems.remove(file) {
+            tracing::info!(file = %file.display(), failures = problem.failures, "{what} written again");
+            metrics::gauge!("healthdns_files_failing").set(problems.len() as f64);
+        }
+    }
+
+    fn any(&self) -> bool {
+        !self.0.lock().expect("never poisoned").is_empty()
+    }
+}
 
 /// A snapshot file could not be written; the previous file, if any, is intact.
 #[derive(Debug, thiserror::Error)]
@@ -155,15 +237,36 @@ struct Writer {
     written: HashMap<Name, u32>,
     /// Each zone's snapshot command state (by origin).
     commands: HashMap<Name, Arc<std::sync::Mutex<CommandState>>>,
+    /// The state changed since it was last saved (a save failed).
+    state_unsaved: bool,
+    problems: WriteProblems,
 }
 
 impl Writer {
-    fn new(state_file: PathBuf, state: State) -> Self {
+    fn new(state_file: PathBuf, state: State, problems: WriteProblems) -> Self {
         Self {
             state_file,
             state,
             written: HashMap::new(),
             commands: HashMap::new(),
+            state_unsaved: false,
+            problems,
+        }
+    }
+
+    /// Saves the state file, recording how it went.
+    fn save_state(&mut self) {
+        match self.state.save(&self.state_file) {
+            Ok(()) => {
+                self.state_unsaved = false;
+                self.problems.written(&self.state_file, "serial state");
+            }
+            Err(error) => {
+                self.state_unsaved = true;
+                metrics::counter!("healthdns_state_write_failures_total").increment(1);
+                self.problems
+                    .failed(&self.state_file, "serial state", error.to_string());
+            }
         }
     }
 
@@ -175,10 +278,10 @@ impl Writer {
     fn write(&mut self, snapshot: &Snapshot, health: &SavedHealth, last: bool) {
         // First the reservation, which is quick: serials up to it may be served while the
         // slow part below runs, and a crash at any point must not let them be reissued.
-        if !last {
-            reserve(snapshot, &self.state_file, &mut self.state);
+        if !last && reserve_only(snapshot, &mut self.state) {
+            self.save_state();
         }
-        let mut state_changed = false;
+        let mut state_changed = self.state_unsaved;
         for config in snapshot.settings() {
             let Some(zone) = snapshot.zone(&name_key(&config.origin)) else {
                 continue;
@@ -197,9 +300,14 @@ impl Writer {
                         Err(error) => {
                             metrics::counter!("healthdns_snapshot_write_failures_total")
                                 .increment(1);
-                            tracing::error!(%error, "zone snapshot not written");
+                            self.problems
+                                .failed(path, "zone snapshot", error.source.to_string());
+                            // Not marked written: the next round tries again.
+                            state_changed |= self.state.record(zone, content_digest(zone), !last);
+                            continue;
                         }
                         Ok(()) => {
+                            self.problems.written(path, "zone snapshot");
                             if let Some(command) = &config.snapshot_command {
                                 let busy = self.commands.entry(config.origin.clone()).or_default();
                                 run_snapshot_command(
@@ -222,9 +330,7 @@ impl Writer {
             state_changed = true;
         }
         if state_changed {
-            if let Err(error) = self.state.save(&self.state_file) {
-                tracing::error!(%error, "serial state not saved");
-            }
+            self.save_state();
         }
     }
 }
@@ -234,15 +340,20 @@ impl Writer {
 /// answer, and before each write's slow part, so a crash at any point cannot let served
 /// serials be reissued.
 pub fn reserve(snapshot: &Snapshot, state_file: &Path, state: &mut State) {
-    let mut changed = false;
-    for zone in snapshot.zones() {
-        changed |= state.reserve(zone);
-    }
-    if changed {
+    if reserve_only(snapshot, state) {
         if let Err(error) = state.save(state_file) {
             tracing::error!(%error, "serial reservation not saved");
         }
     }
+}
+
+/// Records the reservation in `state`; true if that changed it.
+fn reserve_only(snapshot: &Snapshot, state: &mut State) -> bool {
+    let mut changed = false;
+    for zone in snapshot.zones() {
+        changed |= state.reserve(zone);
+    }
+    changed
 }
 
 /// Writes snapshot files and the state file for new serials, at most once per `interval`
@@ -254,6 +365,7 @@ pub async fn run(
     state_file: PathBuf,
     state: State,
     interval: Duration,
+    problems: WriteProblems,
 ) {
     let first = versions.borrow().clone();
     for path in first
@@ -264,17 +376,19 @@ pub async fn run(
     {
         remove_stale_temporaries(path);
     }
-    let mut writer = Writer::new(state_file, state);
+    let mut writer = Writer::new(state_file, state, problems);
     loop {
         let snapshot = versions.borrow_and_update().clone();
         let saved = health.borrow_and_update().clone();
         writer = write_off_thread(writer, snapshot, saved, false).await;
         let next_write = tokio::time::Instant::now() + interval;
-        // Wait for a new version (of the zones or of the health table), then for the end of
-        // the interval; stop when the publisher has stopped.
+        // Wait for a new version (of the zones or of the health table), or the retry of a
+        // failed write, then for the end of the interval; stop when the publisher has stopped.
+        let retry = writer.problems.any().then(|| interval.max(RETRY_EVERY));
         let mut open = tokio::select! {
             changed = versions.changed() => changed.is_ok(),
             changed = health.changed() => changed.is_ok(),
+            _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => true,
         };
         if open {
             let pause = tokio::time::sleep_until(next_write);
@@ -348,13 +462,27 @@ mod tests {
         .load_full()
         .with_serial(&name_key(&origin), 42);
         let state_file = folder.path().join("state");
-        let mut writer = Writer::new(state_file.clone(), State::default());
+        let problems = WriteProblems::default();
+        let reader = problems.reader();
+        let mut writer = Writer::new(state_file.clone(), State::default(), problems);
         writer.write(&snapshot, &SavedHealth::default(), false);
         assert!(!folder.path().join("blocked/zone").exists());
         let state = State::load(&state_file).unwrap();
         let zone = &state.zones["example.test."];
         assert_eq!(zone.serial, 42);
         assert_eq!(zone.reserved, Some(42 + crate::zone::serial::RESERVE));
+        let reported = reader.problems();
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert!(reported[0].file.ends_with("blocked/zone") && reported[0].failures == 1);
+        // The same version again (the retry): still failing, counted.
+        writer.write(&snapshot, &SavedHealth::default(), false);
+        assert_eq!(reader.problems()[0].failures, 2);
+        // The folder becomes writable: the retry writes the file and the problem is gone.
+        std::fs::remove_file(folder.path().join("blocked")).unwrap();
+        std::fs::create_dir(folder.path().join("blocked")).unwrap();
+        writer.write(&snapshot, &SavedHealth::default(), false);
+        assert!(folder.path().join("blocked/zone").exists());
+        assert_eq!(reader.problems(), []);
         // The clean stop records the exact serial and drops the reservation.
         writer.write(&snapshot, &SavedHealth::default(), true);
         let state = State::load(&state_file).unwrap();

@@ -294,6 +294,9 @@ fn run_status(base: &str, nagios: bool) -> ExitCode {
                 warning.push(format!("{} {up}/{} up", pool.name, addresses.len()));
             }
         }
+        for problem in &report.write_errors {
+            warning.push(format!("{} not written", problem.file.display()));
+        }
         let (code, word, detail) = if !critical.is_empty() {
             (2, "CRITICAL", [critical, warning].concat().join(", "))
         } else if !warning.is_empty() {
@@ -307,6 +310,14 @@ fn run_status(base: &str, nagios: bool) -> ExitCode {
         };
         println!("HEALTHDNS {word} - {detail}");
         return ExitCode::from(code);
+    }
+    for problem in &report.write_errors {
+        println!(
+            "not written ({} failures, retried): {}: {}",
+            problem.failures,
+            problem.file.display(),
+            problem.error
+        );
     }
     if let Some(cluster) = &report.cluster {
         let members: Vec<String> = cluster

@@ -46,6 +46,10 @@ pub struct StatusReport {
     /// In a cluster: this node, its peers and whether it hears from any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterReport>,
+    /// Snapshot and state files that cannot be written now (a full disk): answers go on,
+    /// and the writes are retried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_errors: Vec<crate::export::WriteProblem>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -383,6 +387,7 @@ impl Publisher {
     /// The status report now.
     pub fn report(&self) -> StatusReport {
         StatusReport {
+            write_errors: Vec::new(),
             dry_run: self.dry_run,
             pools: self.health.report(),
             answers: self

@@ -260,6 +260,8 @@ impl Service {
         }
         supervisor.spawn("reloader".into(), reloader.run());
         let interval = self.config.server.min_serial_interval;
+        let write_problems = crate::export::WriteProblems::default();
+        let write_problems_reader = write_problems.reader();
         supervisor.spawn(
             "snapshot writer".into(),
             crate::export::run(
@@ -268,6 +270,7 @@ impl Service {
                 self.config.server.state_file.clone(),
                 self.state,
                 interval,
+                write_problems,
             ),
         );
         supervisor.spawn(
@@ -287,7 +290,8 @@ impl Service {
                 metrics,
                 self.ready.clone(),
                 self.config.api.as_ref().and_then(|api| api.token.clone()),
-            );
+            )
+            .with_write_problems(write_problems_reader);
             let token = shutdown.clone();
             supervisor.spawn("api".into(), async move {
                 if let Err(error) = crate::api::serve(listener, api, token).await {

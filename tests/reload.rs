@@ -217,8 +217,35 @@ fn reload_under_a_query_loop_keeps_or_changes_the_answers_and_never_fails_a_quer
     assert_eq!(www_addresses(dns), both);
     assert_eq!(dig_serial(dns, "example.test"), Some(serial_before));
 
-    // 2. POST /reload with a broken zone file: 422 naming the file and line; old answers.
+    // 1b. The zone file replaced by an empty file, then SIGHUP: refused, naming the file;
+    // the old zone is still served.
     std::fs::write(&config_path, &first).unwrap();
+    std::fs::write(&zone_path, "").unwrap();
+    server.signal("HUP");
+    assert!(
+        wait_until(CHANGE, || server
+            .stderr_now()
+            .matches("reload refused")
+            .count()
+            >= 2),
+        "the refusal is logged: {}",
+        server.stderr_now()
+    );
+    let log = server.stderr_now();
+    let refused = log
+        .lines()
+        .filter(|line| line.contains("reload refused"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        refused.contains("zone.zone"),
+        "names the empty file: {refused}"
+    );
+    queries.await_queries(200);
+    assert_eq!(www_addresses(dns), both);
+    assert_eq!(dig_serial(dns, "example.test"), Some(serial_before));
+
+    // 2. POST /reload with a broken zone file: 422 naming the file and line; old answers.
     std::fs::write(&zone_path, format!("{ZONE}bad    A   300.1.1.1\n")).unwrap();
     let (code, body) = request(api, "POST", "/reload", &[], "").unwrap();
     assert_eq!(code, 422, "{body}");

@@ -49,6 +49,8 @@ pub struct Api {
     /// Required as `Authorization: Bearer …` by endpoints that change state; without one,
     /// they are allowed only from loopback.
     token: Option<Arc<str>>,
+    /// Files the snapshot writer cannot write now, added to the status report.
+    writes: crate::export::WriteProblemsReader,
 }
 
 impl Api {
@@ -68,7 +70,20 @@ impl Api {
             metrics,
             ready,
             token: token.map(Arc::from),
+            writes: Default::default(),
         }
+    }
+
+    /// Reports the files the snapshot writer cannot write (a full disk) in the status.
+    pub fn with_write_problems(mut self, writes: crate::export::WriteProblemsReader) -> Self {
+        self.writes = writes;
+        self
+    }
+
+    async fn report(&self) -> Option<crate::publish::StatusReport> {
+        let mut report = self.status.report().await?;
+        report.write_errors = self.writes.problems();
+        Some(report)
     }
 
     fn router(self) -> Router {
@@ -140,7 +155,7 @@ async fn readyz(State(api): State<Api>) -> Response {
 }
 
 async fn status(State(api): State<Api>) -> Response {
-    match api.status.report().await {
+    match api.report().await {
         Some(report) => axum::Json(report).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -151,7 +166,7 @@ async fn status(State(api): State<Api>) -> Response {
 }
 
 async fn status_page(State(api): State<Api>) -> Response {
-    match api.status.report().await {
+    match api.report().await {
         Some(report) => axum::response::Html(page::render(&report)).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -45,6 +45,21 @@ pub fn render(report: &StatusReport) -> String {
             "<p id=\"dry-run\"><strong>Dry run:</strong> every configured address is served.</p>",
         );
     }
+    if !report.write_errors.is_empty() {
+        html.push_str("<h2>Files not written</h2><p>Answers go on from memory; each write is retried.</p><table id=\"write-errors\"><tr><th>File</th><th>Error</th><th>Failures</th><th>Since</th></tr>");
+        for problem in &report.write_errors {
+            let since = std::time::UNIX_EPOCH + std::time::Duration::from_secs(problem.since);
+            let _ = write!(
+                html,
+                "<tr class=\"down\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&problem.file.display().to_string()),
+                escape(&problem.error),
+                problem.failures,
+                humantime::format_rfc3339_seconds(since),
+            );
+        }
+        html.push_str("</table>");
+    }
     if let Some(cluster) = &report.cluster {
         let _ = write!(
             html,
@@ -196,6 +211,12 @@ mod tests {
                 origin: "example.test.".into(),
                 serial: 7,
             }],
+            write_errors: vec![crate::export::WriteProblem {
+                file: "/var/lib/healthdns/<state>".into(),
+                error: "No space left on device (os error 28)".into(),
+                since: 0,
+                failures: 3,
+            }],
             cluster: Some(crate::publish::ClusterReport {
                 node: "ns1".into(),
                 isolated: false,
@@ -219,6 +240,7 @@ mod tests {
         assert!(page.contains("status 503 &lt;b&gt;"), "{page}");
         assert!(page.contains("<td>SERVFAIL</td>"), "{page}");
         assert!(page.contains("<td>example.test.</td><td>7</td>"), "{page}");
+        assert!(page.contains("/var/lib/healthdns/&lt;state&gt;</td><td>No space left on device (os error 28)</td><td>3</td>"), "{page}");
         assert!(
             !page.contains("http://") || !page.contains("src="),
             "no external assets"
