@@ -42,7 +42,7 @@ pub fn request(
 }
 
 /// Prometheus text format: every sample as "name{labels}" -> value (HELP/TYPE skipped).
-fn samples(text: &str) -> BTreeMap<String, f64> {
+pub fn samples(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
         .map(|line| {

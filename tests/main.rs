@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod compare_nsd;
 mod golden;
+mod faults;
 mod health;
 mod icmp;
 mod reload;

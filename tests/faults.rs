@@ -1,0 +1,146 @@
+//! Faults the server must live through without losing anything: a full disk under its
+//! snapshot and state files (serving goes on, the failure is reported and retried).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::api::{get, samples, serve_ready};
+use crate::golden::assert_checkzone_clean;
+use crate::support::backend::{backends, Behaviour};
+use crate::support::{
+    dig_serial, fast_pool as pool, free_port, wait_until, www_addresses, Fixture, CHANGE,
+    POOL_ZONE as ZONE,
+};
+
+/// A tmpfs of a few hundred KiB on a folder of its own, unmounted when dropped. Needs root.
+struct SmallDisk {
+    folder: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test mounts a small tmpfs to fill it up, which needs root; run the suite as root (CI does)"
+        );
+        let folder = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(folder.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount -t tmpfs failed");
+        Self { folder }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.folder.path().join(name)
+    }
+
+    /// Writes a file until the disk is full (the tmpfs bounds it).
+    fn fill(&self) {
+        let mut file = std::fs::File::create(self.path("filler")).unwrap();
+        let chunk = vec![0u8; 16 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        while file.write_all(&[0]).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.folder.path())
+            .status();
+    }
+}
+
+/// The serial in the SOA line of a snapshot file, if the file is there.
+fn snapshot_serial(path: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|line| line.contains("\tSOA\t"))?;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let at = fields.iter().position(|field| *field == "SOA")?;
+    fields.get(at + 3)?.parse().ok()
+}
+
+#[test]
+fn a_full_disk_keeps_answers_reports_the_failure_and_retries() {
+    let disk = SmallDisk::mount("256k");
+    let prefix = "127.62.7";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let state = disk.path("healthdns.state");
+    let snapshot = disk.path("example.test.zone");
+    let fixture = Fixture::custom(
+        &format!("127.0.0.1:{}", free_port()),
+        &[("example.test", ZONE)],
+        &format!(
+            "state_file = \"{}\"\nmin_serial_interval = \"100ms\"",
+            state.display()
+        ),
+        &format!("snapshot = \"{}\"", snapshot.display()),
+        &format!("{}\n[api]\nlisten = \"{api}\"\n", pool(prefix, 2, port)),
+    );
+    let mut server = serve_ready(&fixture.config_path, api);
+    let dns = fixture.listen_address();
+    assert!(wait_until(CHANGE, || snapshot_serial(&snapshot) == Some(100)));
+
+    disk.fill();
+    backends[0].stop();
+    // Answers go on: the new serial and address set are served from memory.
+    assert!(
+        wait_until(CHANGE, || dig_serial(dns, "example.test") == Some(101)
+            && www_addresses(dns) == ["127.62.7.2"]),
+        "answers follow with the disk full"
+    );
+    // The failure is in the status (with retries counted) and in the metrics.
+    let status = || get(api, "/status").map(|(_, body)| body).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let report: serde_json::Value = serde_json::from_str(&status()).unwrap_or_default();
+            report["write_errors"].as_array().is_some_and(|problems| {
+                problems.iter().any(|problem| {
+                    problem["file"].as_str() == snapshot.to_str()
+                        && problem["error"]
+                            .as_str()
+                            .is_some_and(|error| error.contains("No space left"))
+                        && problem["failures"].as_u64() >= Some(2)
+                })
+            })
+        }),
+        "the status shows the snapshot file failing and retried: {}",
+        status()
+    );
+    let metrics = samples(&get(api, "/metrics").unwrap().1);
+    assert!(metrics["healthdns_snapshot_write_failures_total"] >= 2.0, "{metrics:?}");
+    assert!(metrics["healthdns_files_failing"] >= 1.0, "{metrics:?}");
+    // The previous file is whole.
+    assert_eq!(snapshot_serial(&snapshot), Some(100));
+    assert_checkzone_clean("example.test", &std::fs::read_to_string(&snapshot).unwrap());
+
+    // Space comes back: the retry writes the newest version, and the problem is gone.
+    disk.free();
+    assert!(
+        wait_until(Duration::from_secs(10), || snapshot_serial(&snapshot) == Some(101)
+            && !status().contains("write_errors")),
+        "written again: {}",
+        status()
+    );
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains("serial = 101"), "{saved}");
+    assert!(server.stderr_now().contains("written again"), "{}", server.stderr_now());
+    let metrics = samples(&get(api, "/metrics").unwrap().1);
+    assert_eq!(metrics["healthdns_files_failing"], 0.0, "{metrics:?}");
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+}
