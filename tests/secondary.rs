@@ -408,7 +408,7 @@ fn serials_never_go_down_across_restarts() {
 }
 
 #[test]
-fn kill_9_during_snapshot_writes_never_leaves_a_partial_file() {
+fn kill_9_during_snapshot_and_state_writes_never_leaves_a_partial_file() {
     let prefix = "127.62.3";
     let (port, backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
     let mut zone = String::from(ZONE);
@@ -481,6 +481,15 @@ fn kill_9_during_snapshot_writes_never_leaves_a_partial_file() {
             .filter(|line| !line.starts_with('$'))
             .count();
         assert!(text.ends_with('\n'), "round {round}: the file is whole");
+        // The state file (rewritten with every verdict change) is whole too: it loads, with
+        // a reservation above what was served.
+        let state = healthdns::zone::serial::State::load(&fixture.path("healthdns.state"))
+            .unwrap_or_else(|error| panic!("round {round}: the state file is whole: {error}"));
+        let zone = &state.zones["example.test."];
+        assert!(
+            zone.reserved.is_some_and(|reserved| last_seen.is_none_or(|seen| reserved >= seen)),
+            "round {round}: {zone:?} reserves past {last_seen:?}"
+        );
         assert!(
             (static_records + 1..=static_records + 2).contains(&count),
             "round {round}: {count} records"
