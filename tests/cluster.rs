@@ -2,7 +2,7 @@
 //! own source address HTTP backends that fail for some sources only: an address leaves only
 //! when two instances see it down (min_peers_agree = 1), every instance answers the same, a
 //! killed instance stops counting, and garbage, foreign-key and replayed datagrams change
-//! nothing and are counted.
+//! nothing and are counted, even as a flood while an override spreads.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -58,6 +58,16 @@ impl Node {
     fn status(&self) -> serde_json::Value {
         serde_json::from_str(&get(self.api, "/status").expect("status").1).unwrap()
     }
+}
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 /// Starts node `index` (1..=3) of a cluster whose gossip ports are `gossip_ports`.
@@ -208,6 +218,36 @@ fn an_address_leaves_only_when_two_instances_agree_and_all_answer_alike() {
     let answers = |nodes: &[Node]| -> Vec<Vec<String>> {
         nodes.iter().map(|node| www_addresses(node.dns)).collect()
     };
+    // A flood of sealed garbage at node 1 (bounded: 40,000 datagrams or 20 s) while an
+    // override made there must still reach every node; its memory stays bounded.
+    let rss_before = rss_kib(nodes[0].process.as_ref().unwrap().child.id());
+    let counted_before = rejected(&nodes[0].metrics(), "unopenable");
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flood = {
+        let flooding = flooding.clone();
+        std::thread::spawn(move || {
+            let flooder = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let sealer = healthdns::cluster::seal::Sealer::new(&[9; 32], "healthdns");
+            let started = std::time::Instant::now();
+            let mut sent = 0u64;
+            while flooding.load(std::sync::atomic::Ordering::Relaxed)
+                && sent < 40_000
+                && started.elapsed() < Duration::from_secs(20)
+            {
+                let mut nonce = [0u8; 24];
+                nonce[..8].copy_from_slice(&sent.to_le_bytes());
+                let datagram = sealer.seal(&[0x55; 200], now, nonce);
+                if flooder.send_to(&datagram, target).is_ok() {
+                    sent += 1;
+                }
+                if sent % 64 == 0 {
+                    // About 20,000 a second: a flood, not a test of the loopback's queue.
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+            }
+            sent
+        })
+    };
     // A maintenance override on one node is gossiped and applies on every node.
     let (code, body) = crate::api::request(
         nodes[0].api,
@@ -222,8 +262,22 @@ fn an_address_leaves_only_when_two_instances_agree_and_all_answer_alike() {
         wait_until(Duration::from_secs(10), || answers(&nodes)
             .iter()
             .all(|answer| *answer == [format!("{prefix}.1")])),
-        "forced down everywhere: {:?}",
+        "forced down everywhere, during the flood: {:?}",
         answers(&nodes)
+    );
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let flooded = flood.join().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || rejected(&nodes[0].metrics(), "unopenable")
+            - counted_before
+            >= flooded as f64 * 0.5),
+        "the flood ({flooded} datagrams) is counted: {:?}",
+        nodes[0].metrics()
+    );
+    let rss_after = rss_kib(nodes[0].process.as_ref().unwrap().child.id());
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "memory stays bounded under the flood: {rss_before} -> {rss_after} KiB"
     );
     let (code, _) = crate::api::request(
         nodes[0].api,
