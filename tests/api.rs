@@ -90,7 +90,16 @@ fn start_with(prefix: &str, port: u16, api: SocketAddr, api_keys: &str) -> Serve
 
 /// `healthdns serve` on `config`, once its API at `api` says ready.
 pub fn serve_ready(config: &std::path::Path, api: SocketAddr) -> Process {
-    let process = Process::spawn(binary().args(["serve", "--config"]).arg(config));
+    serve_ready_with(&mut binary(), config, api)
+}
+
+/// `serve_ready` with `command` (the binary, with its environment set by the caller).
+pub fn serve_ready_with(
+    command: &mut std::process::Command,
+    config: &std::path::Path,
+    api: SocketAddr,
+) -> Process {
+    let process = Process::spawn(command.args(["serve", "--config"]).arg(config));
     assert!(
         wait_until(Duration::from_secs(20), || get(api, "/readyz")
             .is_some_and(|(code, _)| code == 200)),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::api::get;
 use crate::support::backend::{backends, Behaviour};
-use crate::support::{binary, free_port, wait_until, www_addresses, Process};
+use crate::support::{binary, free_port, wait_until, www_addresses, FakeClock, Process};
 
 /// The cluster key of these tests (32 bytes of 7, in base64).
 const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
@@ -72,6 +72,17 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Starts node `index` (1..=3) of a cluster whose gossip ports are `gossip_ports`.
 fn start_node(index: usize, gossip_ports: &[u16; 3], backend_port: u16, prefix: &str) -> Node {
+    start_node_with(index, gossip_ports, backend_port, prefix, None)
+}
+
+/// `start_node`, with a wall clock of its own when `clock` is given.
+fn start_node_with(
+    index: usize,
+    gossip_ports: &[u16; 3],
+    backend_port: u16,
+    prefix: &str,
+    clock: Option<&FakeClock>,
+) -> Node {
     let host: IpAddr = format!("127.0.6.{index}").parse().unwrap();
     let folder = tempfile::tempdir().unwrap();
     let dns = SocketAddr::new(host, free_port());
@@ -96,7 +107,11 @@ fn start_node(index: usize, gossip_ports: &[u16; 3], backend_port: u16, prefix: 
     );
     let path = folder.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let process = crate::api::serve_ready(&path, api);
+    let mut command = binary();
+    if let Some(clock) = clock {
+        clock.apply(&mut command);
+    }
+    let process = crate::api::serve_ready_with(&mut command, &path, api);
     Node {
         process: Some(process),
         dns,
@@ -268,8 +283,10 @@ fn an_address_leaves_only_when_two_instances_agree_and_all_answer_alike() {
     flooding.store(false, std::sync::atomic::Ordering::Relaxed);
     let flooded = flood.join().unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || rejected(&nodes[0].metrics(), "unopenable")
-            - counted_before
+        wait_until(Duration::from_secs(5), || rejected(
+            &nodes[0].metrics(),
+            "unopenable"
+        ) - counted_before
             >= flooded as f64 * 0.5),
         "the flood ({flooded} datagrams) is counted: {:?}",
         nodes[0].metrics()
@@ -391,5 +408,89 @@ fn an_address_leaves_only_when_two_instances_agree_and_all_answer_alike() {
             .iter()
             .any(|member| member["node"] == "ns2" && member["live"] == false),
         "{status:#}"
+    );
+}
+
+/// The count of gossip datagrams `node` dropped for `reason`.
+fn rejected_count(node: &Node, reason: &str) -> f64 {
+    node.metrics()
+        .get(&format!(
+            "healthdns_gossip_rejected_total{{reason=\"{reason}\"}}"
+        ))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// Node 2's wall clock jumps (libfaketime) while node 1's does not: a skew inside the
+/// replay window (30 s) changes nothing, agreement still takes an address out; a skew beyond
+/// it makes node 1 drop node 2's datagrams as stale (counted); when the clocks agree again,
+/// so do the nodes.
+#[test]
+fn peers_tolerate_a_bounded_clock_skew_and_count_what_is_beyond_it() {
+    let prefix = "127.67.2";
+    let (backend_port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 3]);
+    let gossip_ports = [free_port(), free_port(), free_port()];
+    let clock = FakeClock::new();
+    let nodes = [
+        start_node(1, &gossip_ports, backend_port, prefix),
+        start_node_with(2, &gossip_ports, backend_port, prefix, Some(&clock)),
+    ];
+    let all: Vec<String> = (1..=3).map(|host| format!("{prefix}.{host}")).collect();
+    let live = |node: &Node, peer: &str| {
+        node.status()["cluster"]["members"]
+            .as_array()
+            .is_some_and(|members| {
+                members
+                    .iter()
+                    .any(|member| member["node"] == peer && member["live"] == true)
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&nodes[0], "ns2")
+            && live(&nodes[1], "ns1")),
+        "the two nodes see each other: {:#}",
+        nodes[0].status()
+    );
+    assert!(nodes.iter().all(|node| www_addresses(node.dns) == all));
+
+    // 20 s ahead, inside the window: votes still count; both agree .1 is down.
+    clock.set("+20");
+    backends[0].stop();
+    let rest = all[1..].to_vec();
+    assert!(
+        wait_until(Duration::from_secs(10), || nodes
+            .iter()
+            .all(|node| www_addresses(node.dns) == rest)),
+        "agreement with a 20 s skew: {:?}",
+        nodes
+            .iter()
+            .map(|node| www_addresses(node.dns))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(rejected_count(&nodes[0], "stale"), 0.0);
+
+    // 2 minutes ahead, beyond the window: node 1 drops node 2's datagrams, and counts them.
+    clock.set("+120");
+    assert!(
+        wait_until(Duration::from_secs(10), || rejected_count(
+            &nodes[0], "stale"
+        ) >= 5.0),
+        "stale datagrams are counted: {:?}",
+        nodes[0].metrics()
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || !live(&nodes[0], "ns2")),
+        "node 2 is no longer heard: {:#}",
+        nodes[0].status()
+    );
+
+    // The clocks agree again: node 2 is heard, and .1 coming back is agreed on by both.
+    clock.set("+0");
+    backends[0].resume();
+    assert!(
+        wait_until(Duration::from_secs(20), || live(&nodes[0], "ns2")
+            && nodes.iter().all(|node| www_addresses(node.dns) == all)),
+        "heard again and agreeing: {:#}",
+        nodes[0].status()
     );
 }

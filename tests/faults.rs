@@ -1,5 +1,6 @@
 //! Faults the server must live through without losing anything: a full disk under its
-//! snapshot and state files (serving goes on, the failure is reported and retried).
+//! snapshot and state files (serving goes on, the failure is reported and retried), and a
+//! wall clock that jumps (probes run on the monotonic clock).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -7,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::api::{get, samples, serve_ready};
+use crate::api::{get, samples, serve_ready, serve_ready_with};
 use crate::golden::assert_checkzone_clean;
 use crate::support::backend::{backends, Behaviour};
 use crate::support::{
-    dig_serial, fast_pool as pool, free_port, wait_until, www_addresses, Fixture, CHANGE,
-    POOL_ZONE as ZONE,
+    binary, dig_serial, fast_pool as pool, free_port, wait_until, www_addresses, FakeClock,
+    Fixture, CHANGE, POOL_ZONE as ZONE,
 };
 
 /// A tmpfs of a few hundred KiB on a folder of its own, unmounted when dropped. Needs root.
@@ -104,7 +105,11 @@ fn a_full_disk_keeps_answers_reports_the_failure_and_retries() {
         "answers follow with the disk full"
     );
     // The failure is in the status (with retries counted) and in the metrics.
-    let status = || get(api, "/status").map(|(_, body)| body).unwrap_or_default();
+    let status = || {
+        get(api, "/status")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
     assert!(
         wait_until(Duration::from_secs(10), || {
             let report: serde_json::Value = serde_json::from_str(&status()).unwrap_or_default();
@@ -122,7 +127,10 @@ fn a_full_disk_keeps_answers_reports_the_failure_and_retries() {
         status()
     );
     let metrics = samples(&get(api, "/metrics").unwrap().1);
-    assert!(metrics["healthdns_snapshot_write_failures_total"] >= 2.0, "{metrics:?}");
+    assert!(
+        metrics["healthdns_snapshot_write_failures_total"] >= 2.0,
+        "{metrics:?}"
+    );
     assert!(metrics["healthdns_files_failing"] >= 1.0, "{metrics:?}");
     // The previous file is whole.
     assert_eq!(snapshot_serial(&snapshot), Some(100));
@@ -131,16 +139,73 @@ fn a_full_disk_keeps_answers_reports_the_failure_and_retries() {
     // Space comes back: the retry writes the newest version, and the problem is gone.
     disk.free();
     assert!(
-        wait_until(Duration::from_secs(10), || snapshot_serial(&snapshot) == Some(101)
+        wait_until(Duration::from_secs(10), || snapshot_serial(&snapshot)
+            == Some(101)
             && !status().contains("write_errors")),
         "written again: {}",
         status()
     );
     let saved = std::fs::read_to_string(&state).unwrap();
     assert!(saved.contains("serial = 101"), "{saved}");
-    assert!(server.stderr_now().contains("written again"), "{}", server.stderr_now());
+    assert!(
+        server.stderr_now().contains("written again"),
+        "{}",
+        server.stderr_now()
+    );
     let metrics = samples(&get(api, "/metrics").unwrap().1);
     assert_eq!(metrics["healthdns_files_failing"], 0.0, "{metrics:?}");
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+/// The wall clock jumps an hour back, then a day ahead: a killed backend still leaves, and
+/// comes back, within the usual time. Probe schedules, fall/rise and the publisher run on
+/// the monotonic clock; only the times shown (status `since`) follow the wall clock.
+#[test]
+fn a_wall_clock_jump_moves_no_probe_timer() {
+    let clock = FakeClock::new();
+    let prefix = "127.62.8";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let fixture = Fixture::custom(
+        &format!("127.0.0.1:{}", free_port()),
+        &[("example.test", ZONE)],
+        "",
+        "",
+        &format!("{}\n[api]\nlisten = \"{api}\"\n", pool(prefix, 2, port)),
+    );
+    let mut command = binary();
+    clock.apply(&mut command);
+    let mut server = serve_ready_with(&mut command, &fixture.config_path, api);
+    let dns = fixture.listen_address();
+    let both = ["127.62.8.1", "127.62.8.2"];
+    assert!(wait_until(CHANGE, || www_addresses(dns) == both));
+
+    clock.set("-3600");
+    backends[0].stop();
+    assert!(
+        wait_until(CHANGE, || www_addresses(dns) == ["127.62.8.2"]),
+        "a killed backend leaves after the clock went back an hour"
+    );
+    // The process does see the jump: the transition is stamped an hour back.
+    let report: serde_json::Value = serde_json::from_str(&get(api, "/status").unwrap().1).unwrap();
+    let since = report["pools"][0]["addresses"][0]["since"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let since = humantime::parse_rfc3339(&since).unwrap();
+    let behind = std::time::SystemTime::now().duration_since(since).unwrap();
+    assert!(
+        behind > Duration::from_secs(3500) && behind < Duration::from_secs(3700),
+        "since {since:?} is an hour back ({behind:?})"
+    );
+
+    clock.set("+86400");
+    backends[0].resume();
+    assert!(
+        wait_until(CHANGE, || www_addresses(dns) == both),
+        "it comes back after the clock jumped a day ahead"
+    );
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(10)).is_some());
 }

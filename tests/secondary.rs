@@ -487,7 +487,8 @@ fn kill_9_during_snapshot_and_state_writes_never_leaves_a_partial_file() {
             .unwrap_or_else(|error| panic!("round {round}: the state file is whole: {error}"));
         let zone = &state.zones["example.test."];
         assert!(
-            zone.reserved.is_some_and(|reserved| last_seen.is_none_or(|seen| reserved >= seen)),
+            zone.reserved
+                .is_some_and(|reserved| last_seen.is_none_or(|seen| reserved >= seen)),
             "round {round}: {zone:?} reserves past {last_seen:?}"
         );
         assert!(

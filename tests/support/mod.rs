@@ -442,6 +442,50 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
     })
 }
 
+/// A wall clock of its own for a process (libfaketime, preloaded): its offset from the real
+/// clock is read from a file on every call, so the test can make it jump while the process
+/// runs. The monotonic clock is left alone, as a real wall-clock step (NTP, an operator)
+/// leaves it.
+pub struct FakeClock {
+    file: PathBuf,
+    _folder: tempfile::TempDir,
+}
+
+impl FakeClock {
+    /// Starts at the real time.
+    pub fn new() -> Self {
+        let library = Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1");
+        assert!(
+            library.is_file(),
+            "this test needs libfaketime: install the Debian package faketime (.ci/run does)"
+        );
+        let folder = tempfile::tempdir().unwrap();
+        let clock = Self {
+            file: folder.path().join("offset"),
+            _folder: folder,
+        };
+        clock.set("+0");
+        clock
+    }
+
+    /// Sets the offset, e.g. "+3600" or "-86400" (seconds): the clock jumps at once.
+    pub fn set(&self, offset: &str) {
+        std::fs::write(&self.file, format!("{offset}\n")).unwrap();
+    }
+
+    /// `command` (the binary) with this clock.
+    pub fn apply(&self, command: &mut Command) {
+        command
+            .env(
+                "LD_PRELOAD",
+                "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+            )
+            .env("FAKETIME_TIMESTAMP_FILE", &self.file)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
+}
+
 /// Runs `dig` against `address` with extra arguments; returns its standard output.
 pub fn dig(address: SocketAddr, arguments: &[&str]) -> String {
     let dig = require_tool("dig", "bind9-dnsutils");
