@@ -255,7 +255,7 @@ fn an_address_leaves_only_when_two_instances_agree_and_all_answer_alike() {
                 if flooder.send_to(&datagram, target).is_ok() {
                     sent += 1;
                 }
-                if sent % 64 == 0 {
+                if sent.is_multiple_of(64) {
                     // About 20,000 a second: a flood, not a test of the loopback's queue.
                     std::thread::sleep(Duration::from_millis(3));
                 }
