@@ -913,3 +913,87 @@ fn shutdown_bounds_a_stuck_transfer() {
         .contains("[zones.\"example.test.\"]"));
     drop(stream);
 }
+
+/// An AXFR request for example.test on a fresh TCP connection from `source` to `server`,
+/// with a small receive buffer, so a transfer the test does not read stays in flight.
+fn start_axfr(server: SocketAddr, source: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let source: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    socket.connect(&server.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut message = Message::new(4321, MessageType::Query, OpCode::Query);
+    message.add_query(Query::query(
+        Name::from_ascii("example.test.").unwrap(),
+        RecordType::AXFR,
+    ));
+    let query = message.to_vec().unwrap();
+    stream
+        .write_all(&(query.len() as u16).to_be_bytes())
+        .unwrap();
+    stream.write_all(&query).unwrap();
+    stream
+}
+
+/// The first response message on a transfer connection.
+fn first_message(stream: &mut std::net::TcpStream) -> Message {
+    use std::io::Read;
+    let mut length = [0u8; 2];
+    stream.read_exact(&mut length).unwrap();
+    let mut bytes = vec![0u8; usize::from(u16::from_be_bytes(length))];
+    stream.read_exact(&mut bytes).unwrap();
+    Message::from_vec(&bytes).unwrap()
+}
+
+#[test]
+fn transfers_in_flight_are_capped_per_address() {
+    // About 15 MB of records, so a transfer whose client stops reading stays in flight.
+    let mut zone = String::from(ZONE);
+    let long = "x".repeat(250);
+    for index in 0..15_000u32 {
+        zone.push_str(&format!(
+            "t{index} TXT \"{long}\" \"{long}\" \"{long}\" \"{long}\"\n"
+        ));
+    }
+    let server = TestServer::from_fixture(Fixture::custom(
+        "127.0.0.1:0",
+        &[("example.test", &zone)],
+        "tcp_idle_timeout = \"60s\"",
+        "allow_transfer = [\"127.0.0.0/8\"]",
+        "",
+    ));
+    // Two stuck transfers from 127.0.0.1: both started.
+    let mut stuck: Vec<_> = (0..2)
+        .map(|_| start_axfr(server.address, "127.0.0.1"))
+        .collect();
+    for stream in &mut stuck {
+        let first = first_message(stream);
+        assert_eq!(first.metadata.response_code, ResponseCode::NoError);
+        assert!(!first.answers.is_empty());
+    }
+    // A third from the same address: REFUSED at once, with its question.
+    let mut third = start_axfr(server.address, "127.0.0.1");
+    let refused = first_message(&mut third);
+    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(refused.queries.len(), 1);
+    assert!(refused.answers.is_empty());
+    // Another address is not held up by them.
+    let mut other = start_axfr(server.address, "127.0.0.2");
+    let started = first_message(&mut other);
+    assert_eq!(started.metadata.response_code, ResponseCode::NoError);
+    assert!(!started.answers.is_empty());
+    // When the stuck ones go, the first address may transfer again.
+    drop(stuck);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let mut again = start_axfr(server.address, "127.0.0.1");
+            first_message(&mut again).metadata.response_code == ResponseCode::NoError
+        }),
+        "the slots are given back"
+    );
+}
