@@ -13,6 +13,9 @@
 //! - `--check`: parse every answer; one that does not parse, or a NOERROR answer to an A
 //!   query with no record, counts as an error (torn or empty answers during swaps).
 //! - `--source IP`: send from this loopback address (another client prefix).
+//! - `--flood`: only send, at `--rate` (or as fast as possible), and never read: the answers
+//!   are dropped by the kernel once this socket's buffer is full. A flood's sender does not
+//!   pay for receiving, so one core can offer more than a server answers.
 //!
 //! Prints one line: `answered=N qps=Q p50_us=A p99_us=B errors=E lost=L sent=S bytes=B
 //! truncated=T` (bytes: of every answer received; truncated: answers with TC=1).
@@ -123,6 +126,11 @@ fn main() {
     let mut out_len = [0usize; BATCH];
     let mut inbox = vec![[0u8; PACKET]; BATCH];
     let mut sent_total = 0u64;
+    if arguments.iter().any(|argument| argument == "--flood") {
+        flood(fd, &queries, rate, started, limit, &mut report);
+        report.print(started.elapsed().as_secs_f64());
+        return;
+    }
     while started.elapsed() < limit {
         // Fill the window (or send what the rate allows by now), a batch at a time.
         loop {
@@ -224,6 +232,51 @@ fn main() {
         }
     }
     report.print(started.elapsed().as_secs_f64());
+}
+
+/// Sends `queries` in batches at `rate` (or flat out) until `limit`, reading nothing.
+fn flood(
+    fd: std::os::fd::RawFd,
+    queries: &[Vec<u8>],
+    rate: Option<f64>,
+    started: Instant,
+    limit: Duration,
+    report: &mut Report,
+) {
+    let mut out = vec![[0u8; PACKET]; BATCH];
+    let mut out_len = [0usize; BATCH];
+    let mut next: usize = 0;
+    while started.elapsed() < limit {
+        let allowed = match rate {
+            Some(rate) => ((started.elapsed().as_secs_f64() * rate) as u64)
+                .saturating_sub(report.sent) as usize,
+            None => BATCH,
+        };
+        if allowed == 0 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let count = allowed.min(BATCH);
+        for slot in 0..count {
+            let query = &queries[next % queries.len()];
+            out[slot][..query.len()].copy_from_slice(query);
+            out[slot][..2].copy_from_slice(&(next as u16).to_be_bytes());
+            out_len[slot] = query.len();
+            next += 1;
+        }
+        let mut iovecs: Vec<libc::iovec> = (0..count)
+            .map(|slot| libc::iovec {
+                iov_base: out[slot].as_mut_ptr().cast(),
+                iov_len: out_len[slot],
+            })
+            .collect();
+        let mut headers = headers(&mut iovecs);
+        // SAFETY: the headers point at live buffers for the duration of the call.
+        let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), count as u32, 0) };
+        if sent > 0 {
+            report.sent += sent as u64;
+        }
+    }
 }
 
 /// What the run measured.
