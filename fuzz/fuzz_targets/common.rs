@@ -24,8 +24,13 @@ big TXT \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 big TXT \"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\"\n\
 unk TYPE65400 \\# 3 010203\n";
 
-const CONFIG: &str = "[server]\nlisten = [\"127.0.0.1:53\"]\n\
-[[zone]]\norigin = \"example.test\"\nfile = \"unused.zone\"\nallow_transfer = [\"127.0.0.0/8\"]\n";
+/// The TSIG key of the fuzz config (seed-tsig-* requests are signed with it).
+pub const KEY: &str = "key \"fuzz\" { algorithm hmac-sha256; secret \"ZnV6ei1rZXktZnV6ei1rZXktZnV6ei1rZXktZnV6eiE=\"; };\n";
+
+/// Transfers from loopback unsigned, and from 10/8 signed with the key; NOTIFY signed.
+const CONFIG: &str = "[server]\nlisten = [\"127.0.0.1:53\"]\nkey_files = [\"fuzz.key\"]\n\
+[[zone]]\norigin = \"example.test\"\nfile = \"unused.zone\"\n\
+allow_transfer = [\"127.0.0.0/8\", \"10.0.0.0/8 key fuzz\"]\nalso_notify = [\"192.0.2.1 key fuzz\"]\n";
 
 pub fn source() -> SocketAddr {
     "127.0.0.1:5300".parse().unwrap()
@@ -38,7 +43,11 @@ pub fn handler() -> &'static DnsHandler {
         .get_or_init(|| {
             let origin = Name::from_ascii("example.test.").unwrap();
             let data = parse_zone(ZONE, Path::new("fuzz.zone"), &origin).expect("the zone loads");
-            let config = Config::parse(CONFIG, Path::new("fuzz.toml")).expect("the config loads");
+            let folder = std::env::temp_dir().join(format!("healthdns-fuzz-{}", std::process::id()));
+            std::fs::create_dir_all(&folder).expect("a temporary folder");
+            std::fs::write(folder.join("fuzz.key"), KEY).expect("the key file");
+            let config =
+                Config::parse(CONFIG, &folder.join("fuzz.toml")).expect("the config loads");
             let mut answers = Answers::new();
             answers.insert(
                 Name::from_ascii("pool.example.test.").unwrap(),
