@@ -160,15 +160,7 @@ fn main() {
                 out_len[slot] = query.len();
                 sent_at[id as usize] = Some(Instant::now());
             }
-            let mut iovecs: Vec<libc::iovec> = (0..count)
-                .map(|slot| libc::iovec {
-                    iov_base: out[slot].as_mut_ptr().cast(),
-                    iov_len: out_len[slot],
-                })
-                .collect();
-            let mut headers = headers(&mut iovecs);
-            // SAFETY: the headers point at live buffers for the duration of the call.
-            let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), count as u32, 0) };
+            let sent = send_batch(fd, &mut out[..count], &out_len[..count]);
             if sent <= 0 {
                 break;
             }
@@ -234,6 +226,21 @@ fn main() {
     report.print(started.elapsed().as_secs_f64());
 }
 
+/// Sends the first `lengths[i]` bytes of each of `packets` in one sendmmsg; its result.
+fn send_batch(fd: std::os::fd::RawFd, packets: &mut [[u8; PACKET]], lengths: &[usize]) -> i32 {
+    let mut iovecs: Vec<libc::iovec> = packets
+        .iter_mut()
+        .zip(lengths)
+        .map(|(packet, length)| libc::iovec {
+            iov_base: packet.as_mut_ptr().cast(),
+            iov_len: *length,
+        })
+        .collect();
+    let mut headers = headers(&mut iovecs);
+    // SAFETY: the headers point at live buffers for the duration of the call.
+    unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), headers.len() as u32, 0) }
+}
+
 /// Sends `queries` in batches at `rate` (or flat out) until `limit`, reading nothing.
 fn flood(
     fd: std::os::fd::RawFd,
@@ -264,15 +271,7 @@ fn flood(
             out_len[slot] = query.len();
             next += 1;
         }
-        let mut iovecs: Vec<libc::iovec> = (0..count)
-            .map(|slot| libc::iovec {
-                iov_base: out[slot].as_mut_ptr().cast(),
-                iov_len: out_len[slot],
-            })
-            .collect();
-        let mut headers = headers(&mut iovecs);
-        // SAFETY: the headers point at live buffers for the duration of the call.
-        let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), count as u32, 0) };
+        let sent = send_batch(fd, &mut out[..count], &out_len[..count]);
         if sent > 0 {
             report.sent += sent as u64;
         }

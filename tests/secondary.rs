@@ -171,23 +171,26 @@ fn tsig_signs_transfers_and_notify_to_bind_and_refuses_wrong_keys() {
     let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
     let named_port = free_port();
     let wrong_port = free_port();
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let fixture = Fixture::custom(
-        "127.0.0.1:0",
+        &format!("127.0.0.1:{}", free_port()),
         &[("example.test", ZONE)],
         "key_files = [\"transfer.key\"]",
         &format!(
             "allow_transfer = [\"127.0.0.1 key transfer\"]\nalso_notify = [\"127.0.0.1:{named_port} key transfer\", \"127.0.0.1:{wrong_port} key transfer\"]"
         ),
-        &pool(prefix, 2, port),
+        &format!("{}\n[api]\nlisten = \"{api}\"\n", pool(prefix, 2, port)),
     );
     let key_file = fixture.path("transfer.key");
     let secret = tsig_keygen("transfer", &key_file);
-    let server = TestServer::from_fixture(fixture);
+    // The real binary, for its metrics: NOTIFY responses signed by named must verify.
+    let _process = crate::api::serve_ready(&fixture.config_path, api);
+    let address = fixture.listen_address();
 
     // BIND with the key: SOA checks, the AXFR, NOTIFY and the IXFR are all signed.
     let named = Named::secondary_with_key(
         &["example.test"],
-        server.address,
+        address,
         named_port,
         Some((&key_file, "transfer")),
     );
@@ -203,13 +206,13 @@ fn tsig_signs_transfers_and_notify_to_bind_and_refuses_wrong_keys() {
     tsig_keygen("transfer", &wrong_key);
     let wrong = Named::secondary_with_key(
         &["example.test"],
-        server.address,
+        address,
         wrong_port,
         Some((&wrong_key, "transfer")),
     );
 
     backends[0].stop();
-    assert!(wait_until(CHANGE, || server.serial("example.test.") == 101));
+    assert!(wait_until(CHANGE, || dig_serial(address, "example.test") == Some(101)));
     let followed = wait_until(Duration::from_secs(2), || {
         named.serial("example.test") == Some(101) && www_addresses(named.address) == ["127.62.5.2"]
     });
@@ -219,9 +222,24 @@ fn tsig_signs_transfers_and_notify_to_bind_and_refuses_wrong_keys() {
         named.log()
     );
     assert!(
-        named.log().contains("notify from 127.0.0.1") && named.log().contains("TSIG transfer"),
+        named
+            .log()
+            .contains("received notify for zone 'example.test': TSIG 'transfer'")
+            && named.log().contains("TSIG transfer"),
         "{}",
         named.log()
+    );
+    // named's responses to the signed NOTIFY verified here; the wrong-key named's did not.
+    let metrics = || crate::api::samples(&crate::api::get(api, "/metrics").unwrap().1);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let metrics = metrics();
+            metrics.get("healthdns_notify_total{result=\"acknowledged\"}") >= Some(&1.0)
+                && metrics.contains_key("healthdns_notify_total{result=\"bad_tsig\"}")
+                    | metrics.contains_key("healthdns_notify_total{result=\"refused\"}")
+        }),
+        "{:?}",
+        metrics()
     );
     assert!(
         wait_until(Duration::from_secs(10), || wrong
@@ -236,21 +254,18 @@ fn tsig_signs_transfers_and_notify_to_bind_and_refuses_wrong_keys() {
 
     // dig: with the key the transfer verifies; without it, or with a wrong secret, it is refused.
     let key_arg = format!("hmac-sha256:transfer:{secret}");
-    let signed = dig(server.address, &["-y", &key_arg, "example.test", "AXFR"]);
+    let signed = dig(address, &["-y", &key_arg, "example.test", "AXFR"]);
     assert!(
         records(&signed).len() > 3 && !signed.contains("failure") && !signed.contains("failed"),
         "{signed}"
     );
-    let unsigned = dig(server.address, &["example.test", "AXFR"]);
+    let unsigned = dig(address, &["example.test", "AXFR"]);
     assert!(unsigned.contains("Transfer failed"), "{unsigned}");
     let wrong_secret = format!(
         "hmac-sha256:transfer:{}",
         "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
     );
-    let refused = dig(
-        server.address,
-        &["-y", &wrong_secret, "example.test", "AXFR"],
-    );
+    let refused = dig(address, &["-y", &wrong_secret, "example.test", "AXFR"]);
     assert!(
         refused.contains("BADSIG")
             && refused.contains("Transfer failed")
@@ -258,7 +273,7 @@ fn tsig_signs_transfers_and_notify_to_bind_and_refuses_wrong_keys() {
         "{refused}"
     );
     let unknown = dig(
-        server.address,
+        address,
         &[
             "-y",
             &format!("hmac-sha256:other:{secret}"),
@@ -271,11 +286,18 @@ fn tsig_signs_transfers_and_notify_to_bind_and_refuses_wrong_keys() {
         "{unknown}"
     );
     // A signed ordinary query gets a signed answer that dig verifies.
-    let query = dig(server.address, &["-y", &key_arg, "www.example.test", "A"]);
+    let query = dig(address, &["-y", &key_arg, "www.example.test", "A"]);
     assert!(
         query.contains("status: NOERROR") && query.contains("TSIG") && !query.contains("failure"),
         "{query}"
     );
+    let metrics = metrics();
+    for result in ["verified", "badsig", "badkey"] {
+        assert!(
+            metrics.contains_key(&format!("healthdns_tsig_total{{result=\"{result}\"}}")),
+            "{result}: {metrics:?}"
+        );
+    }
 }
 
 #[test]
@@ -852,14 +874,9 @@ fn a_snapshot_command_runs_after_each_write() {
     backends[1].resume();
 }
 
-/// SIGTERM while a secondary is stuck mid-transfer: the transfer gets a bounded grace
-/// (5 s), then the server exits 0 with its state written, instead of waiting for the
-/// connection's 60 s write timeout.
-#[test]
-fn shutdown_bounds_a_stuck_transfer() {
-    use std::io::{Read, Write};
-    // About 15 MB of records: more than the kernel's socket buffers on both ends can hold,
-    // so a client that stops reading really stalls the transfer.
+/// The test zone with about 15 MB of records: more than the kernel's socket buffers on both
+/// ends can hold, so a transfer whose client stops reading really stalls and stays in flight.
+fn stuck_zone() -> String {
     let mut zone = String::from(ZONE);
     let long = "x".repeat(250);
     for index in 0..15_000u32 {
@@ -867,6 +884,16 @@ fn shutdown_bounds_a_stuck_transfer() {
             "t{index} TXT \"{long}\" \"{long}\" \"{long}\" \"{long}\"\n"
         ));
     }
+    zone
+}
+
+/// SIGTERM while a secondary is stuck mid-transfer: the transfer gets a bounded grace
+/// (5 s), then the server exits 0 with its state written, instead of waiting for the
+/// connection's 60 s write timeout.
+#[test]
+fn shutdown_bounds_a_stuck_transfer() {
+    use std::io::{Read, Write};
+    let zone = stuck_zone();
     let listen = format!("127.0.0.1:{}", free_port());
     let fixture = Fixture::custom(
         &listen,
@@ -952,14 +979,7 @@ fn first_message(stream: &mut std::net::TcpStream) -> Message {
 
 #[test]
 fn transfers_in_flight_are_capped_per_address() {
-    // About 15 MB of records, so a transfer whose client stops reading stays in flight.
-    let mut zone = String::from(ZONE);
-    let long = "x".repeat(250);
-    for index in 0..15_000u32 {
-        zone.push_str(&format!(
-            "t{index} TXT \"{long}\" \"{long}\" \"{long}\" \"{long}\"\n"
-        ));
-    }
+    let zone = stuck_zone();
     let server = TestServer::from_fixture(Fixture::custom(
         "127.0.0.1:0",
         &[("example.test", &zone)],
