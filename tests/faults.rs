@@ -209,3 +209,108 @@ fn a_wall_clock_jump_moves_no_probe_timer() {
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(10)).is_some());
 }
+
+/// Both UDP threads are flooded (two senders, bounded to 4 s and 3,000,000 datagrams):
+/// probes still run on schedule, and a killed backend leaves the answers (read over TCP)
+/// within fall × interval + timeout + a margin. Probes run on the runtime's threads, not the
+/// UDP threads, and their ticks keep their grid.
+#[test]
+fn probes_keep_their_schedule_while_udp_is_flooded() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let prefix = "127.62.9";
+    let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let fixture = Fixture::custom(
+        &format!("127.0.0.1:{}", free_port()),
+        &[("example.test", ZONE)],
+        "",
+        "",
+        &format!("{}\n[api]\nlisten = \"{api}\"\n", pool(prefix, 2, port)),
+    );
+    let mut server = serve_ready(&fixture.config_path, api);
+    let dns = fixture.listen_address();
+    let total = |metrics: &std::collections::BTreeMap<String, f64>, prefix: &str| -> f64 {
+        metrics
+            .iter()
+            .filter(|(series, _)| series.starts_with(prefix))
+            .map(|(_, value)| value)
+            .sum()
+    };
+    let query = {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::{Name, RecordType};
+        let mut message = Message::new(1, MessageType::Query, OpCode::Query);
+        message.add_query(Query::query(
+            Name::from_ascii("www.example.test.").unwrap(),
+            RecordType::A,
+        ));
+        message.to_vec().unwrap()
+    };
+    let flooding = std::sync::Arc::new(AtomicBool::new(true));
+    let senders: Vec<_> = (0..2)
+        .map(|_| {
+            let flooding = flooding.clone();
+            let query = query.clone();
+            std::thread::spawn(move || {
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket.connect(dns).unwrap();
+                let started = std::time::Instant::now();
+                let mut sent = 0u64;
+                while flooding.load(Ordering::Relaxed)
+                    && sent < 1_500_000
+                    && started.elapsed() < Duration::from_secs(4)
+                {
+                    if socket.send(&query).is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = samples(&get(api, "/metrics").unwrap().1);
+    let window = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(700));
+    backends[0].stop();
+    let killed = std::time::Instant::now();
+    let tcp_www = || -> Vec<String> {
+        let output = crate::support::dig(dns, &["+tcp", "+short", "www.example.test", "A"]);
+        let mut found: Vec<String> = output.lines().map(str::to_string).collect();
+        found.sort();
+        found
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || tcp_www() == ["127.62.9.2"]),
+        "the killed backend leaves during the flood"
+    );
+    let left = killed.elapsed();
+    std::thread::sleep(Duration::from_millis(1000).saturating_sub(left));
+    let after = samples(&get(api, "/metrics").unwrap().1);
+    let seconds = window.elapsed().as_secs_f64();
+    flooding.store(false, Ordering::Relaxed);
+    let sent: u64 = senders
+        .into_iter()
+        .map(|sender| sender.join().unwrap())
+        .sum();
+    let probes = total(&after, "healthdns_probe_seconds_count")
+        - total(&before, "healthdns_probe_seconds_count");
+    let queries =
+        total(&after, "healthdns_queries_total") - total(&before, "healthdns_queries_total");
+    eprintln!("flood: {sent} sent, {queries} answered, {probes} probes in {seconds:.2} s, left after {left:?}");
+    // The server really was busy: tens of thousands of queries answered in the window.
+    assert!(
+        queries > 20_000.0,
+        "{queries} queries answered of {sent} sent"
+    );
+    // Two addresses, one probe each per 100 ms: none skipped (10% for the window's edges).
+    let scheduled = 2.0 * 10.0 * seconds;
+    assert!(
+        probes >= 0.9 * scheduled,
+        "{probes} probes in {seconds:.2} s under the flood, {scheduled:.0} scheduled"
+    );
+    // fall 1 × interval 100 ms + timeout 100 ms, and a margin for a loaded machine.
+    assert!(left < Duration::from_millis(1200), "left after {left:?}");
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+}

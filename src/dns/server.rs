@@ -314,26 +314,12 @@ pub async fn serve(
     }
 }
 
-/// How much lower than the rest of the process the UDP threads run (nice). Under a flood
-/// they take every CPU cycle they are given; the probes, the publisher and the API run on
-/// the runtime's threads at the process's priority, so failover does not slow down while
-/// DNS is saturated (issue 13: probes keep their schedule under load).
-pub const UDP_NICE: i32 = 5;
-
-/// Lowers the calling thread's scheduling priority by `by` nice steps (Linux threads have
-/// their own nice value); a failure only costs the priority, so it is logged, not fatal.
-fn lower_priority(by: i32) {
-    // SAFETY: plain system calls on the calling thread's own id.
-    unsafe {
-        let thread = libc::gettid() as libc::id_t;
-        *libc::__errno_location() = 0;
-        let current = libc::getpriority(libc::PRIO_PROCESS, thread);
-        if libc::setpriority(libc::PRIO_PROCESS, thread, (current + by).min(19)) != 0 {
-            tracing::debug!(error = %io::Error::last_os_error(), "cannot lower the UDP thread's priority");
-        }
-    }
-}
-
+/// UDP threads run at the process's priority. Probes keep their schedule under a flood
+/// without lowering it: they run on the runtime's threads, which sleep between probes and so
+/// are scheduled ahead of a busy UDP thread when they wake, and their ticks keep their grid
+/// (`health::schedule`); tests/faults.rs floods a server and counts its probes. UDP threads 5
+/// nice steps lower were tried: they bought nothing in bench/overload.sh and cost 13-20% of
+/// the throughput when the cores are shared with other work (bench/speed.sh MODE=two).
 /// Datagrams received (and answers sent) per system call on a UDP socket. 16 rather than 32:
 /// the first answer of a batch waits for the last, and at 80% load 32 doubled the p99
 /// latency (bench/speed.sh) for no measurable throughput.
@@ -350,7 +336,6 @@ fn serve_udp(
 ) {
     use super::rrl::{Class, Decision, RateLimiter};
     use std::os::fd::AsRawFd;
-    lower_priority(UDP_NICE);
     let fd = socket.as_raw_fd();
     let mut inbox: Vec<Vec<u8>> = (0..UDP_BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect();
     let mut answers: Vec<Vec<u8>> = (0..UDP_BATCH).map(|_| Vec::with_capacity(4096)).collect();
