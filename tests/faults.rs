@@ -65,6 +65,19 @@ impl Drop for SmallDisk {
     }
 }
 
+/// The pool zone with two fast-checked backends on `prefix` and the API on a free port.
+fn with_api(prefix: &str, port: u16) -> (Fixture, SocketAddr) {
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let fixture = Fixture::custom(
+        &format!("127.0.0.1:{}", free_port()),
+        &[("example.test", ZONE)],
+        "",
+        "",
+        &format!("{}\n[api]\nlisten = \"{api}\"\n", pool(prefix, 2, port)),
+    );
+    (fixture, api)
+}
+
 /// The serial in the SOA line of a snapshot file, if the file is there.
 fn snapshot_serial(path: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -166,14 +179,7 @@ fn a_wall_clock_jump_moves_no_probe_timer() {
     let clock = FakeClock::new();
     let prefix = "127.62.8";
     let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let fixture = Fixture::custom(
-        &format!("127.0.0.1:{}", free_port()),
-        &[("example.test", ZONE)],
-        "",
-        "",
-        &format!("{}\n[api]\nlisten = \"{api}\"\n", pool(prefix, 2, port)),
-    );
+    let (fixture, api) = with_api(prefix, port);
     let mut command = binary();
     clock.apply(&mut command);
     let mut server = serve_ready_with(&mut command, &fixture.config_path, api);
@@ -219,14 +225,7 @@ fn probes_keep_their_schedule_while_udp_is_flooded() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let prefix = "127.62.9";
     let (port, mut backends) = backends(prefix, vec![Behaviour::Healthy; 2]);
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let fixture = Fixture::custom(
-        &format!("127.0.0.1:{}", free_port()),
-        &[("example.test", ZONE)],
-        "",
-        "",
-        &format!("{}\n[api]\nlisten = \"{api}\"\n", pool(prefix, 2, port)),
-    );
+    let (fixture, api) = with_api(prefix, port);
     let mut server = serve_ready(&fixture.config_path, api);
     let dns = fixture.listen_address();
     let total = |metrics: &std::collections::BTreeMap<String, f64>, prefix: &str| -> f64 {
