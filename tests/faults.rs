@@ -160,8 +160,11 @@ fn a_full_disk_keeps_answers_reports_the_failure_and_retries() {
     );
     let saved = std::fs::read_to_string(&state).unwrap();
     assert!(saved.contains("serial = 101"), "{saved}");
+    // The log line is read from the server's stderr by another thread: awaited.
     assert!(
-        server.stderr_now().contains("written again"),
+        wait_until(Duration::from_secs(5), || server
+            .stderr_now()
+            .contains("written again")),
         "{}",
         server.stderr_now()
     );

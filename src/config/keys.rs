@@ -75,20 +75,32 @@ impl TsigKey {
     }
 
     pub(crate) fn mac_length(&self) -> usize {
-        match self.algorithm {
-            TsigAlgorithm::HmacSha384 => 48,
-            TsigAlgorithm::HmacSha512 => 64,
-            _ => 32,
-        }
+        mac_length(&self.algorithm)
     }
 
     /// The bytes a TSIG record signed with this key takes (Other Data up to 6 bytes): what
     /// a response must leave free for it.
     pub fn record_length(&self) -> usize {
-        let name = self.name.to_ascii().len() + 1;
-        let algorithm = self.algorithm.to_name().to_ascii().len() + 2;
-        name + 10 + algorithm + 6 + 2 + 2 + self.mac_length() + 2 + 2 + 2 + 6
+        record_length(&self.name, &self.algorithm)
     }
+}
+
+/// The MAC length of a supported algorithm (the largest, 64, for any other).
+pub(crate) fn mac_length(algorithm: &TsigAlgorithm) -> usize {
+    match algorithm {
+        TsigAlgorithm::HmacSha256 => 32,
+        TsigAlgorithm::HmacSha384 => 48,
+        _ => 64,
+    }
+}
+
+/// The bytes a TSIG record with this owner and algorithm takes, with a full MAC and up to
+/// 6 bytes of Other Data.
+pub(crate) fn record_length(key_name: &Name, algorithm: &TsigAlgorithm) -> usize {
+    let owner = key_name.to_ascii().len() + 1;
+    let algorithm_name = algorithm.to_name().to_ascii().len() + 2;
+    // type, class, TTL, RDLENGTH; time, fudge, MAC size, MAC, original ID, error, other.
+    owner + 10 + algorithm_name + 6 + 2 + 2 + mac_length(algorithm) + 2 + 2 + 2 + 6
 }
 
 /// Why a key file was not read: the file and line say where.

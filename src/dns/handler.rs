@@ -418,23 +418,9 @@ impl DnsHandler {
                     }
                     let mut metadata = Metadata::response_from_request(&request.metadata);
                     metadata.response_code = ResponseCode::NotAuth;
-                    let room = failure.record_length();
-                    let mut encoder = BinEncoder::new(out);
-                    encoder
-                        .set_max_size(limit.saturating_sub(room as u16).max(MIN_UDP_PAYLOAD / 2));
+                    let limit = without_room(limit, failure.record_length());
                     let plan = Plan::Error(ResponseCode::NotAuth);
-                    if emit(
-                        &request,
-                        edns,
-                        metadata,
-                        &plan,
-                        Fit::Truncated,
-                        &mut encoder,
-                    )
-                    .is_err()
-                    {
-                        encode_header_only(&request.metadata, ResponseCode::NotAuth, out);
-                    }
+                    self.encode(&request, edns, metadata, &plan, limit, source, out, None);
                     failure.append(out, now);
                     return Answered::Message;
                 }
@@ -447,9 +433,7 @@ impl DnsHandler {
         }
         // Room for the TSIG, when the response is signed.
         let limit = match &signing {
-            Some(signing) => limit
-                .saturating_sub(signing.key().record_length() as u16)
-                .max(MIN_UDP_PAYLOAD / 2),
+            Some(signing) => without_room(limit, signing.key().record_length()),
             None => limit,
         };
         let fill = if signing.is_some() { None } else { fill };
@@ -521,6 +505,13 @@ impl DnsHandler {
             }
         }
     }
+}
+
+/// `limit` less the room a TSIG record of `room` bytes needs, never below half the DNS minimum.
+fn without_room(limit: u16, room: usize) -> u16 {
+    limit
+        .saturating_sub(u16::try_from(room).unwrap_or(u16::MAX))
+        .max(MIN_UDP_PAYLOAD / 2)
 }
 
 /// Encodes the response for a plan, leaving out what `fit` says does not fit; returns the

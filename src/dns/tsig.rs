@@ -254,14 +254,7 @@ impl Failure {
 
     /// The bytes its TSIG takes in the response.
     pub fn record_length(&self) -> usize {
-        self.key_name.to_ascii().len()
-            + 1
-            + 10
-            + self.algorithm.to_name().to_ascii().len()
-            + 2
-            + 16
-            + 64
-            + 6
+        crate::config::keys::record_length(&self.key_name, &self.algorithm)
     }
 }
 
