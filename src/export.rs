@@ -84,7 +84,7 @@ impl WriteProblems {
             .or_insert_with(|| WriteProblem {
                 file: file.to_path_buf(),
                 error: String::new(),
-                since: crate::dns::tsig::now(),
+                since: crate::wall_clock::unix_seconds(),
                 failures: 0,
             });
         problem.failures += 1;

@@ -35,6 +35,7 @@ pub mod publish;
 pub mod reload;
 pub mod service;
 pub mod supervisor;
+pub mod wall_clock;
 pub mod zone;
 
 /// A global allocator for the unit tests that counts this thread's allocations, so a test

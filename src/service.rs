@@ -61,9 +61,7 @@ fn load_state(path: &std::path::Path) -> Result<SerialState, StateError> {
     match SerialState::load(path) {
         Err(StateError::Damaged { path, message }) => {
             let mut aside = path.clone().into_os_string();
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_secs());
+            let stamp = crate::wall_clock::unix_seconds();
             aside.push(format!(".damaged-{stamp}"));
             let aside = std::path::PathBuf::from(aside);
             std::fs::rename(&path, &aside).map_err(|source| StateError::Read {

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use tokio::sync::watch;
@@ -84,9 +84,7 @@ impl Gossip {
         config: &ClusterConfig,
         votes: BTreeMap<String, String>,
     ) -> Result<Self, GossipError> {
-        let generation = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
+        let generation = crate::wall_clock::unix_millis();
         let chitchat_config = ChitchatConfig {
             chitchat_id: ChitchatId::new(config.node.as_str(), generation, config.advertise),
             cluster_id: config.name.clone(),

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chitchat::transport::{Socket, Transport};
@@ -89,11 +89,7 @@ struct SealedSocket {
     buffer: Box<[u8]>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
+use crate::wall_clock::unix_millis as now_ms;
 
 fn random_nonce() -> [u8; 24] {
     let mut nonce = [0; 24];

@@ -33,11 +33,7 @@ pub use crate::config::keys::TsigKey;
 pub const FUDGE: u16 = 300;
 
 /// The current time in TSIG's terms: seconds since 1970 (wall clock).
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
-}
+pub use crate::wall_clock::unix_seconds as now;
 
 /// A request whose TSIG verified: how its responses are signed.
 #[derive(Debug, Clone)]
