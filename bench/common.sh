@@ -1,6 +1,6 @@
 # Sourced by the bench scripts: a release build, a scratch folder, and cleanup of the
 # processes they start (by PID, listed in `pids`).
-cargo build --release --quiet
+cargo build --release --quiet --bins --examples
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -11,12 +11,14 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
-# HTTP backends for pool benchmarks: python3 http.server on 127.0.9.N, all on $HTTP_PORT,
-# serving $work/www (set HTTP_PORT first). backend_pid[N] is each one's PID ("" when killed).
+# HTTP backends for pool benchmarks: examples/http_backend.rs on 127.0.9.N, all on $HTTP_PORT
+# (set it first); each answers `200 ok` for a few microseconds of CPU, as a web server on another
+# machine costs this one nothing (python3's http.server took 1.8 ms a probe, which showed in the
+# DNS server's latency when it ran on the server's core). backend_pid[N] is each one's PID
+# ("" when killed).
 declare -A backend_pid
 start_backend() { # $1 = host number
-  mkdir -p "$work/www"; [ -e "$work/www/index.html" ] || echo ok > "$work/www/index.html"
-  python3 -m http.server "$HTTP_PORT" --bind "127.0.9.$1" --directory "$work/www" >/dev/null 2>&1 &
+  target/release/examples/http_backend "127.0.9.$1:$HTTP_PORT" &
   backend_pid[$1]=$!; pids+=("$!")
   # Ready when it accepts connections.
   for _ in $(seq 1 100); do

@@ -2,7 +2,7 @@
 # Failover time: how fast a dead or frozen backend leaves the DNS answer, and how fast it
 # comes back, measured from outside with dig.
 #
-# Three HTTP backends (python3 http.server) on 127.0.9.1-3, one pool over them with
+# Three HTTP backends (examples/http_backend.rs) on 127.0.9.1-3, one pool over them with
 # interval 100ms, timeout 200ms, fall 2, rise 2. Each trial either kills a backend (SIGKILL,
 # then starts it again) or freezes it (SIGSTOP, then SIGCONT), and polls
 # `dig www.bench.test A` every 20 ms: detection is from the signal to the first answer without

@@ -31,7 +31,6 @@ for tool in knotd dig python3 taskset curl; do
 done
 [ "$(id -u)" = 0 ] || { echo "bench/overload.sh needs root: it limits each server to 30% of a core with a cgroup" >&2; exit 1; }
 source bench/common.sh
-cargo build --release --quiet --examples
 # 30% of a core for process $2, in a cgroup named $1 (removed at exit).
 cgroups=()
 limit_cpu() { # name pid

@@ -19,7 +19,6 @@ for tool in knotd dig python3; do
   command -v "$tool" >/dev/null || { echo "bench/rrl.sh needs $tool (apt-get install -y knot bind9-dnsutils)" >&2; exit 1; }
 done
 source bench/common.sh
-cargo build --release --quiet --examples
 PORT=$(free_port)
 {
   echo '$ORIGIN bench.test.'; echo '$TTL 300'

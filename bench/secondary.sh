@@ -3,7 +3,7 @@
 # with healthdns and NSD as primaries side by side (one named, secondary for both zones, so
 # both are measured under the same conditions in one run).
 #
-# healthdns: a pool over two HTTP backends (python3 http.server on 127.0.9.1-2), checked every
+# healthdns: a pool over two HTTP backends (examples/http_backend.rs on 127.0.9.1-2), checked every
 # 100 ms (fall 1, rise 1); each trial kills or restarts backend 2, which changes the answer
 # and the serial. NSD: each trial rewrites its zone file with the next serial and a changed A
 # record and sends SIGHUP. Both send NOTIFY to named, whose refresh timer is an hour.

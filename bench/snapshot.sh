@@ -2,7 +2,7 @@
 # Snapshot writes of a 100,000-record zone: how long each write takes (from the server's log),
 # and whether answers stall meanwhile (dig query times measured all through the writes).
 #
-# One pool over two HTTP backends (python3 http.server on 127.0.9.1-2); each trial kills or
+# One pool over two HTTP backends (examples/http_backend.rs on 127.0.9.1-2); each trial kills or
 # restarts backend 2, which changes the answer, the serial and so the snapshot file.
 # Needs: dig, python3, a release build of healthdns.
 # Usage: bench/snapshot.sh [TRIALS]   (default 5)

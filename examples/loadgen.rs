@@ -4,7 +4,7 @@
 //! dnsperf saturates its own core at about 100k queries/s, below what the servers can do, so
 //! it cannot tell them apart by throughput; this can.
 //!
-//! Usage: loadgen SERVER QUERY_FILE [OUTSTANDING] [SECONDS] [--rate QPS] [--tcp CONNECTIONS]
+//! Usage: loadgen SERVER QUERY_FILE [OUTSTANDING] [SECONDS (may be fractional)] [--rate QPS] [--tcp CONNECTIONS]
 //!                [--check]
 //! QUERY_FILE: one query per line, "name type" with optional "do" (EDNS with DO) or "edns".
 //! - `--rate QPS`: send at this fixed rate (at most OUTSTANDING in flight) instead of keeping
@@ -13,6 +13,8 @@
 //! - `--check`: parse every answer; one that does not parse, or a NOERROR answer to an A
 //!   query with no record, counts as an error (torn or empty answers during swaps).
 //! - `--source IP`: send from this loopback address (another client prefix).
+//! - `--histogram FILE`: also write every latency to FILE as `MICROSECONDS COUNT` lines, and
+//!   a last line `lost N`, so that many short runs can be pooled into one percentile.
 //! - `--flood`: only send, at `--rate` (or as fast as possible), and never read: the answers
 //!   are dropped by the kernel once this socket's buffer is full. A flood's sender does not
 //!   pay for receiving, so one core can offer more than a server answers.
@@ -30,6 +32,8 @@ use hickory_proto::rr::{Name, RecordType};
 
 const BATCH: usize = 64;
 const PACKET: usize = 4096;
+/// How long a paced run awaits the answers in flight when its time is up.
+const DRAIN: Duration = Duration::from_secs(1);
 
 fn encode(line: &str) -> Option<Vec<u8>> {
     let mut words = line.split_whitespace();
@@ -80,7 +84,7 @@ fn main() {
         .collect();
     assert!(!queries.is_empty(), "no queries in {}", arguments[2]);
     let outstanding: usize = arguments.get(3).and_then(|a| a.parse().ok()).unwrap_or(256);
-    let seconds: u64 = arguments.get(4).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let seconds: f64 = arguments.get(4).and_then(|a| a.parse().ok()).unwrap_or(5.0);
     let flag = |name: &str| -> Option<f64> {
         let at = arguments.iter().position(|argument| argument == name)?;
         arguments.get(at + 1).and_then(|value| value.parse().ok())
@@ -89,7 +93,12 @@ fn main() {
     let check = arguments.iter().any(|argument| argument == "--check");
     let mut report = Report::default();
     let started = Instant::now();
-    let limit = Duration::from_secs(seconds);
+    let limit = Duration::from_secs_f64(seconds);
+    report.histogram = arguments
+        .iter()
+        .position(|argument| argument == "--histogram")
+        .and_then(|at| arguments.get(at + 1))
+        .map(std::path::PathBuf::from);
     if let Some(connections) = flag("--tcp") {
         run_tcp(
             server,
@@ -131,9 +140,24 @@ fn main() {
         report.print(started.elapsed().as_secs_f64());
         return;
     }
-    while started.elapsed() < limit {
+    // Paced, the answers still in flight when the time is up are awaited (up to DRAIN), so
+    // that a backlog at the end is measured rather than left out; what never comes is lost.
+    let drain_until = limit
+        + if rate.is_some() {
+            DRAIN
+        } else {
+            Duration::ZERO
+        };
+    loop {
+        let elapsed = started.elapsed();
+        if elapsed >= limit && (in_flight == 0 || elapsed >= drain_until) {
+            if rate.is_some() {
+                report.lost += in_flight as u64;
+            }
+            break;
+        }
         // Fill the window (or send what the rate allows by now), a batch at a time.
-        loop {
+        while started.elapsed() < limit {
             let allowed = match rate {
                 Some(rate) => {
                     let due = (started.elapsed().as_secs_f64() * rate) as u64;
@@ -223,7 +247,7 @@ fn main() {
             report.answer(packet, check, now.duration_since(at));
         }
     }
-    report.print(started.elapsed().as_secs_f64());
+    report.print(started.elapsed().min(limit).as_secs_f64());
 }
 
 /// Sends the first `lengths[i]` bytes of each of `packets` in one sendmmsg; its result.
@@ -287,6 +311,7 @@ struct Report {
     sent: u64,
     bytes: u64,
     truncated: u64,
+    histogram: Option<std::path::PathBuf>,
 }
 
 impl Report {
@@ -338,6 +363,14 @@ impl Report {
             self.bytes,
             self.truncated
         );
+        if let Some(path) = &self.histogram {
+            let mut text = String::new();
+            for run in self.latencies.chunk_by(|a, b| a == b) {
+                text.push_str(&format!("{} {}\n", run[0], run.len()));
+            }
+            text.push_str(&format!("lost {}\n", self.lost));
+            std::fs::write(path, text).expect("--histogram FILE");
+        }
     }
 }
 

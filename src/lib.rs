@@ -19,6 +19,8 @@
 //! - [`service`]: start-up, and the tasks of a running server.
 //! - [`log_gate`]: rate-limited log lines for events a remote sender can trigger.
 //! - [`fault`]: fault injection for the supervisor tests (debug builds only).
+//! - [`socket_buffer`]: receive buffers for the DNS and ICMP sockets.
+//! - [`wall_clock`]: the time since 1970, for TSIG, gossip and status stamps.
 //!
 //! A module may use the modules before it in this flow, never the ones after it.
 
@@ -34,6 +36,7 @@ pub mod log_gate;
 pub mod publish;
 pub mod reload;
 pub mod service;
+pub mod socket_buffer;
 pub mod supervisor;
 pub mod wall_clock;
 pub mod zone;

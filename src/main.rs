@@ -492,7 +492,11 @@ fn run_serve(path: &std::path::Path, dry_run: bool) -> anyhow::Result<()> {
             .context("cannot install the SIGHUP handler")?;
         // Bind first, so a taken port or a missing capability shows at once; then probe
         // once, so the first answer is health-checked; then answer.
-        let listeners = Listeners::bind(&config.server.listen, config.server.udp_sockets)?;
+        let listeners = Listeners::bind(
+            &config.server.listen,
+            config.server.udp_sockets,
+            config.server.udp_receive_buffer,
+        )?;
         let api = match &config.api {
             None => None,
             Some(api) => Some(

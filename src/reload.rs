@@ -340,6 +340,10 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         "[server] tcp_idle_timeout",
     );
     differs(a.udp_sockets != b.udp_sockets, "[server] udp_sockets");
+    differs(
+        a.udp_receive_buffer != b.udp_receive_buffer,
+        "[server] udp_receive_buffer",
+    );
     differs(a.udp_payload != b.udp_payload, "[server] udp_payload");
     differs(
         a.min_serial_interval != b.min_serial_interval,

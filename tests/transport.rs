@@ -523,3 +523,45 @@ fn a_tcp_connection_carries_a_bounded_number_of_queries() {
         "every query up to the limit answered, then closed"
     );
 }
+
+/// The UDP sockets keep the receive buffer `[server] udp_receive_buffer` asks for, as `ss`
+/// reports it (the kernel keeps twice the size, half for its bookkeeping), even above
+/// net.core.rmem_max: as root, SO_RCVBUFFORCE. The buffer is what holds queries while the
+/// server is briefly behind (bench/speed.sh: latency at 80% load).
+#[test]
+fn udp_sockets_keep_the_configured_receive_buffer() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test asks for a receive buffer above net.core.rmem_max, which needs root (CAP_NET_ADMIN); run the suite as root (CI does)"
+    );
+    let ss = crate::support::require_tool("ss", "iproute2");
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let asked = (rmem_max + (1 << 20)).next_multiple_of(4096);
+    let fixture = crate::support::Fixture::custom(
+        "127.0.0.1:0",
+        &[("example.test", crate::support::TEST_ZONE)],
+        &format!("udp_receive_buffer = {asked}"),
+        "",
+        "",
+    );
+    let server = TestServer::from_fixture(fixture);
+    let port = server.address.port();
+    let output = std::process::Command::new(ss)
+        .args(["-u", "-a", "-n", "-m", &format!("sport = :{port}")])
+        .output()
+        .expect("run ss");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let buffers: Vec<usize> = text
+        .split(|c: char| c == ',' || c == '(' || c.is_whitespace())
+        .filter_map(|field| field.strip_prefix("rb"))
+        .filter_map(|value| value.parse().ok())
+        .collect();
+    // Both UDP sockets of the fixture.
+    assert_eq!(buffers, vec![2 * asked, 2 * asked], "ss printed:\n{text}");
+}

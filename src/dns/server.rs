@@ -44,8 +44,6 @@ use crate::dns::handler::{Answered, DnsHandler, Transport};
 
 /// How many times binding a port-0 address is retried when the UDP port is taken on TCP.
 const PORT_ZERO_ATTEMPTS: usize = 20;
-/// Receive buffer asked for each UDP socket, so bursts are queued, not dropped.
-const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 /// Largest UDP datagram we read.
 const MAX_DATAGRAM: usize = 65_535;
 /// How often an idle UDP thread looks at the shutdown token.
@@ -153,9 +151,14 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds every address on UDP (`udp_sockets` SO_REUSEPORT sockets each) and TCP. For port
-    /// 0, one free port is chosen per address and shared by UDP and TCP.
-    pub fn bind(addresses: &[SocketAddr], udp_sockets: usize) -> Result<Self, BindError> {
+    /// Binds every address on UDP (`udp_sockets` SO_REUSEPORT sockets each, with a receive
+    /// buffer of `receive_buffer` bytes, or the kernel's default for 0) and TCP. For port 0,
+    /// one free port is chosen per address and shared by UDP and TCP.
+    pub fn bind(
+        addresses: &[SocketAddr],
+        udp_sockets: usize,
+        receive_buffer: usize,
+    ) -> Result<Self, BindError> {
         let mut listeners = Self {
             udp: Vec::new(),
             tcp: Vec::new(),
@@ -169,7 +172,7 @@ impl Listeners {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match bind_address(address, udp_sockets.max(1)) {
+                match bind_address(address, udp_sockets.max(1), receive_buffer) {
                     Ok((udp, tcp)) => {
                         listeners.udp.extend(udp);
                         listeners.tcp.push(tcp);
@@ -181,6 +184,9 @@ impl Listeners {
                     Err(error) => return Err(error),
                 }
             }
+        }
+        if receive_buffer > 0 {
+            report_receive_buffer(listeners.udp.first(), receive_buffer);
         }
         Ok(listeners)
     }
@@ -194,9 +200,25 @@ impl Listeners {
     }
 }
 
+/// Warns once when the kernel kept less receive buffer than `asked`.
+fn report_receive_buffer(socket: Option<&std::net::UdpSocket>, asked: usize) {
+    let Some(socket) = socket else { return };
+    let kept = socket2::SockRef::from(socket)
+        .recv_buffer_size()
+        .unwrap_or_default();
+    if crate::socket_buffer::capped(kept, asked) {
+        tracing::warn!(
+            asked,
+            granted = kept / 2,
+            "the UDP receive buffer is smaller than [server] udp_receive_buffer: net.core.rmem_max caps it without CAP_NET_ADMIN; bursts past it are dropped"
+        );
+    }
+}
+
 fn bind_address(
     address: SocketAddr,
     count: usize,
+    receive_buffer: usize,
 ) -> Result<(Vec<std::net::UdpSocket>, std::net::TcpListener), BindError> {
     let error = |transport, error| BindError {
         address,
@@ -206,7 +228,7 @@ fn bind_address(
     let mut bound = address;
     let mut udp = Vec::with_capacity(count);
     for _ in 0..count {
-        let socket = udp_socket(bound).map_err(|source| error("udp", source))?;
+        let socket = udp_socket(bound, receive_buffer).map_err(|source| error("udp", source))?;
         bound = socket.local_addr().map_err(|source| error("udp", source))?;
         udp.push(socket);
     }
@@ -223,12 +245,15 @@ fn new_socket(address: SocketAddr, kind: Type, protocol: Protocol) -> io::Result
 }
 
 /// A blocking UDP socket whose reads time out, so its thread can notice shutdown.
-fn udp_socket(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
+fn udp_socket(address: SocketAddr, receive_buffer: usize) -> io::Result<std::net::UdpSocket> {
     let socket = new_socket(address, Type::DGRAM, Protocol::UDP)?;
     socket.set_read_timeout(Some(UDP_SHUTDOWN_POLL))?;
     socket.set_reuse_port(true)?;
-    // Best effort: the kernel caps it at net.core.rmem_max.
-    let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+    if receive_buffer > 0 {
+        // Best effort; Listeners::bind reports a capped size.
+        use std::os::fd::AsRawFd;
+        crate::socket_buffer::enlarge(socket.as_raw_fd(), receive_buffer);
+    }
     socket.bind(&address.into())?;
     Ok(socket.into())
 }

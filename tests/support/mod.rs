@@ -184,7 +184,8 @@ impl SwapServer {
     pub fn start(first: Snapshot) -> Self {
         let writer = SnapshotWriter::new(first);
         let handler = healthdns::dns::handler::DnsHandler::new(writer.reader(), 1232);
-        let listeners = Listeners::bind(&["127.0.0.1:0".parse().unwrap()], 2).expect("bind port 0");
+        let listeners =
+            Listeners::bind(&["127.0.0.1:0".parse().unwrap()], 2, 1 << 20).expect("bind port 0");
         let address = listeners.local_addresses()[0];
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
@@ -263,8 +264,12 @@ impl TestServer {
                 let service = Service::start(config.clone(), zones)
                     .await
                     .expect("probes start");
-                let listeners = Listeners::bind(&config.server.listen, config.server.udp_sockets)
-                    .expect("bind port 0");
+                let listeners = Listeners::bind(
+                    &config.server.listen,
+                    config.server.udp_sockets,
+                    config.server.udp_receive_buffer,
+                )
+                .expect("bind port 0");
                 ready
                     .send((listeners.local_addresses()[0], service.snapshots()))
                     .unwrap();

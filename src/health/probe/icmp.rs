@@ -98,28 +98,15 @@ impl IcmpClients {
 
 /// The receive buffer asked for: the cold-start round sends every echo at once, and 10,000
 /// replies arriving together overflow the default (about 200 KiB, some 300 packets).
-const RECEIVE_BUFFER: libc::c_int = 32 << 20;
+const RECEIVE_BUFFER: usize = 32 << 20;
 
-/// Raises the socket's receive buffer: SO_RCVBUFFORCE where permitted (CAP_NET_ADMIN), else
-/// SO_RCVBUF, which the kernel caps at net.core.rmem_max.
+/// Raises the socket's receive buffer (see `socket_buffer`).
 fn enlarge_receive_buffer(fd: std::os::fd::RawFd) {
-    let size = RECEIVE_BUFFER;
-    let set = |option: libc::c_int| {
-        // SAFETY: `fd` is the open socket surge-ping owns; the option value is a c_int that
-        // lives across the call.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                option,
-                std::ptr::addr_of!(size).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ) == 0
-        }
-    };
-    if !set(libc::SO_RCVBUFFORCE) && !set(libc::SO_RCVBUF) {
+    let capped = crate::socket_buffer::enlarge(fd, RECEIVE_BUFFER)
+        .is_none_or(|kept| crate::socket_buffer::capped(kept, RECEIVE_BUFFER));
+    if capped {
         tracing::warn!(
-            "cannot enlarge the ICMP receive buffer; a large first probe round may lose replies"
+            "cannot enlarge the ICMP receive buffer to {RECEIVE_BUFFER} bytes (net.core.rmem_max caps it without CAP_NET_ADMIN); a large first probe round may lose replies"
         );
     }
 }
