@@ -5,10 +5,13 @@
 # zone: its backend is killed and restarted TRIALS times, and each verdict change's swap time
 # (verdict to new snapshot, `swap_us` in the log) is reported.
 # Needs: nsd, knot, dig, python3, a release build of healthdns.
-# Usage: bench/bigzone.sh [TRIALS] [NAMES]   (default 10 trials, 1,000,000 names)
+# Each server loads the zone ROUNDS times (default 3), interleaved; ready time and RSS are the
+# medians.
+# Usage: [ROUNDS=3] bench/bigzone.sh [TRIALS] [NAMES]   (default 10 trials, 1,000,000 names)
 set -euo pipefail
 TRIALS=${1:-10}
 NAMES=${2:-1000000}
+ROUNDS=${ROUNDS:-3}
 cd "$(dirname "$0")/.."
 for tool in nsd knotd dig python3; do
   command -v "$tool" >/dev/null || { echo "bench/bigzone.sh needs $tool (apt-get install -y nsd knot bind9-dnsutils)" >&2; exit 1; }
@@ -40,19 +43,8 @@ rss_tree_mib() { # the largest RSS of $1 and its children, MiB
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 
-# NSD
 nsd_conf "$PORT" > "$work/nsd.conf"
-start=$(date +%s.%N); nsd -d -c "$work/nsd.conf" & pid=$!; pids+=("$pid")
-nsd_ready=$(ready_after "$start"); nsd_rss=$(rss_tree_mib "$pid"); stop "$pid"
-sleep 0.5
-
-# Knot
 knot_conf "$PORT" > "$work/knot.conf"
-start=$(date +%s.%N); knotd -c "$work/knot.conf" 2>"$work/knotd.err" & pid=$!; pids+=("$pid")
-knot_ready=$(ready_after "$start"); knot_rss=$(rss_tree_mib "$pid"); stop "$pid"
-sleep 0.5
-
-# healthdns, with a pool name in the zone
 start_backend 1
 cat > "$work/hd.toml" <<CONF
 [server]
@@ -63,8 +55,30 @@ origin = "bench.test"
 file = "bench.test.zone"
 $(pool_toml www.bench.test "127.0.9.1 127.0.9.2" 'interval = "100ms"' 'timeout = "200ms"' 'fall = 2' 'rise = 2')
 CONF
-start=$(date +%s.%N); RUST_LOG=info target/release/healthdns serve --config "$work/hd.toml" >"$work/hd.log" 2>&1 & pid=$!; pids+=("$pid")
-hd_ready=$(ready_after "$start"); hd_rss=$(rss_tree_mib "$pid")
+# Starts server $1 (healthdns from a cold start, without its state file); its PID in $pid.
+launch() {
+  case $1 in
+    nsd) nsd -d -c "$work/nsd.conf" & pid=$! ;;
+    knot) knotd -c "$work/knot.conf" 2>"$work/knotd.err" & pid=$! ;;
+    healthdns) rm -f "$work/hd.state"
+      RUST_LOG=info target/release/healthdns serve --config "$work/hd.toml" >"$work/hd.log" 2>&1 & pid=$! ;;
+  esac
+  pids+=("$pid")
+}
+# Each server loads the zone ROUNDS times, interleaved (each round starts with the next
+# server); the medians are reported.
+: > "$work/ready"
+servers=(nsd knot healthdns)
+for round in $(seq 1 "$ROUNDS"); do
+  for i in 0 1 2; do
+    server=${servers[$(( (i + round - 1) % 3 ))]}
+    start=$(date +%s.%N); launch "$server"
+    echo "$server $(ready_after "$start") $(rss_tree_mib "$pid")" >> "$work/ready"
+    stop "$pid"; sleep 0.5
+  done
+done
+# healthdns once more, for the swaps.
+start=$(date +%s.%N); launch healthdns; ready_after "$start" >/dev/null; hd_pid=$pid
 for trial in $(seq 1 "$TRIALS"); do
   before=$(grep -c 'swap_us=' "$work/hd.log" || true)
   flip_backend 1
@@ -73,9 +87,12 @@ for trial in $(seq 1 "$TRIALS"); do
     sleep 0.05
   done
 done
-hd_rss_after=$(rss_tree_mib "$pid"); stop "$pid"
-
+hd_rss_after=$(rss_tree_mib "$hd_pid"); stop "$hd_pid"
+median() { grep "^$1 " "$work/ready" | awk -v c="$2" '{ print $c }' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+nsd_ready=$(median nsd 2); knot_ready=$(median knot 2); hd_ready=$(median healthdns 2)
+nsd_rss=$(median nsd 3); knot_rss=$(median knot 3); hd_rss=$(median healthdns 3)
 echo "zone of $NAMES names ($(du -m "$work/bench.test.zone" | cut -f1) MB)"
+echo "ready (s) in each round: $(for server in "${servers[@]}"; do echo -n "$server $(grep "^$server " "$work/ready" | cut -d' ' -f2 | paste -sd' '); "; done)"
 printf '%-10s %10s %9s\n' server ready_s rss_MiB
 printf '%-10s %10s %9s\n' nsd "$nsd_ready" "$nsd_rss" knot "$knot_ready" "$knot_rss" healthdns "$hd_ready" "$hd_rss"
 python3 -c "print(f'healthdns / knot: ready {$hd_ready / $knot_ready:.2f}x, RSS {$hd_rss / $knot_rss:.2f}x (target <= 1.0 each); RSS after $TRIALS pool changes: $hd_rss_after MiB')"
