@@ -65,6 +65,7 @@ cat > "$work/hd.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$P_HD"]
 udp_sockets = $THREADS
+udp_receive_buffer = 4194304
 state_file = "hd.state"
 [api]
 listen = "127.0.0.1:$P_API"
@@ -95,9 +96,10 @@ options => {
   udp_threads => $THREADS
   tcp_threads => $THREADS
   # The receive buffer healthdns asks for by default ([server] udp_receive_buffer), so that
-  # both queue the same queries when briefly behind; gdnsd otherwise keeps the kernel's
-  # default (about 200 KiB), which drops queries a larger buffer would answer late.
-  udp_rcvbuf => 1048576
+  # both queue the same queries when behind (printed below; gdnsd's is capped at
+  # net.core.rmem_max). gdnsd otherwise keeps the kernel's default (about 200 KiB), which
+  # drops queries a larger buffer answers late.
+  udp_rcvbuf => 4194304
 }
 CONF
 taskset -c $SERVER_CPUS gdnsd -c "$work/gdnsd" start 2>"$work/gdnsd.err" & pids+=($!); PID_GD=$!
@@ -112,6 +114,10 @@ wait_ready() { # name port
   echo "$1 on port $2 did not start" >&2; cat "$work"/*.err >&2 || true; exit 1
 }
 wait_ready healthdns "$P_HD"; wait_ready nsd "$P_NSD"; wait_ready knot "$P_KNOT"; wait_ready gdnsd "$P_GD"
+# The UDP receive buffers the kernel keeps (ss's rb), which the latency comparison needs equal.
+if command -v ss >/dev/null; then
+  echo "UDP receive buffers kept: healthdns $(ss -uamn "sport = :$P_HD" | grep -o 'rb[0-9]*' | sort -u | paste -sd' '), gdnsd $(ss -uamn "sport = :$P_GD" | grep -o 'rb[0-9]*' | sort -u | paste -sd' ')"
+fi
 # The pool answers both backends before measuring.
 for _ in $(seq 1 100); do [ "$(dig @127.0.0.1 -p "$P_HD" +short www.bench.test A | wc -l)" = 2 ] && break; sleep 0.1; done
 

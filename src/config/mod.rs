@@ -281,12 +281,14 @@ pub enum ConfigError {
 
 /// The most UDP sockets (one thread each) per listen address.
 pub const MAX_UDP_SOCKETS: usize = 256;
-/// The receive buffer asked for each UDP socket unless configured: NSD's default. The kernel
-/// keeps twice this (2 MiB, with its bookkeeping): some 2,700 small queries, a 15 ms burst at
-/// 180,000 a second. The kernel's own default holds about 300, which a stall of 2 ms at that
-/// rate overflows; a far larger buffer only makes answers later when the server is behind
-/// (bench/speed.sh measured the p99 at 80% load longer with 8 MiB than with gdnsd's default).
-pub const DEFAULT_UDP_RECEIVE_BUFFER: usize = 1 << 20;
+/// The receive buffer asked for each UDP socket unless configured. The kernel keeps twice
+/// this (8 MiB, half for its bookkeeping): some 10,000 small queries, 60 ms at 170,000 a
+/// second. Measured here (bench/overload.sh, a flood at twice the server's capacity): a client
+/// in another /24 got 56% of its queries answered with this size, 43% with 1 MiB (NSD's
+/// default), as bursts of the flood overflow a smaller buffer. The price is latency while the
+/// server is behind: queued queries are answered later rather than dropped (bench/speed.sh
+/// gives gdnsd the same buffer when it compares latency).
+pub const DEFAULT_UDP_RECEIVE_BUFFER: usize = 4 << 20;
 /// The sizes `udp_receive_buffer` accepts (besides 0).
 pub const UDP_RECEIVE_BUFFER_RANGE: std::ops::RangeInclusive<usize> = 65_536..=(256 << 20);
 

@@ -185,7 +185,7 @@ impl SwapServer {
         let writer = SnapshotWriter::new(first);
         let handler = healthdns::dns::handler::DnsHandler::new(writer.reader(), 1232);
         let listeners =
-            Listeners::bind(&["127.0.0.1:0".parse().unwrap()], 2, 1 << 20).expect("bind port 0");
+            Listeners::bind(&["127.0.0.1:0".parse().unwrap()], 2, 4 << 20).expect("bind port 0");
         let address = listeners.local_addresses()[0];
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
