@@ -65,7 +65,8 @@ cat > "$work/hd.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$P_HD"]
 udp_sockets = $THREADS
-udp_receive_buffer = 4194304
+# gdnsd's largest (below); healthdns's default is 4 MiB.
+udp_receive_buffer = 1048576
 state_file = "hd.state"
 [api]
 listen = "127.0.0.1:$P_API"
@@ -95,11 +96,10 @@ options => {
   state_dir => $work/gdnsd/state
   udp_threads => $THREADS
   tcp_threads => $THREADS
-  # The receive buffer healthdns asks for by default ([server] udp_receive_buffer), so that
-  # both queue the same queries when behind (printed below; gdnsd's is capped at
-  # net.core.rmem_max). gdnsd otherwise keeps the kernel's default (about 200 KiB), which
-  # drops queries a larger buffer answers late.
-  udp_rcvbuf => 4194304
+  # The same receive buffer as healthdns here, so that both queue the same queries when
+  # behind (printed below): 1 MiB, the most gdnsd accepts. gdnsd otherwise keeps the kernel's
+  # default (about 200 KiB), which drops queries a larger buffer answers late.
+  udp_rcvbuf => 1048576
 }
 CONF
 taskset -c $SERVER_CPUS gdnsd -c "$work/gdnsd" start 2>"$work/gdnsd.err" & pids+=($!); PID_GD=$!
