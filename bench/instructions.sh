@@ -4,9 +4,11 @@
 # the same generated zone under callgrind, once with Q queries of a kind and once with 2Q; the
 # difference divided by Q is the cost of one query, start-up and zone loading cancelled out.
 # Prints instructions per query for each server and kind, and each healthdns binary's ratio
-# to NSD.
+# to NSD. With CACHE=1, also simulated first-level data-cache
+# read misses per query (--cache-sim=yes), and gdnsd beside them: healthdns runs fewer
+# instructions than either, so where it is slower the cause is memory (measured: NXDOMAIN).
 # Needs: valgrind, nsd, dig, python3, a release build of healthdns.
-# Usage: bench/instructions.sh [QUERIES] [HEALTHDNS_BINARY...]
+# Usage: [CACHE=1] bench/instructions.sh [QUERIES] [HEALTHDNS_BINARY...]
 #   (default 2000 queries; binaries default to ./target/release/healthdns; pass another build,
 #   e.g. of an earlier commit, to compare two versions side by side in one run)
 set -euo pipefail
@@ -34,6 +36,15 @@ for i in $(seq 1 1000); do echo "www$i.bench.test MX"; done > "$work/nodata"
 for i in $(seq 1 200); do echo "host.d$i.bench.test A"; done > "$work/referral"
 nsd_conf "$PORT" "minimal-responses: yes" > "$work/nsd.conf"
 hd_toml "$PORT" > "$work/config.toml"
+SIM=""
+if [ "${CACHE:-}" = 1 ]; then
+  command -v gdnsd >/dev/null || { echo "CACHE=1 needs gdnsd (apt-get install -y gdnsd)" >&2; exit 1; }
+  SIM=--cache-sim=yes
+  mkdir -p "$work/gdnsd/zones" "$work/gdnsd/run" "$work/gdnsd/state"
+  cp "$work/bench.test.zone" "$work/gdnsd/zones/bench.test"
+  printf 'options => {\n  listen => [ 127.0.0.1:%s ]\n  run_dir => %s\n  state_dir => %s\n  udp_threads => 1\n  tcp_threads => 1\n}\n' \
+    "$PORT" "$work/gdnsd/run" "$work/gdnsd/state" > "$work/gdnsd/config"
+fi
 
 # Total instructions of server $1 (nsd or a healthdns binary) answering $3 queries of kind $2.
 count() {
@@ -41,10 +52,13 @@ count() {
   # Each run starts without state: builds of different versions may not read each other's.
   rm -f "$out".* "$work/state"
   if [ "$server" = nsd ]; then
-    valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out.%p" \
+    valgrind --tool=callgrind $SIM --trace-children=yes --callgrind-out-file="$out.%p" \
       nsd -d -c "$work/nsd.conf" >/dev/null 2>&1 &
+  elif [ "$server" = gdnsd ]; then
+    valgrind --tool=callgrind $SIM --trace-children=yes --callgrind-out-file="$out.%p" \
+      gdnsd -c "$work/gdnsd" -f start >/dev/null 2>&1 &
   else
-    valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+    valgrind --tool=callgrind $SIM --callgrind-out-file="$out.%p" \
       "$server" serve --config "$work/config.toml" >/dev/null 2>&1 &
   fi
   pid=$!; pids+=("$pid")
@@ -74,19 +88,24 @@ if answered != count:
 PY
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   [ "$server" = nsd ] && { kill -TERM "$(cat "$work/nsd.pid" 2>/dev/null)" 2>/dev/null || true; sleep 1; }
-  # Sum every process's total (NSD forks a server child).
-  cat "$out".* 2>/dev/null | awk '/^summary:/ {sum += $2} END {print sum + 0}'
+  [ "$server" = gdnsd ] && sleep 1
+  # Sum every process's totals (NSD forks a server child): instructions, and with the cache
+  # simulation the D1 read misses (the events line names the columns).
+  cat "$out".* 2>/dev/null | awk '/^events:/ { for (i = 2; i <= NF; i++) if ($i == "D1mr") col = i }
+    /^summary:/ { sum += $2; if (col) miss += $col } END { print sum + 0, miss + 0 }'
 }
 
 printf '%-10s %-40s %14s\n' kind server instructions/query
+SERVERS=(nsd); [ -n "$SIM" ] && SERVERS+=(gdnsd)
 for kind in positive nxdomain nodata referral; do
   nsd_cost=""
-  for server in nsd "${BINARIES[@]}"; do
-    one=$(count "$server" "$kind" "$QUERIES")
-    two=$(count "$server" "$kind" $(( 2 * QUERIES )))
+  for server in "${SERVERS[@]}" "${BINARIES[@]}"; do
+    read -r one one_miss < <(count "$server" "$kind" "$QUERIES")
+    read -r two two_miss < <(count "$server" "$kind" $(( 2 * QUERIES )))
     cost=$(( (two - one) / QUERIES ))
     [ "$server" = nsd ] && nsd_cost=$cost
     ratio=$(python3 -c "print(f'{$cost / $nsd_cost:.2f}')")
-    printf '%-10s %-40s %14d  ratio to nsd %s\n' "$kind" "$server" "$cost" "$ratio"
+    misses=""; [ -n "$SIM" ] && misses=$(python3 -c "print(f'  D1 read misses/query {($two_miss - $one_miss) / $QUERIES:.1f}')")
+    printf '%-10s %-40s %14d  ratio to nsd %s%s\n' "$kind" "$server" "$cost" "$ratio" "$misses"
   done
 done
