@@ -70,24 +70,68 @@ pub struct Question {
     payload: Option<u16>,
 }
 
-/// One cached response.
+/// One cached response. Its first 128 bytes hold what a hit reads: the snapshot it was valid
+/// in, the LRU stamp, the rotated groups' pointer, the question's length and, for a response
+/// of up to `INLINE` bytes (nearly all), the response itself, which starts with the question
+/// the lookup compares. Aligned to a cache line, a hit on a short response reads two lines
+/// after its set's: bench/instructions.sh (CACHE=1) counted 4.4 first-level misses a cached
+/// NXDOMAIN with the response in a separate heap block, against gdnsd's 0.7.
+#[repr(C, align(64))]
 struct Entry {
-    variant: u8,
-    /// The response; its question section (bytes 12..12 + `question_len`) is the key.
-    bytes: Vec<u8>,
-    question_len: usize,
     /// The snapshot the entry was last known valid in (a `Weak` pins the address, so a new
     /// snapshot can never be mistaken for it).
     snapshot: Weak<Snapshot>,
+    /// Bumped on each hit; the older of two slots is replaced.
+    used: u64,
+    /// Rotated RRsets: the rdata offset of each record slot, and the rdata in zone order.
+    groups: Box<[Group]>,
+    question_len: u16,
+    variant: u8,
+    /// The response; its question section (bytes 12..12 + `question_len`) is the key.
+    response: Response,
     zone: Option<Weak<Zone>>,
     base: Option<Weak<ZoneBase>>,
     volatile: bool,
     /// Where the negative-answer SOA's serial is, if the response has one.
     serial_at: Option<usize>,
-    /// Rotated RRsets: the rdata offset of each record slot, and the rdata in zone order.
-    groups: Vec<Group>,
-    /// Bumped on each hit; the older of two slots is replaced.
-    used: u64,
+}
+
+/// Responses up to this many bytes are kept inside their entry.
+const INLINE: usize = 100;
+
+/// A cached response's bytes: inside the entry when short, else in a block of their own.
+enum Response {
+    Inline { length: u8, data: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl Response {
+    fn new(bytes: &[u8]) -> Self {
+        if bytes.len() <= INLINE {
+            let mut data = [0u8; INLINE];
+            data[..bytes.len()].copy_from_slice(bytes);
+            Self::Inline {
+                length: bytes.len() as u8,
+                data,
+            }
+        } else {
+            Self::Heap(bytes.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Inline { length, data } => &data[..usize::from(*length)],
+            Self::Heap(bytes) => bytes,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            Self::Inline { length, data } => &mut data[..usize::from(*length)],
+            Self::Heap(bytes) => bytes,
+        }
+    }
 }
 
 struct Group {
@@ -195,7 +239,7 @@ impl AnswerCache {
                 }
                 self.stats.revalidated += 1;
             }
-            if entry.bytes.len() > usize::from(limit) {
+            if entry.response.as_slice().len() > usize::from(limit) {
                 break;
             }
             entry.used = clock;
@@ -399,22 +443,22 @@ impl Entry {
             groups.push(group);
         }
         Some(Self {
-            variant: question.variant,
-            bytes: response.to_vec(),
-            question_len: question.end - 12,
             snapshot: Arc::downgrade(snapshot),
-            base: fill.zone.as_ref().map(|zone| Arc::downgrade(zone.base())),
+            used: 0,
+            groups: groups.into_boxed_slice(),
+            question_len: u16::try_from(question.end - 12).ok()?,
+            variant: question.variant,
+            response: Response::new(response),
             zone: fill.zone.as_ref().map(Arc::downgrade),
+            base: fill.zone.as_ref().map(|zone| Arc::downgrade(zone.base())),
             volatile: fill.volatile,
             serial_at,
-            groups,
-            used: 0,
         })
     }
 
     /// The question section this entry answers.
     fn question(&self) -> &[u8] {
-        &self.bytes[12..12 + self.question_len]
+        &self.response.as_slice()[12..12 + usize::from(self.question_len)]
     }
 
     /// Checks the entry against a new snapshot (module rules), updating the serial.
@@ -427,7 +471,8 @@ impl Entry {
                     true
                 } else if !self.volatile && std::ptr::eq(base.as_ptr(), Arc::as_ptr(zone.base())) {
                     if let Some(at) = self.serial_at {
-                        self.bytes[at..at + 4].copy_from_slice(&zone.serial().to_be_bytes());
+                        self.response.as_mut_slice()[at..at + 4]
+                            .copy_from_slice(&zone.serial().to_be_bytes());
                     }
                     self.zone = Some(Arc::downgrade(zone));
                     true
@@ -446,13 +491,13 @@ impl Entry {
     /// Writes the response to `query` at `rotation` into `out`.
     fn write(&self, query: &[u8], rotation: usize, out: &mut Vec<u8>) {
         out.clear();
-        out.extend_from_slice(&self.bytes);
+        out.extend_from_slice(self.response.as_slice());
         out[0] = query[0];
         out[1] = query[1];
         // RD (0x01 of byte 2) and CD (0x10 of byte 3) come from the query.
         out[2] = (out[2] & !0x01) | (query[2] & 0x01);
         out[3] = (out[3] & !0x10) | (query[3] & 0x10);
-        for group in &self.groups {
+        for group in self.groups.iter() {
             let count = group.slots.len();
             let rotate = rotation % count;
             for (index, &slot) in group.slots.iter().enumerate() {
