@@ -185,9 +185,6 @@ impl Listeners {
                 }
             }
         }
-        if receive_buffer > 0 {
-            report_receive_buffer(listeners.udp.first(), receive_buffer);
-        }
         Ok(listeners)
     }
 
@@ -197,21 +194,6 @@ impl Listeners {
             .iter()
             .filter_map(|listener| listener.local_addr().ok())
             .collect()
-    }
-}
-
-/// Warns once when the kernel kept less receive buffer than `asked`.
-fn report_receive_buffer(socket: Option<&std::net::UdpSocket>, asked: usize) {
-    let Some(socket) = socket else { return };
-    let kept = socket2::SockRef::from(socket)
-        .recv_buffer_size()
-        .unwrap_or_default();
-    if crate::socket_buffer::capped(kept, asked) {
-        tracing::warn!(
-            asked,
-            granted = kept / 2,
-            "the UDP receive buffer is smaller than [server] udp_receive_buffer: net.core.rmem_max caps it without CAP_NET_ADMIN; bursts past it are dropped"
-        );
     }
 }
 
@@ -227,8 +209,21 @@ fn bind_address(
     };
     let mut bound = address;
     let mut udp = Vec::with_capacity(count);
-    for _ in 0..count {
-        let socket = udp_socket(bound, receive_buffer).map_err(|source| error("udp", source))?;
+    for index in 0..count {
+        let socket = udp_socket(bound).map_err(|source| error("udp", source))?;
+        if receive_buffer > 0 {
+            // Best effort; a capped size is reported once per address.
+            use std::os::fd::AsRawFd;
+            let kept = crate::socket_buffer::enlarge(socket.as_raw_fd(), receive_buffer);
+            let capped = kept.is_none_or(|kept| crate::socket_buffer::capped(kept, receive_buffer));
+            if index == 0 && capped {
+                tracing::warn!(
+                    asked = receive_buffer,
+                    granted = kept.unwrap_or_default() / 2,
+                    "the UDP receive buffer is smaller than [server] udp_receive_buffer: net.core.rmem_max caps it without CAP_NET_ADMIN; bursts past it are dropped"
+                );
+            }
+        }
         bound = socket.local_addr().map_err(|source| error("udp", source))?;
         udp.push(socket);
     }
@@ -245,15 +240,10 @@ fn new_socket(address: SocketAddr, kind: Type, protocol: Protocol) -> io::Result
 }
 
 /// A blocking UDP socket whose reads time out, so its thread can notice shutdown.
-fn udp_socket(address: SocketAddr, receive_buffer: usize) -> io::Result<std::net::UdpSocket> {
+fn udp_socket(address: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = new_socket(address, Type::DGRAM, Protocol::UDP)?;
     socket.set_read_timeout(Some(UDP_SHUTDOWN_POLL))?;
     socket.set_reuse_port(true)?;
-    if receive_buffer > 0 {
-        // Best effort; Listeners::bind reports a capped size.
-        use std::os::fd::AsRawFd;
-        crate::socket_buffer::enlarge(socket.as_raw_fd(), receive_buffer);
-    }
     socket.bind(&address.into())?;
     Ok(socket.into())
 }
