@@ -89,6 +89,17 @@ HZ=$(getconf CLK_TCK)
 
 # A Knot config serving $work/bench.test.zone as bench.test on 127.0.0.1:$1, errors logged to
 # $work/knot.log; further arguments are extra `server:` lines.
+# A gdnsd config folder at $work/gdnsd serving $work/bench.test.zone on 127.0.0.1:$1; further
+# arguments are extra `options` lines (threads, buffers).
+gdnsd_setup() { # $1 = port, then extra options lines
+  local port=$1; shift
+  mkdir -p "$work/gdnsd/zones" "$work/gdnsd/run" "$work/gdnsd/state"
+  cp "$work/bench.test.zone" "$work/gdnsd/zones/bench.test"
+  { printf 'options => {\n  listen => [ 127.0.0.1:%s ]\n  run_dir => %s/gdnsd/run\n  state_dir => %s/gdnsd/state\n' "$port" "$work" "$work"
+    [ $# -eq 0 ] || printf '  %s\n' "$@"
+    printf '}\n'; } > "$work/gdnsd/config"
+}
+
 knot_conf() { # $1 = port, then extra server lines
   local port=$1 line; shift
   mkdir -p "$work/knot"

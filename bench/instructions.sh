@@ -40,10 +40,7 @@ SIM=""
 if [ "${CACHE:-}" = 1 ]; then
   command -v gdnsd >/dev/null || { echo "CACHE=1 needs gdnsd (apt-get install -y gdnsd)" >&2; exit 1; }
   SIM=--cache-sim=yes
-  mkdir -p "$work/gdnsd/zones" "$work/gdnsd/run" "$work/gdnsd/state"
-  cp "$work/bench.test.zone" "$work/gdnsd/zones/bench.test"
-  printf 'options => {\n  listen => [ 127.0.0.1:%s ]\n  run_dir => %s\n  state_dir => %s\n  udp_threads => 1\n  tcp_threads => 1\n}\n' \
-    "$PORT" "$work/gdnsd/run" "$work/gdnsd/state" > "$work/gdnsd/config"
+  gdnsd_setup "$PORT" "udp_threads => 1" "tcp_threads => 1"
 fi
 
 # Total instructions of server $1 (nsd or a healthdns binary) answering $3 queries of kind $2.

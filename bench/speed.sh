@@ -87,21 +87,10 @@ knot_conf "$P_KNOT" "udp-workers: $THREADS" "tcp-workers: $THREADS" "background-
 taskset -c $SERVER_CPUS knotd -c "$work/knot.conf" 2>"$work/knotd.err" & pids+=($!); PID_KNOT=$!
 
 # gdnsd: one UDP and one TCP thread.
-mkdir -p "$work/gdnsd/zones" "$work/gdnsd/run" "$work/gdnsd/state"
-cp "$work/bench.test.zone" "$work/gdnsd/zones/bench.test"
-cat > "$work/gdnsd/config" <<CONF
-options => {
-  listen => [ 127.0.0.1:$P_GD ]
-  run_dir => $work/gdnsd/run
-  state_dir => $work/gdnsd/state
-  udp_threads => $THREADS
-  tcp_threads => $THREADS
-  # The same receive buffer as healthdns here, so that both queue the same queries when
-  # behind (printed below): 1 MiB, the most gdnsd accepts. gdnsd otherwise keeps the kernel's
-  # default (about 200 KiB), which drops queries a larger buffer answers late.
-  udp_rcvbuf => 1048576
-}
-CONF
+# The same receive buffer as healthdns here, so that both queue the same queries when behind
+# (printed below): 1 MiB, the most gdnsd accepts. gdnsd otherwise keeps the kernel's default
+# (about 200 KiB), which drops queries a larger buffer answers late.
+gdnsd_setup "$P_GD" "udp_threads => $THREADS" "tcp_threads => $THREADS" "udp_rcvbuf => 1048576"
 taskset -c $SERVER_CPUS gdnsd -c "$work/gdnsd" start 2>"$work/gdnsd.err" & pids+=($!); PID_GD=$!
 
 taskset -c $SERVER_CPUS target/release/examples/echo_floor "127.0.0.1:$P_FLOOR" & pids+=($!); PID_FLOOR=$!
