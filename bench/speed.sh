@@ -10,7 +10,8 @@
 # (from /proc), p50/p99 latency, RSS, and healthdns' ratio to the best anchor.
 # Mixes: the pool answer, random static names, NXDOMAIN, NODATA, a referral, EDNS with DO,
 # TCP (16 connections pipelining 16 queries each; compared with NSD), and `nxrandom`:
-# 200,000 distinct NXDOMAIN names, which defeat healthdns' answer cache (its general path).
+# 200,000 distinct NXDOMAIN names, more than any per-name answer cache holds (healthdns answers
+# them from the zone's shared NXDOMAIN, so they neither reach its general path nor evict).
 # Then two more measurements:
 # - latency at 80% of gdnsd's saturation rate on the static mix (paced generator): p50 to
 #   p99.9 of healthdns beside gdnsd's, over many short alternating slices;

@@ -262,6 +262,65 @@ pub fn resolve<'a>(
     response
 }
 
+/// How a name with no node of its own is answered.
+pub enum Absent<'a> {
+    /// By referral from the cut whose key starts at this offset of the name's key.
+    Referral(usize),
+    /// From this wildcard node, with the name as owner.
+    Wildcard(&'a Node),
+    /// NXDOMAIN with the negative SOA.
+    NxDomain,
+}
+
+/// Answers for `key`, a name in `zone` with no node: finds the closest encloser (it exists,
+/// the apex at worst), then a cut at or above it, or its wildcard (RFC 4592 §3.3.1). `node`
+/// finds a node by key; the apex is not looked up (it exists and is never a cut), nor are
+/// wildcards in a zone that has none. The resolver and the answer cache's shared NXDOMAIN
+/// both use this, so they cannot disagree on what does not exist.
+pub fn absent<'a>(
+    zone: &Zone,
+    key: &[u8],
+    mut node: impl FnMut(&[u8]) -> Option<&'a Node>,
+) -> Absent<'a> {
+    let apex_len = zone.key().len();
+    let mut encloser = parent_key(key);
+    while let Some(candidate) = encloser {
+        if candidate.len() < apex_len {
+            break;
+        }
+        if candidate.len() > apex_len {
+            let Some(found) = node(candidate) else {
+                encloser = parent_key(candidate);
+                continue;
+            };
+            if let Some(cut_len) = found.cut_len() {
+                return Absent::Referral(key.len() - cut_len);
+            }
+        }
+        if zone.has_wildcards() {
+            let mut wildcard = [0u8; MAX_NAME_LEN + 4];
+            wildcard[0] = 1;
+            wildcard[1] = b'*';
+            wildcard[2..2 + candidate.len()].copy_from_slice(candidate);
+            if let Some(source) = node(&wildcard[..2 + candidate.len()]) {
+                return Absent::Wildcard(source);
+            }
+        }
+        break;
+    }
+    Absent::NxDomain
+}
+
+/// True when `key`, in `zone`, is answered NXDOMAIN whatever the type (DS and ANY aside,
+/// which the answer cache never takes): no node, no cut above it, no wildcard.
+pub fn is_nxdomain(zone: &Zone, key: &[u8]) -> bool {
+    zone.node(key).is_none()
+        && matches!(
+            absent(zone, key, |candidate| zone.node(candidate)),
+            Absent::NxDomain
+        )
+}
+
 struct Resolver<'a, 'r> {
     zone: &'a Arc<Zone>,
     record_type: RecordType,
@@ -300,32 +359,15 @@ impl<'a> Resolver<'a, '_> {
             return;
         }
 
-        // The name does not exist: find the closest encloser (it exists, the apex at worst).
-        let mut encloser = parent_key(key);
-        while let Some(candidate) = encloser {
-            if candidate.len() < zone.key().len() {
-                break;
-            }
-            if let Some(node) = self.node(candidate) {
-                if let Some(cut_len) = node.cut_len() {
-                    if depth == 0 {
-                        self.referral(&candidate[candidate.len() - cut_len..]);
-                    }
-                    return;
+        match absent(zone, key, |candidate| self.node(candidate)) {
+            Absent::Referral(cut_at) => {
+                if depth == 0 {
+                    self.referral(&key[cut_at..]);
                 }
-                let mut wildcard = [0u8; MAX_NAME_LEN + 4];
-                wildcard[0] = 1;
-                wildcard[1] = b'*';
-                wildcard[2..2 + candidate.len()].copy_from_slice(candidate);
-                if let Some(source) = self.node(&wildcard[..2 + candidate.len()]) {
-                    self.answer_node(source, name, true, depth);
-                    return;
-                }
-                break;
             }
-            encloser = parent_key(candidate);
+            Absent::Wildcard(source) => self.answer_node(source, name, true, depth),
+            Absent::NxDomain => self.negative(ResponseCode::NXDomain),
         }
-        self.negative(ResponseCode::NXDomain);
     }
 
     /// Answers from an existing node for `owner`; `synthesize` for wildcard answers.

@@ -32,6 +32,14 @@
 //!   names with pool addresses in their additional section) and the zone's static part is
 //!   the same; the negative-answer SOA's serial is then rewritten. Otherwise it is rebuilt.
 //!   A pool change so costs only the answers it can change.
+//! - NXDOMAIN is shared: a zone's first NXDOMAIN (per EDNS variant) becomes the answer for
+//!   every name in it that does not exist, with the query's question copied in and the
+//!   compression pointers after it moved to where the apex now is. A name qualifies when the
+//!   resolver's own walk (`answer::is_nxdomain`: no node, no cut above, no wildcard) says
+//!   so, and it does not end with a name of the SOA's that lies below the apex (the general
+//!   path would compress against it). So junk names, however many, cost no entry each and
+//!   never evict the names that exist; the template is checked against the general path's
+//!   bytes when made, and its serial is rewritten for each version of the zone.
 //! - The cache is bounded: `SLOTS` entries per thread, `WAYS`-way set-associative; a new
 //!   entry replaces the least recently used of its set. Nothing is allocated or locked on a
 //!   hit.
@@ -40,8 +48,11 @@ use std::sync::{Arc, Weak};
 
 use hickory_proto::rr::{RData, Record};
 
+use rustc_hash::FxHashMap;
+
+use crate::dns::answer::is_nxdomain;
 use crate::dns::handler::{response_limit, Transport};
-use crate::zone::snapshot::{Snapshot, Zone, ZoneBase};
+use crate::zone::snapshot::{is_within, Snapshot, Zone, ZoneBase};
 
 /// Entries per thread (a power of two).
 pub const SLOTS: usize = 1 << 16;
@@ -147,6 +158,8 @@ pub struct CacheStats {
     pub misses: u64,
     pub revalidated: u64,
     pub uncacheable: u64,
+    /// Answered from a zone's shared NXDOMAIN.
+    pub negative: u64,
 }
 
 /// One thread's cache.
@@ -155,6 +168,8 @@ pub struct AnswerCache {
     /// reads one line before the entry it finds.
     sets: Vec<Set>,
     clock: u64,
+    /// Each zone's shared NXDOMAIN, by (address of its `ZoneBase`, EDNS variant).
+    negatives: FxHashMap<(usize, u8), Negative>,
     pub stats: CacheStats,
     /// The counts already added to the metrics facade.
     flushed: CacheStats,
@@ -175,6 +190,7 @@ impl AnswerCache {
                 .take(SLOTS / WAYS)
                 .collect(),
             clock: 0,
+            negatives: FxHashMap::default(),
             stats: CacheStats::default(),
             flushed: CacheStats::default(),
         }
@@ -189,6 +205,7 @@ impl AnswerCache {
             ("miss", now.misses - was.misses),
             ("revalidated", now.revalidated - was.revalidated),
             ("uncacheable", now.uncacheable - was.uncacheable),
+            ("negative", now.negative - was.negative),
         ] {
             if count > 0 {
                 metrics::counter!("healthdns_answer_cache_total", "result" => result)
@@ -247,8 +264,43 @@ impl AnswerCache {
             entry.write(packet, rotation, out);
             return Lookup::Hit;
         }
+        if self.shared_negative(packet, question, snapshot, limit, out) {
+            self.stats.negative += 1;
+            return Lookup::Hit;
+        }
         self.stats.misses += 1;
         Lookup::Miss(question)
+    }
+
+    /// Answers `packet` with its zone's shared NXDOMAIN, when the name does not exist there
+    /// and the answer fits in `limit` bytes.
+    fn shared_negative(
+        &mut self,
+        packet: &[u8],
+        question: Question,
+        snapshot: &Arc<Snapshot>,
+        limit: u16,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if self.negatives.is_empty() {
+            return false;
+        }
+        let name = &packet[12..question.end - 4];
+        let Some(zone) = snapshot.find_zone(name) else {
+            return false;
+        };
+        let key = (Arc::as_ptr(zone.base()) as usize, question.variant);
+        let Some(negative) = self.negatives.get_mut(&key) else {
+            return false;
+        };
+        if question.end + negative.tail.len() > usize::from(limit)
+            || negative.compresses_against(name)
+            || !is_nxdomain(zone, name)
+        {
+            return false;
+        }
+        negative.write(packet, question, zone, out);
+        true
     }
 
     /// Keeps `response`, which the general path just encoded whole for `packet` (whose
@@ -261,6 +313,13 @@ impl AnswerCache {
         snapshot: &Arc<Snapshot>,
         fill: Fill,
     ) {
+        if response.get(3).is_some_and(|flags| flags & 0x0F == 3) {
+            if let Some(zone) = &fill.zone {
+                if self.share_negative(question, packet, response, zone) {
+                    return;
+                }
+            }
+        }
         let Some(entry) = Entry::new(question, packet, response, snapshot, fill) else {
             self.stats.uncacheable += 1;
             return;
@@ -276,6 +335,213 @@ impl AnswerCache {
         set.entries[way] = Some(entry);
         set.tags[way] = tag;
     }
+
+    /// Makes `response`, an NXDOMAIN from `zone`, the zone's shared one for `question`'s
+    /// variant, when it reproduces itself; true when this question will be answered from it.
+    fn share_negative(
+        &mut self,
+        question: Question,
+        packet: &[u8],
+        response: &[u8],
+        zone: &Arc<Zone>,
+    ) -> bool {
+        let Some(mut negative) = Negative::new(question, packet, response, zone) else {
+            return false;
+        };
+        let mut check = Vec::with_capacity(response.len());
+        negative.write(packet, question, zone, &mut check);
+        if check != response || negative.compresses_against(&packet[12..question.end - 4]) {
+            return false;
+        }
+        // Zones that left the served set leave theirs behind; a bound keeps that small.
+        if self.negatives.len() >= MAX_NEGATIVES {
+            self.negatives.clear();
+        }
+        let key = (Arc::as_ptr(zone.base()) as usize, question.variant);
+        self.negatives.insert(key, negative);
+        true
+    }
+}
+
+/// Shared NXDOMAIN answers kept per thread before they are all dropped and made again.
+const MAX_NEGATIVES: usize = 4096;
+
+/// A zone's NXDOMAIN for one EDNS variant, less the question (module rules).
+struct Negative {
+    /// The version whose serial `tail` carries.
+    zone: Weak<Zone>,
+    /// Keeps the zone base's address, the map's key, from being reused.
+    _base: Weak<ZoneBase>,
+    header: [u8; 12],
+    /// What follows the question: the SOA, then our OPT with EDNS.
+    tail: Box<[u8]>,
+    /// The compression pointers in `tail`: where each is, and what it points at.
+    pointers: Box<[(usize, Target)]>,
+    /// Where the SOA's serial is in `tail`.
+    serial_at: usize,
+    /// Names in `tail` below the apex, and their suffixes below it (lowercase keys).
+    below_apex: Box<[Box<[u8]>]>,
+    apex_len: usize,
+}
+
+/// What a compression pointer of a shared NXDOMAIN points at.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// This far into the apex's labels at the end of the question.
+    Apex(usize),
+    /// This far into the tail.
+    Tail(usize),
+}
+
+impl Negative {
+    fn new(question: Question, packet: &[u8], response: &[u8], zone: &Arc<Zone>) -> Option<Self> {
+        let count = |at: usize| u16::from_be_bytes([response[at], response[at + 1]]);
+        let end = question.end;
+        if response.len() <= end
+            || response[12..end] != packet[12..end]
+            || count(4) != 1
+            || count(6) != 0
+            || count(8) != 1
+            || count(10) > 1
+        {
+            return None;
+        }
+        let apex_len = zone.key().len();
+        let apex_at = end - 4 - apex_len;
+        let mut pointers = Vec::new();
+        let mut below_apex: Vec<Box<[u8]>> = Vec::new();
+        let mut walker = Walker {
+            bytes: response,
+            at: end,
+        };
+        let mut name = |walker: &mut Walker| -> Option<()> {
+            let start = walker.at;
+            let full = decode_name(response, start)?;
+            let pointer = walker.name()?;
+            if let Some(last) = pointer {
+                let target =
+                    usize::from(u16::from_be_bytes([response[last], response[last + 1]]) & 0x3FFF);
+                let target = if (apex_at..end - 4).contains(&target) {
+                    Target::Apex(target - apex_at)
+                } else if target >= end && target < start {
+                    Target::Tail(target - end)
+                } else {
+                    return None;
+                };
+                pointers.push((last - end, target));
+            }
+            let mut suffix = Some(&full[..]);
+            while let Some(below) = suffix.filter(|below| below.len() > apex_len) {
+                if is_within(below, zone.key()) && !below_apex.iter().any(|kept| **kept == *below) {
+                    below_apex.push(below.into());
+                }
+                suffix = crate::zone::snapshot::parent_key(below);
+            }
+            Some(())
+        };
+        // The SOA: owner, fixed part, MNAME, RNAME, five 32-bit fields.
+        name(&mut walker)?;
+        let fixed = response.get(walker.at..walker.at + 10)?;
+        let rdlength = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        if u16::from_be_bytes([fixed[0], fixed[1]]) != 6 {
+            return None;
+        }
+        walker.at += 10;
+        let rdata_end = walker.at + rdlength;
+        name(&mut walker)?;
+        name(&mut walker)?;
+        let serial_at = walker.at - end;
+        walker.at += 20;
+        if walker.at != rdata_end {
+            return None;
+        }
+        // Our OPT: the root name, no pointer.
+        if count(10) == 1 {
+            if response.get(walker.at) != Some(&0) {
+                return None;
+            }
+            walker.record()?;
+        }
+        if walker.at != response.len() {
+            return None;
+        }
+        Some(Self {
+            zone: Arc::downgrade(zone),
+            _base: Arc::downgrade(zone.base()),
+            header: response[..12].try_into().ok()?,
+            tail: response[end..].into(),
+            pointers: pointers.into_boxed_slice(),
+            serial_at,
+            below_apex: below_apex.into_boxed_slice(),
+            apex_len,
+        })
+    }
+
+    /// True when `name` (a key) ends with a name of the tail below the apex: the general
+    /// path would compress that name against the question instead.
+    fn compresses_against(&self, name: &[u8]) -> bool {
+        self.below_apex.iter().any(|below| {
+            let Some(start) = name.len().checked_sub(below.len()) else {
+                return false;
+            };
+            let mut at = 0;
+            while at < start {
+                at += 1 + usize::from(name[at]);
+            }
+            at == start && name[start..] == **below
+        })
+    }
+
+    /// Writes the NXDOMAIN for `query` (whose question is `question`) in `zone`'s version.
+    fn write(&mut self, query: &[u8], question: Question, zone: &Arc<Zone>, out: &mut Vec<u8>) {
+        if !std::ptr::eq(self.zone.as_ptr(), Arc::as_ptr(zone)) {
+            self.tail[self.serial_at..self.serial_at + 4]
+                .copy_from_slice(&zone.serial().to_be_bytes());
+            self.zone = Arc::downgrade(zone);
+        }
+        let end = question.end;
+        let apex_at = end - 4 - self.apex_len;
+        out.clear();
+        out.extend_from_slice(&self.header);
+        out[0] = query[0];
+        out[1] = query[1];
+        out[2] = (out[2] & !0x01) | (query[2] & 0x01);
+        out[3] = (out[3] & !0x10) | (query[3] & 0x10);
+        out.extend_from_slice(&query[12..end]);
+        out.extend_from_slice(&self.tail);
+        for &(at, target) in self.pointers.iter() {
+            let to = match target {
+                Target::Apex(offset) => apex_at + offset,
+                Target::Tail(offset) => end + offset,
+            };
+            out[end + at..end + at + 2].copy_from_slice(&(0xC000 | to as u16).to_be_bytes());
+        }
+    }
+}
+
+/// The lowercase key of the name at `at` in a message, following compression pointers.
+fn decode_name(bytes: &[u8], mut at: usize) -> Option<Vec<u8>> {
+    let mut key = Vec::with_capacity(64);
+    for _ in 0..128 {
+        let length = *bytes.get(at)?;
+        match length {
+            0 => {
+                key.push(0);
+                return (key.len() <= 255).then_some(key);
+            }
+            length if length & 0xC0 == 0xC0 => {
+                at = usize::from(u16::from_be_bytes([length, *bytes.get(at + 1)?]) & 0x3FFF);
+            }
+            length if length < 64 => {
+                let label = bytes.get(at + 1..at + 1 + usize::from(length))?;
+                key.push(length);
+                key.extend(label.iter().map(u8::to_ascii_lowercase));
+                at += 1 + usize::from(length);
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// What `lookup` did.
@@ -516,18 +782,18 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    /// Skips a name (labels, ending in a zero or a pointer).
-    fn name(&mut self) -> Option<()> {
+    /// Skips a name (labels, ending in a zero or a pointer); returns where its pointer is.
+    fn name(&mut self) -> Option<Option<usize>> {
         loop {
             let length = *self.bytes.get(self.at)?;
             match length {
                 0 => {
                     self.at += 1;
-                    return Some(());
+                    return Some(None);
                 }
                 length if length & 0xC0 == 0xC0 => {
                     self.at += 2;
-                    return Some(());
+                    return Some(Some(self.at - 2));
                 }
                 length => self.at += 1 + usize::from(length),
             }
@@ -671,6 +937,13 @@ mod equality {
         "pool.example.test",
         "down.example.test",
         "nx.example.test",
+        "nx2.example.test",
+        "a.much.longer.nonexistent.name.example.test",
+        "a.x.ent.example.test",
+        "b.ns1.example.test",
+        "hostmaster.example.test",
+        "a.hostmaster.example.test",
+        "nx.sub.example.test",
         "big.example.test",
         "example.org",
         "test",
@@ -783,6 +1056,10 @@ mod equality {
             first.hits > first.misses,
             "most of the rounds were served from the cache: {first:?}"
         );
+        assert!(
+            first.negative > 0,
+            "names that do not exist share their zone's NXDOMAIN: {first:?}"
+        );
         // A pool change: a new zone version; the pool's answers are rebuilt, the static ones
         // revalidated (negative answers with the new serial), and all stay equal.
         let current = writer.load_full();
@@ -854,10 +1131,10 @@ mod equality {
                 set_rotation(rotation);
                 let sent = handler.answer(&packet, source, Transport::Udp, &mut general);
                 set_rotation(rotation);
-                let before = cache.stats.hits;
+                let before = cache.stats.hits + cache.stats.negative;
                 let sent_cached =
                     handler.answer_cached(&mut cache, &packet, source, Transport::Udp, &mut cached);
-                hits += cache.stats.hits - before;
+                hits += cache.stats.hits + cache.stats.negative - before;
                 let sent = matches!(sent, Answered::Message);
                 assert_eq!(sent, matches!(sent_cached, Answered::Message), "{packet:?}");
                 if sent {
@@ -880,6 +1157,7 @@ mod equality {
             ("www.example.test", 28),
             ("nx.example.test", 1),
             ("sub.example.test", 1),
+            ("other.nx.example.test", 16),
         ]
         .iter()
         .map(|(name, qtype)| query(name, *qtype, 9, (true, false), Some((1232, true))))
@@ -890,7 +1168,7 @@ mod equality {
                 Answered::Message
             ));
         }
-        let before = cache.stats.hits;
+        let before = cache.stats.hits + cache.stats.negative;
         let allocations = crate::test_alloc::count(|| {
             for _ in 0..100 {
                 for packet in &questions {
@@ -901,7 +1179,8 @@ mod equality {
                 }
             }
         });
-        assert_eq!(cache.stats.hits - before, 400);
-        assert_eq!(allocations, 0, "allocations on 400 cache hits");
+        assert_eq!(cache.stats.hits + cache.stats.negative - before, 500);
+        assert!(cache.stats.negative >= 200, "{:?}", cache.stats);
+        assert_eq!(allocations, 0, "allocations on 500 cache hits");
     }
 }

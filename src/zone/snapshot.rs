@@ -81,6 +81,9 @@ pub fn is_within(key: &[u8], ancestor: &[u8]) -> bool {
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     zones: FxHashMap<NameKey, Arc<Zone>>,
+    /// Bit n is set when some zone's key is n bytes long: `find_zone` hashes only suffixes
+    /// of those lengths (one lookup for a name under the only zone, not one per label).
+    key_lengths: [u64; 4],
     /// Each zone's `[[zone]]` settings (transfer ACL, NOTIFY targets, snapshot file), carried
     /// with the records so that a reload changes both in one swap.
     settings: Arc<Vec<ZoneConfig>>,
@@ -121,9 +124,14 @@ impl Snapshot {
                     Arc::new(Zone::with_answers(base, answers, serial)),
                 )
             })
-            .collect();
+            .collect::<FxHashMap<NameKey, Arc<Zone>>>();
+        let mut key_lengths = [0u64; 4];
+        for key in zones.keys() {
+            key_lengths[key.len() / 64] |= 1 << (key.len() % 64);
+        }
         Self {
             zones,
+            key_lengths,
             settings: Arc::default(),
         }
     }
@@ -233,8 +241,11 @@ impl Snapshot {
     pub fn find_zone(&self, key: &[u8]) -> Option<&Arc<Zone>> {
         let mut candidate = Some(key);
         while let Some(suffix) = candidate {
-            if let Some(zone) = self.zones.get(suffix) {
-                return Some(zone);
+            let length = suffix.len();
+            if self.key_lengths[length / 64 % 4] & (1 << (length % 64)) != 0 {
+                if let Some(zone) = self.zones.get(suffix) {
+                    return Some(zone);
+                }
             }
             candidate = parent_key(suffix);
         }
@@ -357,6 +368,9 @@ pub struct ZoneBase {
     dependents: Vec<NameKey>,
     /// The zone file's SOA; its serial is replaced by each version's.
     soa: Record,
+    /// Some name is a wildcard (`*` as its first label): only then can a missing name be
+    /// synthesized, so only then does the resolver look for one.
+    wildcards: bool,
 }
 
 impl ZoneBase {
@@ -551,6 +565,7 @@ impl ZoneBase {
             .collect();
         pool_names
             .sort_by(|left, right| canonical_labels(&left.0).cmp(&canonical_labels(&right.0)));
+        let wildcards = nodes.iter().any(|(owner, _)| owner.starts_with(&[1, b'*']));
         Self {
             key,
             nodes,
@@ -558,6 +573,7 @@ impl ZoneBase {
             pool_names,
             dependents,
             soa: data.soa().clone(),
+            wildcards,
         }
     }
 
@@ -951,6 +967,11 @@ impl Zone {
     /// The lowercase wire form of the origin.
     pub fn key(&self) -> &[u8] {
         &self.base.key
+    }
+
+    /// True when some name of the zone is a wildcard.
+    pub fn has_wildcards(&self) -> bool {
+        self.base.wildcards
     }
 
     /// The node at exactly `key`, if the name exists (as an owner or an empty non-terminal).
