@@ -398,6 +398,22 @@ fn an_exported_serial_is_never_reused_by_the_server() {
 /// once and what to do about it: a taken port names the other server, a privileged port
 /// names CAP_NET_BIND_SERVICE.
 #[test]
+fn a_missing_config_is_named_once_with_its_cause() {
+    let output = run(&["serve"], "/nonexistent/healthdns.toml");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/healthdns.toml: cannot read config"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
 fn serve_names_the_fix_for_a_port_it_cannot_bind() {
     use std::os::unix::fs::PermissionsExt;
     let port = free_port();
