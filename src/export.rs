@@ -111,19 +111,20 @@ impl WriteProblems {
 
 /// A snapshot file could not be written; the previous file, if any, is intact.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: cannot write the zone snapshot: {source}")]
+#[error("{path}: cannot write the zone snapshot: {error}")]
 pub struct ExportError {
     pub path: PathBuf,
-    pub source: std::io::Error,
+    /// Named `error`, not `source`: the message prints it, so it is not also a cause.
+    pub error: std::io::Error,
 }
 
 /// Writes `zone` as a master file with its rendered `body` to `path`; `started` is when
 /// rendering began (logged as `took_ms`).
 fn write_zone(zone: &Zone, body: &str, path: &Path, started: Instant) -> Result<(), ExportError> {
     let text = with_body(zone, body, crate::zone::render::SERVED);
-    write_atomically(path, text.as_bytes()).map_err(|source| ExportError {
+    write_atomically(path, text.as_bytes()).map_err(|error| ExportError {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     tracing::info!(
         zone = %zone.origin(),
@@ -301,7 +302,7 @@ impl Writer {
                             metrics::counter!("healthdns_snapshot_write_failures_total")
                                 .increment(1);
                             self.problems
-                                .failed(path, "zone snapshot", error.source.to_string());
+                                .failed(path, "zone snapshot", error.error.to_string());
                             // Not marked written: the next round tries again.
                             state_changed |= self.state.record(zone, content_digest(zone), !last);
                             continue;

@@ -140,28 +140,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("healthdns: {}", error_chain(&error));
+            eprintln!("healthdns: {error:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes joined by ": ", leaving out a cause whose text the message before
-/// it already ends with (the boundary errors print their source themselves, so a caller that
-/// reads only `Display` still sees it).
-fn error_chain(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let cause = cause.to_string();
-        if text.ends_with(&cause) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&cause);
-    }
-    text
 }
 
 /// Runs `request` with an HTTP client for the server's API (5 s timeout) on a small runtime.

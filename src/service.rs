@@ -64,9 +64,9 @@ fn load_state(path: &std::path::Path) -> Result<SerialState, StateError> {
             let stamp = crate::wall_clock::unix_seconds();
             aside.push(format!(".damaged-{stamp}"));
             let aside = std::path::PathBuf::from(aside);
-            std::fs::rename(&path, &aside).map_err(|source| StateError::Read {
+            std::fs::rename(&path, &aside).map_err(|error| StateError::Read {
                 path: path.clone(),
-                source,
+                error,
             })?;
             tracing::error!(
                 path = %path.display(),

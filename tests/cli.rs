@@ -394,9 +394,7 @@ fn an_exported_serial_is_never_reused_by_the_server() {
     assert!(process.wait_exit(Duration::from_secs(10)).is_some());
 }
 
-/// A port that cannot be bound fails `serve` at once, before any probing, with the cause
-/// once and what to do about it: a taken port names the other server, a privileged port
-/// names CAP_NET_BIND_SERVICE.
+/// A config that cannot be read names its path and the I/O error, once.
 #[test]
 fn a_missing_config_is_named_once_with_its_cause() {
     let output = run(&["serve"], "/nonexistent/healthdns.toml");
@@ -413,6 +411,9 @@ fn a_missing_config_is_named_once_with_its_cause() {
     );
 }
 
+/// A port that cannot be bound fails `serve` at once, before any probing, with the cause
+/// once and what to do about it: a taken port names the other server, a privileged port
+/// names CAP_NET_BIND_SERVICE.
 #[test]
 fn serve_names_the_fix_for_a_port_it_cannot_bind() {
     use std::os::unix::fs::PermissionsExt;

@@ -257,10 +257,12 @@ mod file {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read: check the path and permissions.
-    #[error("{path}: cannot read config: {source}")]
+    /// The I/O error is named `error`, not `source`: the message prints it, so it is not also
+    /// a cause that `{:#}` would print again (as in `dns::server::BindError`).
+    #[error("{path}: cannot read config: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML, has an unknown key, or a value of the wrong type.
     #[error("{path}:{line}: {message}")]
@@ -565,9 +567,9 @@ impl HttpCheck {
 impl Config {
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::parse(&text, path)
     }

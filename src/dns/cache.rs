@@ -40,7 +40,7 @@
 //!   path would compress against it). So junk names, however many, cost no entry each and
 //!   never evict the names that exist; the template is checked against the general path's
 //!   bytes when made, and its serial is rewritten for each version of the zone.
-//! - The cache is bounded: `SLOTS` entries per thread, `WAYS`-way set-associative; a new
+//! - The cache is bounded: `SLOTS - 1` entries per thread, `WAYS`-way set-associative; a new
 //!   entry replaces the least recently used of its set. Nothing is allocated or locked on a
 //!   hit.
 
@@ -191,10 +191,8 @@ impl Default for AnswerCache {
 impl AnswerCache {
     pub fn new() -> Self {
         Self {
-            // All-zero (None) slots: the allocator hands back untouched pages, so a thread
-            // that answers few names costs little memory.
             sets: vec![Set::default(); SLOTS / WAYS],
-            // Reserved, not touched: the pages are used as entries are made.
+            // Reserved, not touched: a thread that answers few names costs little memory.
             entries: Vec::with_capacity(SLOTS - 1),
             clock: 0,
             negatives: FxHashMap::default(),
@@ -249,7 +247,10 @@ impl AnswerCache {
             if slots.tags[way] != tag {
                 continue;
             }
-            let entry = &mut self.entries[usize::from(slots.places[way]) - 1];
+            let Some(place) = slots.place(way) else {
+                continue;
+            };
+            let entry = &mut self.entries[place];
             if entry.variant != question.variant || entry.question() != key {
                 continue;
             }
@@ -332,19 +333,19 @@ impl AnswerCache {
         let (set, tag) = set_of(entry.question(), question.variant);
         let slots = &mut self.sets[set];
         let entries = &mut self.entries;
-        let used = |way: usize| match slots.tags[way] {
-            0 => 0,
-            _ => entries[usize::from(slots.places[way]) - 1].used,
+        let used = |way: usize| match (slots.tags[way], slots.place(way)) {
+            (0, _) | (_, None) => 0,
+            (_, Some(place)) => entries[place].used,
         };
         let way = (0..WAYS).min_by_key(|&way| used(way)).expect("WAYS > 0");
         entry.used = self.clock;
-        match slots.places[way] {
-            0 if entries.len() == SLOTS - 1 => return,
-            0 => {
+        match slots.place(way) {
+            Some(place) => entries[place] = entry,
+            None if entries.len() == SLOTS - 1 => return,
+            None => {
                 entries.push(entry);
                 slots.places[way] = entries.len() as u16;
             }
-            place => entries[usize::from(place) - 1] = entry,
         }
         slots.tags[way] = tag;
     }
@@ -575,6 +576,13 @@ pub enum Lookup {
 struct Set {
     tags: [u16; WAYS],
     places: [u16; WAYS],
+}
+
+impl Set {
+    /// The index in `entries` of `way`'s entry, if the way has a place yet.
+    fn place(&self, way: usize) -> Option<usize> {
+        usize::from(self.places[way]).checked_sub(1)
+    }
 }
 
 /// The question's set, and its tag (16 bits of the hash that do not pick the set; never 0,
@@ -1163,9 +1171,9 @@ mod equality {
         assert!(hits > 10_000, "the cache answered {hits}");
     }
 
-    /// More distinct junk names than the cache has slots: each is answered from the zone's
-    /// shared NXDOMAIN, none reaches the general path after the first, and a name answered
-    /// before the flood is still a hit after it.
+    /// More distinct questions that exist than the cache has slots: every way is filled, then
+    /// replaced in its place, the entries stay bounded, and the newest are hits equal to the
+    /// general path's bytes.
     #[test]
     fn replaced_entries_reuse_their_places_and_stay_correct() {
         let writer = SnapshotWriter::new(snapshot(&["10.0.0.1", "10.0.0.2"]));
@@ -1173,8 +1181,6 @@ mod equality {
         let mut cache = AnswerCache::new();
         let source = "127.0.0.1:5300".parse().unwrap();
         let (mut out, mut general) = (Vec::new(), Vec::new());
-        // More distinct NODATA questions than the cache has slots: every way is filled, then
-        // replaced in place.
         let questions: Vec<Vec<u8>> = ["www.example.test", "example.test"]
             .iter()
             .flat_map(|name| {
@@ -1201,6 +1207,9 @@ mod equality {
         assert_eq!(cache.stats.hits, hits + 500, "the newest entries are kept");
     }
 
+    /// More distinct junk names than the cache has slots: each is answered from the zone's
+    /// shared NXDOMAIN, none reaches the general path after the first, and a name answered
+    /// before the flood is still a hit after it.
     #[test]
     fn junk_names_share_one_nxdomain_and_evict_nothing() {
         let writer = SnapshotWriter::new(snapshot(&["10.0.0.1", "10.0.0.2"]));

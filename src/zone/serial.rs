@@ -154,19 +154,20 @@ pub struct State {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Reading failed (permissions?); fix it or point `state_file` elsewhere.
-    #[error("{path}: cannot read the state file: {source}")]
+    /// (The I/O errors here are named `error`, not `source`: the message prints them.)
+    #[error("{path}: cannot read the state file: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not ours or is damaged; move it away to start from the zone files' serials.
     #[error("{path}: the state file is damaged ({message}); move it away to start from the zone files' serials")]
     Damaged { path: PathBuf, message: String },
     /// Writing failed; the serials still go up while running.
-    #[error("{path}: cannot write the state file: {source}")]
+    #[error("{path}: cannot write the state file: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -178,10 +179,10 @@ impl State {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Self::default())
             }
-            Err(source) => {
+            Err(error) => {
                 return Err(StateError::Read {
                     path: path.to_path_buf(),
-                    source,
+                    error,
                 })
             }
         };
@@ -197,9 +198,9 @@ impl State {
             "# healthdns state: each zone's last serial and content digest, and what the health\n# checks last believed. Written by the server.\n",
         );
         text.push_str(&toml::to_string(self).expect("the state serializes"));
-        write_atomically(path, text.as_bytes()).map_err(|source| StateError::Write {
+        write_atomically(path, text.as_bytes()).map_err(|error| StateError::Write {
             path: path.to_path_buf(),
-            source,
+            error,
         })
     }
 
