@@ -247,10 +247,8 @@ impl AnswerCache {
             if slots.tags[way] != tag {
                 continue;
             }
-            let Some(place) = slots.place(way) else {
-                continue;
-            };
-            let entry = &mut self.entries[place];
+            // A way with a tag has a place.
+            let entry = &mut self.entries[usize::from(slots.places[way]) - 1];
             if entry.variant != question.variant || entry.question() != key {
                 continue;
             }
