@@ -4,12 +4,16 @@
 # Serves one generated zone (10,000 names, 1,000 delegations) from both servers on loopback,
 # drives each with dnsperf at RATE queries/s for SECONDS per query kind (positive, NXDOMAIN,
 # NODATA, referral), and reads each server's CPU time (all its processes and threads) from
-# /proc before and after. Prints microseconds of CPU per answered query and the ratio.
+# /proc before and after. Each kind is measured in TRIALS trials, the two servers taking turns
+# to go first; prints the median microseconds of CPU per answered query of each server, the
+# median of the trials' ratios, and their range. One trial swings by about 20% here (the load
+# is not batched, and CPU time is counted in ticks).
 # Needs: nsd, dnsperf (Debian packages nsd, dnsperf), a release build of healthdns.
-# Usage: bench/qps.sh [RATE] [SECONDS]
+# Usage: bench/qps.sh [RATE] [SECONDS] [TRIALS]   (default 20,000 q/s, 4 s, 10 trials)
 set -euo pipefail
 RATE=${1:-20000}
-SECONDS_PER_RUN=${2:-8}
+SECONDS_PER_RUN=${2:-4}
+TRIALS=${3:-10}
 NAMES=10000
 cd "$(dirname "$0")/.."
 for tool in nsd dnsperf; do
@@ -66,11 +70,27 @@ run() { # pid port kind -> "us_per_query completed"
   awk -v t=$((after - before)) -v hz="$HZ" -v n="$completed" 'BEGIN { printf "%.2f %d", (t / hz) * 1e6 / n, n }'
 }
 
-printf '%-9s %12s %12s %12s %12s %7s\n' kind "nsd_us/q" "nsd_answered" "hdns_us/q" "hdns_answered" ratio
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+printf '%-9s %10s %10s %8s %13s %10s\n' kind "nsd_us/q" "hdns_us/q" ratio "ratio_range" "answered"
 for kind in positive nxdomain nodata referral; do
-  read -r nsd_us nsd_n <<<"$(run "$NSD_PID" "$NSD_PORT" "$kind")"
-  read -r hd_us hd_n <<<"$(run "$HDNS_PID" "$HDNS_PORT" "$kind")"
-  ratio=$(awk -v a="$hd_us" -v b="$nsd_us" 'BEGIN { printf "%.2f", a / b }')
-  printf '%-9s %12s %12s %12s %12s %7s\n' "$kind" "$nsd_us" "$nsd_n" "$hd_us" "$hd_n" "$ratio"
+  nsd_all=(); hd_all=(); ratios=(); answered=0
+  for trial in $(seq 1 "$TRIALS"); do
+    if [ $((trial % 2)) = 1 ]; then
+      read -r nsd_us nsd_n <<<"$(run "$NSD_PID" "$NSD_PORT" "$kind")"
+      read -r hd_us hd_n <<<"$(run "$HDNS_PID" "$HDNS_PORT" "$kind")"
+    else
+      read -r hd_us hd_n <<<"$(run "$HDNS_PID" "$HDNS_PORT" "$kind")"
+      read -r nsd_us nsd_n <<<"$(run "$NSD_PID" "$NSD_PORT" "$kind")"
+    fi
+    nsd_all+=("$nsd_us"); hd_all+=("$hd_us"); answered=$((answered + hd_n))
+    ratios+=("$(awk -v a="$hd_us" -v b="$nsd_us" 'BEGIN { printf "%.3f", a / b }')")
+  done
+  nsd_median=$(printf '%s\n' "${nsd_all[@]}" | median)
+  hd_median=$(printf '%s\n' "${hd_all[@]}" | median)
+  ratio=$(printf '%s\n' "${ratios[@]}" | median)
+  range=$(printf '%s\n' "${ratios[@]}" | sort -g | awk 'NR == 1 { low = $1 } { high = $1 } END { printf "%.2f-%.2f", low, high }')
+  printf '%-9s %10.2f %10.2f %8.2f %13s %10d\n' "$kind" "$nsd_median" "$hd_median" "$ratio" "$range" "$answered"
 done
-echo "offered load: $RATE q/s for ${SECONDS_PER_RUN}s per run; CPU from /proc (HZ=$HZ); ratio = healthdns / nsd"
+echo "offered load: $RATE q/s for ${SECONDS_PER_RUN}s per run, $TRIALS trials per kind; CPU from /proc (HZ=$HZ)"
+echo "ratio = median of the trials' healthdns / nsd; answered = healthdns' answers over all trials"

@@ -7,7 +7,8 @@
 # thread each; the batched generator (examples/loadgen.rs: sendmmsg/recvmmsg, 256
 # outstanding) is pinned to CPU 1. Servers are interleaved (A B C D A B C D ...) and each
 # figure is the median of ROUNDS runs of SECONDS; each round starts with the next server. Reports answered QPS, server CPU µs/query
-# (from /proc), p50/p99 latency, RSS, and healthdns' ratio to the best anchor.
+# (from /proc), p50/p99 latency, RSS, and healthdns' ratio to the best anchor; then the same
+# CPU ratio taken within each round (the two measured seconds apart) and its median and range.
 # Mixes: the pool answer, random static names, NXDOMAIN, NODATA, a referral, EDNS with DO,
 # TCP (16 connections pipelining 16 queries each; compared with NSD), and `nxrandom`:
 # 200,000 distinct NXDOMAIN names, more than any per-name answer cache holds (healthdns answers
@@ -22,7 +23,10 @@
 # (the second mode of issue 12: both cores driven); the extra measurements are skipped.
 # Needs (nothing is installed by this script): nsd, knot, gdnsd, dig, curl, python3, taskset
 #   apt-get install -y nsd knot gdnsd bind9-dnsutils curl util-linux
-# Usage: [MODE=two] [MIXES="static ..."] bench/speed.sh [SECONDS] [ROUNDS]   (default 3 s, 3 rounds;
+# BASELINE=path/to/healthdns: also runs that build (an earlier commit's, say) as `baseline`, in
+# the same rounds, and prints healthdns' CPU per query against it: a change measured side by
+# side, not against another day's figures.
+# Usage: [MODE=two] [MIXES="static ..."] [BASELINE=binary] bench/speed.sh [SECONDS] [ROUNDS]   (default 3 s, 3 rounds;
 #   the latency and swap measurements need the static mix)
 set -euo pipefail
 SECONDS_PER_RUN=${1:-3}
@@ -77,6 +81,12 @@ file = "hd.zone"
 $(pool_toml www.bench.test "127.0.9.1 127.0.9.2")
 CONF
 RUST_LOG=warn taskset -c $SERVER_CPUS target/release/healthdns serve --config "$work/hd.toml" & pids+=($!); PID_HD=$!
+if [ -n "${BASELINE:-}" ]; then
+  P_BASE=$(free_port); P_BASE_API=$(free_port)
+  sed -e "s/127.0.0.1:$P_HD/127.0.0.1:$P_BASE/" -e "s/127.0.0.1:$P_API/127.0.0.1:$P_BASE_API/" \
+    -e 's/hd.state/baseline.state/' "$work/hd.toml" > "$work/baseline.toml"
+  RUST_LOG=warn taskset -c $SERVER_CPUS "$BASELINE" serve --config "$work/baseline.toml" & pids+=($!); PID_BASE=$!
+fi
 
 # NSD: one server process (two in MODE=two).
 nsd_conf "$P_NSD" > "$work/nsd.conf"
@@ -103,7 +113,7 @@ wait_ready() { # name port
   done
   echo "$1 on port $2 did not start" >&2; cat "$work"/*.err >&2 || true; exit 1
 }
-wait_ready healthdns "$P_HD"; wait_ready nsd "$P_NSD"; wait_ready knot "$P_KNOT"; wait_ready gdnsd "$P_GD"
+wait_ready healthdns "$P_HD"; [ -z "${BASELINE:-}" ] || wait_ready baseline "$P_BASE"; wait_ready nsd "$P_NSD"; wait_ready knot "$P_KNOT"; wait_ready gdnsd "$P_GD"
 # The UDP receive buffers the kernel keeps (ss's rb), which the latency comparison needs equal.
 if command -v ss >/dev/null; then
   echo "UDP receive buffers kept: healthdns $(ss -uamn "sport = :$P_HD" | grep -o 'rb[0-9]*' | sort -u | paste -sd' '), gdnsd $(ss -uamn "sport = :$P_GD" | grep -o 'rb[0-9]*' | sort -u | paste -sd' ')"
@@ -114,6 +124,10 @@ for _ in $(seq 1 100); do [ "$(dig @127.0.0.1 -p "$P_HD" +short www.bench.test A
 declare -A PORT=([healthdns]=$P_HD [gdnsd]=$P_GD [knot]=$P_KNOT [nsd]=$P_NSD [floor]=$P_FLOOR)
 declare -A PID=([healthdns]=$PID_HD [gdnsd]=$PID_GD [knot]=$PID_KNOT [nsd]=$PID_NSD [floor]=$PID_FLOOR)
 SERVERS="healthdns gdnsd knot nsd floor"
+if [ -n "${BASELINE:-}" ]; then
+  PORT[baseline]=$P_BASE; PID[baseline]=$PID_BASE; SERVERS="$SERVERS baseline"
+  for _ in $(seq 1 100); do [ "$(dig @127.0.0.1 -p "$P_BASE" +short www.bench.test A | wc -l)" = 2 ] && break; sleep 0.1; done
+fi
 
 : > "$work/results"
 # One measurement: CPU ticks of the server around GENERATORS loadgen runs; prints the
@@ -157,7 +171,7 @@ mixes = list(dict.fromkeys(m for m, _ in rows))
 print(f"{'mix':9} {'server':9} {'qps':>8} {'cpu_us/q':>9} {'p50_us':>7} {'p99_us':>7} {'errors':>6} {'rss_MiB':>8}")
 for mix in mixes:
     med = {}
-    for server in ["healthdns", "gdnsd", "knot", "nsd", "floor"]:
+    for server in ["healthdns", "gdnsd", "knot", "nsd", "floor", "baseline"]:
         runs = rows.get((mix, server), [])
         if not runs: continue
         m = [statistics.median(column) for column in zip(*runs)]
@@ -169,7 +183,13 @@ for mix in mixes:
     hd = med["healthdns"]
     floor = f", {hd[0]/med['floor'][0]:.2f}x floor" if "floor" in med else ""
     nsd = f"; qps {hd[1]/anchors['nsd'][1]:.2f}x nsd" if mix == "tcp" and "nsd" in anchors else ""
-    print(f"{mix:9} ratio     qps {hd[1]/anchors[best_qps][1]:.2f}x {best_qps}; cpu/q {hd[0]/anchors[best_cpu][0]:.2f}x {best_cpu}{floor}{nsd}")
+    base = f"; cpu/q {hd[0]/med['baseline'][0]:.2f}x baseline" if "baseline" in med else ""
+    print(f"{mix:9} ratio     qps {hd[1]/anchors[best_qps][1]:.2f}x {best_qps}; cpu/q {hd[0]/anchors[best_cpu][0]:.2f}x {best_cpu}{floor}{nsd}{base}")
+    # Each round's own ratio: the two servers were measured seconds apart, so a drift of the
+    # machine's speed over the run (the floor moves by 10% between mixes) cancels out.
+    pairs = [h[0] / a[0] for h, a in zip(rows[(mix, "healthdns")], rows[(mix, best_cpu)])]
+    print(f"{mix:9} paired    cpu/q per round vs {best_cpu}: median {statistics.median(pairs):.2f}x, "
+          f"range {min(pairs):.2f}-{max(pairs):.2f}, healthdns cheaper in {sum(p <= 1 for p in pairs)} of {len(pairs)}")
 PY
 
 [ "$MODE" = two ] && exit 0

@@ -314,20 +314,26 @@ impl DnsHandler {
         )
     }
 
+    /// The snapshot to answer a batch of queries from: loading it once a batch rather than
+    /// once a query saves the load's cost (about 50 instructions) for all but the first.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshots.load()
+    }
+
     /// `answer` through this thread's answer cache (`cache`): the same bytes, cheaper for a
-    /// question answered before.
+    /// question answered before. `snapshot` is the caller's (`snapshot`), loaded for a batch.
     pub fn answer_cached(
         &self,
+        snapshot: &Arc<Snapshot>,
         cache: &mut AnswerCache,
         packet: &[u8],
         source: SocketAddr,
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> Answered {
-        let snapshot = self.snapshots.load();
         let question = match cache.lookup(
             packet,
-            &snapshot,
+            snapshot,
             self.edns[0].max_payload(),
             transport,
             self.edns_nsid.is_some(),
@@ -340,13 +346,13 @@ impl DnsHandler {
             }
             Lookup::Miss(question) => question,
             Lookup::Uncacheable => {
-                return self.answer_in(&snapshot, packet, source, transport, out, None)
+                return self.answer_in(snapshot, packet, source, transport, out, None)
             }
         };
         let mut fill = None;
-        let answered = self.answer_in(&snapshot, packet, source, transport, out, Some(&mut fill));
+        let answered = self.answer_in(snapshot, packet, source, transport, out, Some(&mut fill));
         if let Some(fill) = fill {
-            cache.fill(question, packet, out, &snapshot, fill);
+            cache.fill(question, packet, out, snapshot, fill);
         }
         answered
     }

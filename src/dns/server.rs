@@ -415,6 +415,8 @@ fn serve_udp(
         let now_ms = limiter
             .as_ref()
             .map_or(0, |_| clock.elapsed().as_millis() as u64);
+        // One snapshot a batch: a batch takes microseconds, and the next one sees any swap.
+        let snapshot = handler.snapshot();
         for index in 0..received as usize {
             let length = in_headers[index].msg_len as usize;
             let namelen = in_headers[index].msg_hdr.msg_namelen;
@@ -429,6 +431,7 @@ fn serve_udp(
             };
             if !matches!(
                 handler.answer_cached(
+                    &snapshot,
                     &mut cache,
                     packet,
                     source,
@@ -643,7 +646,14 @@ async fn serve_connection(
             last_query = tokio::time::Instant::now();
             let started = stats.sample().then(super::stats::now);
             match TCP_CACHE.with_borrow_mut(|cache| {
-                handler.answer_cached(cache, packet, peer, Transport::Tcp, &mut response)
+                handler.answer_cached(
+                    &handler.snapshot(),
+                    cache,
+                    packet,
+                    peer,
+                    Transport::Tcp,
+                    &mut response,
+                )
             }) {
                 Answered::Nothing => stats.dropped(),
                 Answered::Message => {
