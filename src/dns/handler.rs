@@ -321,7 +321,8 @@ impl DnsHandler {
     }
 
     /// `answer` through this thread's answer cache (`cache`): the same bytes, cheaper for a
-    /// question answered before. `snapshot` is the caller's (`snapshot`), loaded for a batch.
+    /// question answered before, from `snapshot`, which the caller loads (`snapshot`) once for
+    /// a batch of queries.
     pub fn answer_cached(
         &self,
         snapshot: &Arc<Snapshot>,
