@@ -251,7 +251,8 @@ fn idle_tcp_connections_are_closed() {
 }
 
 /// The UDP loop answers in batches (recvmmsg/sendmmsg): queries from several clients that
-/// arrive together each get their own answer, at their own address, with their own ID.
+/// arrive together each get their own answer, at their own address, with their own ID. 400
+/// queries queue more than one backlogged batch (64), so both batch sizes are exercised.
 #[test]
 fn a_burst_from_several_clients_is_answered_to_each() {
     let server = TestServer::with_zones(&[("example.test", crate::support::POOL_ZONE)]);
@@ -264,8 +265,8 @@ fn a_burst_from_several_clients_is_answered_to_each() {
             socket
         })
         .collect();
-    // 4 clients x 40 queries, all sent before any answer is read.
-    for round in 0..40u16 {
+    // 4 clients x 100 queries, all sent before any answer is read.
+    for round in 0..100u16 {
         for (index, client) in clients.iter().enumerate() {
             let mut message = query("www.example.test.", RecordType::TXT, None);
             message.metadata.id = round * 4 + index as u16;
@@ -276,7 +277,7 @@ fn a_burst_from_several_clients_is_answered_to_each() {
     }
     let mut buffer = [0u8; 1500];
     for (index, client) in clients.iter().enumerate() {
-        let mut ids: Vec<u16> = (0..40)
+        let mut ids: Vec<u16> = (0..100)
             .map(|_| {
                 let size = client.recv(&mut buffer).expect("an answer for each query");
                 let answer = Message::from_vec(&buffer[..size]).unwrap();
@@ -286,7 +287,7 @@ fn a_burst_from_several_clients_is_answered_to_each() {
             })
             .collect();
         ids.sort_unstable();
-        let expected: Vec<u16> = (0..40u16).map(|round| round * 4 + index as u16).collect();
+        let expected: Vec<u16> = (0..100u16).map(|round| round * 4 + index as u16).collect();
         assert_eq!(ids, expected, "client {index} got exactly its own answers");
     }
 }

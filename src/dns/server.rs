@@ -5,7 +5,7 @@
 //! probing. UDP is served by our own loop, one OS thread per SO_REUSEPORT socket, several
 //! sockets per address, because hickory-server serves each UDP socket from a single task and
 //! spawns a task per query. A blocking thread receives and sends in batches (recvmmsg and
-//! sendmmsg, `UDP_BATCH` datagrams per call) and answers through its own answer cache
+//! sendmmsg, `UDP_BATCH` datagrams per call, more while backlogged) and answers through its own answer cache
 //! (`cache`); an async task would add an epoll wake-up and a failed `recvfrom` per query,
 //! which measured as about 30% more CPU per query (bench/qps.sh). The kernel spreads
 //! datagrams across the sockets. TCP is served here too, one task per connection: hickory-server's TCP response
@@ -335,10 +335,18 @@ pub async fn serve(
 /// (`health::schedule`); tests/faults.rs floods a server and counts its probes. UDP threads 5
 /// nice steps lower were tried: they bought nothing in bench/overload.sh and cost 13-20% of
 /// the throughput when the cores are shared with other work (bench/speed.sh MODE=two).
-/// Datagrams received (and answers sent) per system call on a UDP socket. 16 rather than 32:
-/// the first answer of a batch waits for the last, and at 80% load 32 doubled the p99
-/// latency (bench/speed.sh) for no measurable throughput.
+/// Datagrams received (and answers sent) per system call on a UDP socket while it keeps up.
+/// 16 rather than 32: the first answer of a batch waits for the last, and at 80% load a fixed
+/// 32 doubled the p99 latency (bench/speed.sh) for no measurable throughput.
 const UDP_BATCH: usize = 16;
+/// Datagrams per call while the socket is backlogged: after a call that filled its batch, the
+/// next asks for up to this many. recvmmsg returns what is queued and never waits for more,
+/// so this only takes datagrams that would otherwise wait for the next call, and each system
+/// call (a fixed cost of the kernel's, most of a query's cost here) is shared by more queries.
+const UDP_BATCH_BACKLOGGED: usize = 64;
+/// Bytes between the starts of two receive buffers: a whole datagram, plus one cache line so
+/// that the buffers' first bytes (the headers the parser reads) fall in different cache sets.
+const UDP_BUFFER_STRIDE: usize = MAX_DATAGRAM + 1 + 64;
 
 /// One UDP socket's thread: receive a batch (recvmmsg), answer each in place, send the
 /// answers in one call (sendmmsg), until shutdown. Batching is where gdnsd gets much of its
@@ -352,20 +360,30 @@ fn serve_udp(
     use super::rrl::{Class, Decision, RateLimiter};
     use std::os::fd::AsRawFd;
     let fd = socket.as_raw_fd();
-    let mut inbox: Vec<Vec<u8>> = (0..UDP_BATCH).map(|_| vec![0u8; MAX_DATAGRAM]).collect();
-    let mut answers: Vec<Vec<u8>> = (0..UDP_BATCH).map(|_| Vec::with_capacity(4096)).collect();
+    // One zeroed allocation for every receive buffer: large enough to come straight from the
+    // kernel, whose zero pages become resident only where a datagram is written.
+    let mut inbox = vec![0u8; UDP_BUFFER_STRIDE * UDP_BATCH_BACKLOGGED];
+    let mut answers: Vec<Vec<u8>> = (0..UDP_BATCH_BACKLOGGED)
+        .map(|_| Vec::with_capacity(4096))
+        .collect();
     // SAFETY: an all-zero sockaddr_storage is a valid (unspecified) address.
-    let mut sources: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; UDP_BATCH];
+    let mut sources: Vec<libc::sockaddr_storage> =
+        vec![unsafe { std::mem::zeroed() }; UDP_BATCH_BACKLOGGED];
     // SAFETY: all-zero iovec and mmsghdr values are valid; every pointer is set before use.
-    let mut in_iovecs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; UDP_BATCH];
-    let mut in_headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; UDP_BATCH];
-    let mut out_iovecs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; UDP_BATCH];
-    let mut out_headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; UDP_BATCH];
+    let mut in_iovecs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; UDP_BATCH_BACKLOGGED];
+    let mut in_headers: Vec<libc::mmsghdr> =
+        vec![unsafe { std::mem::zeroed() }; UDP_BATCH_BACKLOGGED];
+    let mut out_iovecs: Vec<libc::iovec> =
+        vec![unsafe { std::mem::zeroed() }; UDP_BATCH_BACKLOGGED];
+    let mut out_headers: Vec<libc::mmsghdr> =
+        vec![unsafe { std::mem::zeroed() }; UDP_BATCH_BACKLOGGED];
     // The receive headers point at buffers that never move; only what recvmmsg writes back
     // (the address length) is reset before each call, for the entries it used.
-    for index in 0..UDP_BATCH {
+    let inbox_base = inbox.as_mut_ptr();
+    for index in 0..UDP_BATCH_BACKLOGGED {
         in_iovecs[index] = libc::iovec {
-            iov_base: inbox[index].as_mut_ptr().cast(),
+            // SAFETY: index * UDP_BUFFER_STRIDE + MAX_DATAGRAM is within the allocation.
+            iov_base: unsafe { inbox_base.add(index * UDP_BUFFER_STRIDE) }.cast(),
             iov_len: MAX_DATAGRAM,
         };
         let header = &mut in_headers[index].msg_hdr;
@@ -374,7 +392,8 @@ fn serve_udp(
         header.msg_name = (&mut sources[index] as *mut libc::sockaddr_storage).cast();
     }
     let storage_size = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let mut used = UDP_BATCH;
+    let mut used = UDP_BATCH_BACKLOGGED;
+    let mut batch = UDP_BATCH;
     let mut stats = super::stats::QueryStats::new("udp");
     let mut cache = super::cache::AnswerCache::new();
     let mut limiter = rate_limit.map(RateLimiter::new);
@@ -388,7 +407,7 @@ fn serve_udp(
             libc::recvmmsg(
                 fd,
                 in_headers.as_mut_ptr(),
-                UDP_BATCH as libc::c_uint,
+                batch as libc::c_uint,
                 libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
             )
@@ -410,6 +429,12 @@ fn serve_udp(
             continue;
         }
         used = received as usize;
+        // A full batch means more is queued: take more a call until the queue is short again.
+        batch = if used == batch {
+            UDP_BATCH_BACKLOGGED
+        } else {
+            UDP_BATCH
+        };
         let mut outgoing = 0;
         // One clock reading a batch is precise enough for per-second buckets.
         let now_ms = limiter
@@ -423,7 +448,7 @@ fn serve_udp(
             // SAFETY: recvmmsg wrote a socket address of `namelen` bytes into the storage.
             let source = unsafe { socket2::SockAddr::new(sources[index], namelen) }.as_socket();
             let started = stats.sample().then(super::stats::now);
-            let packet = &inbox[index][..length];
+            let packet = &inbox[index * UDP_BUFFER_STRIDE..][..length];
             // Port 0 cannot be answered; anything else is answered where it came from.
             let Some(source) = source.filter(|source| source.port() != 0) else {
                 stats.dropped();
