@@ -77,6 +77,16 @@ cpu_ticks() {
   done
   echo "$total"
 }
+# The user-space part of cpu_ticks (utime only): what a server's own code costs, apart from
+# the kernel's per-packet work, which is the same syscalls for every server.
+cpu_user_ticks() {
+  local total=0 pid
+  for pid in $1 $(descendants "$1"); do
+    [ -r "/proc/$pid/stat" ] || continue
+    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12}')))
+  done
+  echo "$total"
+}
 rss_kb() {
   local total=0 pid
   for pid in $1 $(descendants "$1"); do

@@ -7,7 +7,8 @@
 # thread each; the batched generator (examples/loadgen.rs: sendmmsg/recvmmsg, 256
 # outstanding) is pinned to CPU 1. Servers are interleaved (A B C D A B C D ...) and each
 # figure is the median of ROUNDS runs of SECONDS; each round starts with the next server. Reports answered QPS, server CPU µs/query
-# (from /proc), p50/p99 latency, RSS, and healthdns' ratio to the best anchor; then the same
+# (from /proc; its user-space part apart, the server's own code without the kernel's per-packet
+# work), p50/p99 latency, RSS, and healthdns' ratio to the best anchor; then the same
 # CPU ratio taken within each round (the two measured seconds apart) and its median and range.
 # Mixes: the pool answer, random static names, NXDOMAIN, NODATA, a referral, EDNS with DO,
 # TCP (16 connections pipelining 16 queries each; compared with NSD), and `nxrandom`:
@@ -135,18 +136,19 @@ fi
 measure() {
   local server=$1 queries=$2; shift 2
   local before after lines answered qps
-  before=$(cpu_ticks "${PID[$server]}")
+  before=$(cpu_ticks "${PID[$server]}"); user_before=$(cpu_user_ticks "${PID[$server]}")
   lines=$(for g in $(seq 1 "$GENERATORS"); do
     taskset -c "$GEN_CPUS" target/release/examples/loadgen "127.0.0.1:${PORT[$server]}" "$queries" 256 "$SECONDS_PER_RUN" "$@" &
   done; wait)
-  after=$(cpu_ticks "${PID[$server]}")
+  after=$(cpu_ticks "${PID[$server]}"); user_after=$(cpu_user_ticks "${PID[$server]}")
   # Sum the generators' counts; latency from the first.
   answered=$(echo "$lines" | sed 's/.*answered=\([0-9]*\).*/\1/' | paste -sd+ | bc)
   qps=$(echo "$lines" | sed 's/.*qps=\([0-9]*\).*/\1/' | paste -sd+ | bc)
   errors=$(echo "$lines" | sed 's/.*errors=\([0-9]*\).*/\1/' | paste -sd+ | bc)
   local first; first=$(echo "$lines" | head -1)
   us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$answered" 'BEGIN { printf "%.2f", n ? (t / hz) * 1e6 / n : 0 }')
-  echo "$us answered=$answered qps=$qps $(echo "$first" | grep -o 'p50_us=[0-9]* p99_us=[0-9]*') errors=$errors rss_kb=$(rss_kb "${PID[$server]}")"
+  user_ns=$(awk -v t=$((user_after - user_before)) -v hz="$HZ" -v n="$answered" 'BEGIN { printf "%d", n ? (t / hz) * 1e9 / n : 0 }')
+  echo "$us answered=$answered user_ns=$user_ns qps=$qps $(echo "$first" | grep -o 'p50_us=[0-9]* p99_us=[0-9]*') errors=$errors rss_kb=$(rss_kb "${PID[$server]}")"
 }
 # The servers in round $1's order: each round starts one server later, so that no server is
 # always measured first (or right after the same neighbour).
@@ -166,9 +168,9 @@ rows = {}
 for line in open(sys.argv[1]):
     mix, server, us, rest = line.split(" ", 3)
     fields = dict(re.findall(r"(\w+)=(\d+)", rest))
-    rows.setdefault((mix, server), []).append((float(us), float(fields["qps"]), int(fields["p50_us"]), int(fields["p99_us"]), int(fields["errors"]), int(fields["rss_kb"])))
+    rows.setdefault((mix, server), []).append((float(us), float(fields["qps"]), int(fields["p50_us"]), int(fields["p99_us"]), int(fields["errors"]), int(fields["rss_kb"]), int(fields["user_ns"]) / 1000))
 mixes = list(dict.fromkeys(m for m, _ in rows))
-print(f"{'mix':9} {'server':9} {'qps':>8} {'cpu_us/q':>9} {'p50_us':>7} {'p99_us':>7} {'errors':>6} {'rss_MiB':>8}")
+print(f"{'mix':9} {'server':9} {'qps':>8} {'cpu_us/q':>9} {'p50_us':>7} {'p99_us':>7} {'errors':>6} {'rss_MiB':>8} {'user_us/q':>9}")
 for mix in mixes:
     med = {}
     for server in ["healthdns", "gdnsd", "knot", "nsd", "floor", "baseline"]:
@@ -176,7 +178,7 @@ for mix in mixes:
         if not runs: continue
         m = [statistics.median(column) for column in zip(*runs)]
         med[server] = m
-        print(f"{mix:9} {server:9} {m[1]:8.0f} {m[0]:9.2f} {m[2]:7.0f} {m[3]:7.0f} {m[4]:6.0f} {m[5]/1024:8.1f}")
+        print(f"{mix:9} {server:9} {m[1]:8.0f} {m[0]:9.2f} {m[2]:7.0f} {m[3]:7.0f} {m[4]:6.0f} {m[5]/1024:8.1f} {m[6]:9.3f}")
     anchors = {s: v for s, v in med.items() if s in ("gdnsd", "knot", "nsd")}
     best_qps = max(anchors, key=lambda s: anchors[s][1])
     best_cpu = min(anchors, key=lambda s: anchors[s][0])
@@ -184,7 +186,8 @@ for mix in mixes:
     floor = f", {hd[0]/med['floor'][0]:.2f}x floor" if "floor" in med else ""
     nsd = f"; qps {hd[1]/anchors['nsd'][1]:.2f}x nsd" if mix == "tcp" and "nsd" in anchors else ""
     base = f"; cpu/q {hd[0]/med['baseline'][0]:.2f}x baseline" if "baseline" in med else ""
-    print(f"{mix:9} ratio     qps {hd[1]/anchors[best_qps][1]:.2f}x {best_qps}; cpu/q {hd[0]/anchors[best_cpu][0]:.2f}x {best_cpu}{floor}{nsd}{base}")
+    user = f"; user-space cpu/q {hd[6]/anchors[best_cpu][6]:.2f}x {best_cpu}" if anchors[best_cpu][6] else ""
+    print(f"{mix:9} ratio     qps {hd[1]/anchors[best_qps][1]:.2f}x {best_qps}; cpu/q {hd[0]/anchors[best_cpu][0]:.2f}x {best_cpu}{floor}{nsd}{base}{user}")
     # Each round's own ratio: the two servers were measured seconds apart, so a drift of the
     # machine's speed over the run (the floor moves by 10% between mixes) cancels out.
     pairs = [h[0] / a[0] for h, a in zip(rows[(mix, "healthdns")], rows[(mix, best_cpu)])]
