@@ -68,25 +68,21 @@ CONF
 # CPU clock ticks (utime + stime) and resident memory (KiB) of a process and all its
 # descendants (NSD forks its server, Knot and healthdns run threads), read from /proc.
 descendants() { local child; for child in $(pgrep -P "$1" || true); do echo "$child"; descendants "$child"; done; }
-cpu_ticks() {
+# The sum over a process and its descendants of $2, an awk expression over the fields of
+# /proc/PID/stat counted after the name: utime and stime (fields 14 and 15) are $12 and $13
+# (the name, field 2, may hold spaces, so fields are counted after ')').
+stat_sum() {
   local total=0 pid
   for pid in $1 $(descendants "$1"); do
     [ -r "/proc/$pid/stat" ] || continue
-    # utime and stime are fields 14 and 15; the name (field 2) may hold spaces, so count after ')'.
-    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk "{print $2}")))
   done
   echo "$total"
 }
+cpu_ticks() { stat_sum "$1" '$12 + $13'; }
 # The user-space part of cpu_ticks (utime only): what a server's own code costs, apart from
 # the kernel's per-packet work, which is the same syscalls for every server.
-cpu_user_ticks() {
-  local total=0 pid
-  for pid in $1 $(descendants "$1"); do
-    [ -r "/proc/$pid/stat" ] || continue
-    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12}')))
-  done
-  echo "$total"
-}
+cpu_user_ticks() { stat_sum "$1" '$12'; }
 rss_kb() {
   local total=0 pid
   for pid in $1 $(descendants "$1"); do
