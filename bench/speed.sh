@@ -27,7 +27,7 @@
 # BASELINE=path/to/healthdns: also runs that build (an earlier commit's, say) as `baseline`, in
 # the same rounds, and prints healthdns' CPU per query against it: a change measured side by
 # side, not against another day's figures.
-# Usage: [MODE=two] [MIXES="static ..."] [BASELINE=binary] bench/speed.sh [SECONDS] [ROUNDS]   (default 3 s, 3 rounds;
+# Usage: [MODE=two] [MIXES="static ..."] [ONLY="healthdns gdnsd"] [BASELINE=binary] bench/speed.sh [SECONDS] [ROUNDS]   (default 3 s, 3 rounds;
 #   the latency and swap measurements need the static mix)
 set -euo pipefail
 SECONDS_PER_RUN=${1:-3}
@@ -124,7 +124,9 @@ for _ in $(seq 1 100); do [ "$(dig @127.0.0.1 -p "$P_HD" +short www.bench.test A
 
 declare -A PORT=([healthdns]=$P_HD [gdnsd]=$P_GD [knot]=$P_KNOT [nsd]=$P_NSD [floor]=$P_FLOOR)
 declare -A PID=([healthdns]=$PID_HD [gdnsd]=$PID_GD [knot]=$PID_KNOT [nsd]=$PID_NSD [floor]=$PID_FLOOR)
-SERVERS="healthdns gdnsd knot nsd floor"
+# ONLY="healthdns gdnsd": measure just these (healthdns and at least one anchor) each round, so
+# the rounds are shorter and the two contenders are measured closer together.
+SERVERS=${ONLY:-"healthdns gdnsd knot nsd floor"}
 if [ -n "${BASELINE:-}" ]; then
   PORT[baseline]=$P_BASE; PID[baseline]=$PID_BASE; SERVERS="$SERVERS baseline"
   for _ in $(seq 1 100); do [ "$(dig @127.0.0.1 -p "$P_BASE" +short www.bench.test A | wc -l)" = 2 ] && break; sleep 0.1; done
