@@ -68,21 +68,17 @@ CONF
 # CPU clock ticks (utime + stime) and resident memory (KiB) of a process and all its
 # descendants (NSD forks its server, Knot and healthdns run threads), read from /proc.
 descendants() { local child; for child in $(pgrep -P "$1" || true); do echo "$child"; descendants "$child"; done; }
-# The sum over a process and its descendants of $2, an awk expression over the fields of
-# /proc/PID/stat counted after the name: utime and stime (fields 14 and 15) are $12 and $13
-# (the name, field 2, may hold spaces, so fields are counted after ')').
-stat_sum() {
-  local total=0 pid
+# CPU clock ticks of a process and its descendants, from one reading of /proc: "TOTAL USER",
+# utime + stime and utime alone (the server's own code, apart from the kernel's per-packet
+# work, which is the same syscalls for every server). utime and stime are fields 14 and 15;
+# the name (field 2) may hold spaces, so fields are counted after ')'.
+cpu_split() {
+  local pid
   for pid in $1 $(descendants "$1"); do
-    [ -r "/proc/$pid/stat" ] || continue
-    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk "{print $2}")))
-  done
-  echo "$total"
+    sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null || true
+  done | awk '{ total += $12 + $13; user += $12 } END { print total + 0, user + 0 }'
 }
-cpu_ticks() { stat_sum "$1" '$12 + $13'; }
-# The user-space part of cpu_ticks (utime only): what a server's own code costs, apart from
-# the kernel's per-packet work, which is the same syscalls for every server.
-cpu_user_ticks() { stat_sum "$1" '$12'; }
+cpu_ticks() { local total user; read -r total user < <(cpu_split "$1"); echo "$total"; }
 rss_kb() {
   local total=0 pid
   for pid in $1 $(descendants "$1"); do

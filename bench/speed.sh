@@ -137,12 +137,12 @@ fi
 # results line. Arguments: server, query file, then loadgen flags.
 measure() {
   local server=$1 queries=$2; shift 2
-  local before after lines answered qps
-  before=$(cpu_ticks "${PID[$server]}"); user_before=$(cpu_user_ticks "${PID[$server]}")
+  local before after user_before user_after lines answered qps
+  read -r before user_before < <(cpu_split "${PID[$server]}")
   lines=$(for g in $(seq 1 "$GENERATORS"); do
     taskset -c "$GEN_CPUS" target/release/examples/loadgen "127.0.0.1:${PORT[$server]}" "$queries" 256 "$SECONDS_PER_RUN" "$@" &
   done; wait)
-  after=$(cpu_ticks "${PID[$server]}"); user_after=$(cpu_user_ticks "${PID[$server]}")
+  read -r after user_after < <(cpu_split "${PID[$server]}")
   # Sum the generators' counts; latency from the first.
   answered=$(echo "$lines" | sed 's/.*answered=\([0-9]*\).*/\1/' | paste -sd+ | bc)
   qps=$(echo "$lines" | sed 's/.*qps=\([0-9]*\).*/\1/' | paste -sd+ | bc)
