@@ -127,6 +127,8 @@ declare -A PID=([healthdns]=$PID_HD [gdnsd]=$PID_GD [knot]=$PID_KNOT [nsd]=$PID_
 # ONLY="healthdns gdnsd": measure just these (healthdns and at least one anchor) each round, so
 # the rounds are shorter and the two contenders are measured closer together.
 SERVERS=${ONLY:-"healthdns gdnsd knot nsd floor"}
+[[ " $SERVERS " == *" healthdns "* && " $SERVERS " =~ \ (gdnsd|knot|nsd)\  ]] ||
+  { echo "ONLY=\"$SERVERS\" needs healthdns and one of gdnsd, knot, nsd" >&2; exit 1; }
 if [ -n "${BASELINE:-}" ]; then
   PORT[baseline]=$P_BASE; PID[baseline]=$PID_BASE; SERVERS="$SERVERS baseline"
   for _ in $(seq 1 100); do [ "$(dig @127.0.0.1 -p "$P_BASE" +short www.bench.test A | wc -l)" = 2 ] && break; sleep 0.1; done
