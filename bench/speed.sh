@@ -168,6 +168,19 @@ for mix in $MIXES; do
 done
 python3 - "$work/results" "$ROUNDS" <<'PY'
 import sys, statistics, re
+from math import comb
+
+def median_interval(values):
+    """A distribution-free confidence interval for the median of `values`: the k-th smallest
+    and k-th largest, for the largest k whose coverage (from the binomial distribution of how
+    many values fall below the true median) is still at least 95%. Needs 6 values or more."""
+    n, ordered = len(values), sorted(values)
+    best = None
+    for k in range(1, n // 2 + 1):
+        coverage = 1 - 2 * sum(comb(n, i) for i in range(k)) / 2 ** n
+        if coverage >= 0.95:
+            best = (ordered[k - 1], ordered[n - k], coverage)
+    return best or (None, None, None)
 rows = {}
 for line in open(sys.argv[1]):
     mix, server, us, rest = line.split(" ", 3)
@@ -197,6 +210,12 @@ for mix in mixes:
     pairs = [h[0] / a[0] for h, a in zip(rows[(mix, "healthdns")], rows[(mix, best_cpu)])]
     print(f"{mix:9} paired    cpu/q per round vs {best_cpu}: median {statistics.median(pairs):.2f}x, "
           f"range {min(pairs):.2f}-{max(pairs):.2f}, healthdns cheaper in {sum(p <= 1 for p in pairs)} of {len(pairs)}")
+    low, high, coverage = median_interval(pairs)
+    if low is not None:
+        verdict = ("cheaper" if high < 1 else "dearer" if low > 1
+                   else "no difference this run can resolve")
+        print(f"{mix:9} interval  the true paired median lies in {low:.2f}-{high:.2f}x "
+              f"({coverage:.0%} confidence, sign-test order statistics): {verdict}")
 PY
 
 [ "$MODE" = two ] && exit 0
