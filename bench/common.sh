@@ -79,13 +79,12 @@ cpu_split() {
   done | awk '{ total += $12 + $13; user += $12 } END { print total + 0, user + 0 }'
 }
 cpu_ticks() { local total user; read -r total user < <(cpu_split "$1"); echo "$total"; }
+# Resident memory (KiB) of a process and its descendants, read as cpu_split reads CPU.
 rss_kb() {
-  local total=0 pid
+  local pid
   for pid in $1 $(descendants "$1"); do
-    [ -r "/proc/$pid/status" ] || continue
-    total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status")))
-  done
-  echo "$total"
+    cat "/proc/$pid/status" 2>/dev/null || true
+  done | awk '/^VmRSS/ { total += $2 } END { print total + 0 }'
 }
 HZ=$(getconf CLK_TCK)
 
@@ -137,9 +136,11 @@ FAST_CHECK=('interval = "100ms"' 'timeout = "100ms"' 'fall = 1' 'rise = 1')
 
 # A healthdns config serving bench.test (bench.test.zone, next to the config) on 127.0.0.1:$1
 # with one UDP socket; further arguments are extra lines (e.g. a [rate_limit] table).
+# RCVBUF=bytes: healthdns' udp_receive_buffer (else its default); `healthdns check` judges it.
 hd_toml() { # $1 = port, then extra lines
   local port=$1; shift
   printf '[server]\nlisten = ["127.0.0.1:%s"]\nudp_sockets = 1\nstate_file = "hd.state"\n' "$port"
+  [ -z "${RCVBUF:-}" ] || printf 'udp_receive_buffer = %s\n' "$RCVBUF"
   printf '[[zone]]\norigin = "bench.test"\nfile = "bench.test.zone"\n'
   [ $# -eq 0 ] || printf '%s\n' "$@"
 }

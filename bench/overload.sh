@@ -21,8 +21,8 @@
 # [rate_limit] on, the flood's answers are dropped, see bench/rrl.sh.
 # Needs root (the cgroup), cgroup v1 or v2 cpu control, knot, dig, python3, taskset, curl,
 # a release build of healthdns and examples/loadgen.
-# RCVBUF=bytes: healthdns' udp_receive_buffer (default: healthdns' own default), to compare
-# how the legitimate share depends on how many queries queue while the server is behind.
+# RCVBUF=bytes: healthdns' udp_receive_buffer (bench/common.sh's hd_toml; default: healthdns'
+# own), to compare how the legitimate share depends on the receive buffer.
 # Usage: [RCVBUF=bytes] bench/overload.sh [TRIALS] [SECONDS]   (default 10 trials of 6 s)
 set -euo pipefail
 TRIALS=${1:-10}
@@ -60,10 +60,9 @@ shuf -i 1-10000 -n 10000 | sed 's/.*/www&.bench.test A/' > "$work/q_static"
 
 hd_toml "$P_HD" "$(pool_toml www.bench.test "127.0.9.1 127.0.9.2 127.0.9.3" 'interval = "100ms"' 'timeout = "200ms"' 'fall = 2' 'rise = 2')" \
   "[api]" "listen = \"127.0.0.1:$P_API\"" > "$work/hd.toml"
-if [ -n "${RCVBUF:-}" ]; then
-  [[ "$RCVBUF" =~ ^[0-9]+$ ]] || { echo "RCVBUF=$RCVBUF: a number of bytes, please" >&2; exit 1; }
-  sed -i "s/^udp_sockets = 1$/&\nudp_receive_buffer = $RCVBUF/" "$work/hd.toml"
-fi
+# A bad RCVBUF (or anything else) is reported here, naming the key and value, not as a
+# server that never starts.
+target/release/healthdns check --config "$work/hd.toml" >/dev/null
 RUST_LOG=warn taskset -c 0 target/release/healthdns serve --config "$work/hd.toml" 2>"$work/hd.log" & PID_HD=$!; pids+=("$PID_HD")
 limit_cpu "healthdns-overload-$$" "$PID_HD"
 knot_conf "$P_KNOT" "udp-workers: 1" "tcp-workers: 1" "background-workers: 1" > "$work/knot.conf"

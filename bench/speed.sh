@@ -175,12 +175,11 @@ def median_interval(values):
     and k-th largest, for the largest k whose coverage (from the binomial distribution of how
     many values fall below the true median) is still at least 95%. Needs 6 values or more."""
     n, ordered = len(values), sorted(values)
-    best = None
-    for k in range(1, n // 2 + 1):
+    for k in range(n // 2, 0, -1):
         coverage = 1 - 2 * sum(comb(n, i) for i in range(k)) / 2 ** n
         if coverage >= 0.95:
-            best = (ordered[k - 1], ordered[n - k], coverage)
-    return best or (None, None, None)
+            return ordered[k - 1], ordered[n - k], coverage
+    return None, None, None
 rows = {}
 for line in open(sys.argv[1]):
     mix, server, us, rest = line.split(" ", 3)
