@@ -155,8 +155,27 @@ measure() {
   echo "$us answered=$answered user_ns=$user_ns qps=$qps $(echo "$first" | grep -o 'p50_us=[0-9]* p99_us=[0-9]*') errors=$errors rss_kb=$(rss_kb "${PID[$server]}")"
 }
 # The servers in round $1's order: each round starts one server later, so that no server is
-# always measured first (or right after the same neighbour).
-rotated() { local list=($2) n; n=${#list[@]}; for i in $(seq 0 $((n - 1))); do echo "${list[$(( (i + $1 - 1) % n ))]}"; done; }
+# always measured first (or right after the same neighbour). healthdns and gdnsd, whose ratio
+# is the target, move as one unit and take turns to go first (flipped every n rounds, n units in
+# the rotation, so each place in the order sees both): measured back to back, a drift
+# of the machine's speed between them (the noise of the paired ratio) is smallest.
+rotated() {
+  local list=($2) units=() unit n
+  for unit in "${list[@]}"; do
+    if [[ " ${list[*]} " == *" healthdns "* && " ${list[*]} " == *" gdnsd "* ]]; then
+      [ "$unit" = gdnsd ] && continue
+      [ "$unit" = healthdns ] && unit=healthdns+gdnsd
+    fi
+    units+=("$unit")
+  done
+  n=${#units[@]}
+  for i in $(seq 0 $((n - 1))); do
+    unit=${units[$(( (i + $1 - 1) % n ))]}
+    if [ "$unit" != healthdns+gdnsd ]; then echo "$unit"
+    elif (( ($1 - 1) / n % 2 == 0 )); then echo healthdns; echo gdnsd
+    else echo gdnsd; echo healthdns; fi
+  done
+}
 for mix in $MIXES; do
   flags=(); [ "$mix" = tcp ] && flags=(--tcp 16)
   for round in $(seq 1 "$ROUNDS"); do
