@@ -125,7 +125,7 @@ for _ in $(seq 1 100); do [ "$(dig @127.0.0.1 -p "$P_HD" +short www.bench.test A
 declare -A PORT=([healthdns]=$P_HD [gdnsd]=$P_GD [knot]=$P_KNOT [nsd]=$P_NSD [floor]=$P_FLOOR)
 declare -A PID=([healthdns]=$PID_HD [gdnsd]=$PID_GD [knot]=$PID_KNOT [nsd]=$PID_NSD [floor]=$PID_FLOOR)
 # ONLY="healthdns gdnsd": measure just these (healthdns and at least one anchor) each round, so
-# the rounds are shorter and the two contenders are measured closer together.
+# the rounds are shorter (healthdns and gdnsd are back to back in every round either way).
 SERVERS=${ONLY:-"healthdns gdnsd knot nsd floor"}
 [[ " $SERVERS " == *" healthdns "* && " $SERVERS " =~ \ (gdnsd|knot|nsd)\  ]] ||
   { echo "ONLY=\"$SERVERS\" needs healthdns and one of gdnsd, knot, nsd" >&2; exit 1; }
@@ -160,15 +160,11 @@ measure() {
 # the rotation, so each place in the order sees both): measured back to back, a drift
 # of the machine's speed between them (the noise of the paired ratio) is smallest.
 rotated() {
-  local list=($2) units=() unit n
-  for unit in "${list[@]}"; do
-    if [[ " ${list[*]} " == *" healthdns "* && " ${list[*]} " == *" gdnsd "* ]]; then
-      [ "$unit" = gdnsd ] && continue
-      [ "$unit" = healthdns ] && unit=healthdns+gdnsd
-    fi
-    units+=("$unit")
-  done
-  n=${#units[@]}
+  local list=" $2 " units unit n
+  if [[ $list == *" healthdns "* && $list == *" gdnsd "* ]]; then
+    list=${list/ gdnsd / }; list=${list/ healthdns / healthdns+gdnsd }
+  fi
+  units=($list); n=${#units[@]}
   for i in $(seq 0 $((n - 1))); do
     unit=${units[$(( (i + $1 - 1) % n ))]}
     if [ "$unit" != healthdns+gdnsd ]; then echo "$unit"
