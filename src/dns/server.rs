@@ -363,8 +363,9 @@ fn serve_udp(
     // One zeroed allocation for every receive buffer: large enough to come straight from the
     // kernel, whose zero pages become resident only where a datagram is written. Transparent
     // huge pages for it and the answer cache (MADV_HUGEPAGE, fewer TLB misses in the kernel's
-    // copies) were tried: bench/speed.sh put this build at 0.96-1.01x that one's CPU per
-    // query (pool, static, NXDOMAIN, nxrandom; 12 rounds) and they added 2.5 MiB of RSS.
+    // copies) were tried: in bench/speed.sh (pool, static, NXDOMAIN, nxrandom; 12 rounds) the
+    // build without them cost 0.96-1.01x the CPU per query of the build with them, which also
+    // took 2.5 MiB more RSS.
     let mut inbox = vec![0u8; UDP_BUFFER_STRIDE * UDP_BATCH_BACKLOGGED];
     let mut answers: Vec<Vec<u8>> = (0..UDP_BATCH_BACKLOGGED)
         .map(|_| Vec::with_capacity(4096))
